@@ -1,0 +1,33 @@
+// `tandem site --config FILE --site ID [--data-dir DIR]`: one site node.
+import type { Command } from 'commander';
+import { loadConfigFile } from '../../config/load.js';
+import { startSite } from '../../site/run-site.js';
+import { UsageError } from '../usage.js';
+import { siteExtension } from '../../site/extension.js';
+
+export function registerSiteCommand(program: Command): void {
+  program
+    .command('site')
+    .description('Run one site node (production: one per site or machine).')
+    .requiredOption('--config <file>', 'cluster config file (YAML or JSON)')
+    .requiredOption('--site <id>', 'which site of the config this node is')
+    .option('--data-dir <dir>', 'where the site keeps its data', '.tandem')
+    .action(async (opts: { config: string; site: string; dataDir: string }) => {
+      const config = loadConfigFile(opts.config);
+      if (!config.sites.some((s) => s.id === opts.site))
+        throw new UsageError(`--site: ${opts.site} is not a site of ${opts.config} (sites: ${config.sites.map((s) => s.id).join(', ')})`);
+      const running = await startSite({ config, siteId: opts.site, dataDir: opts.dataDir, extend: siteExtension });
+      process.stdout.write(`site ${opts.site} ${running.url}\n`);
+      const shutdown = () => {
+        void running.stop().then(
+          () => process.exit(0),
+          (e) => {
+            process.stderr.write(`tandem site: shutdown failed: ${String(e)}\n`);
+            process.exit(1);
+          },
+        );
+      };
+      process.once('SIGTERM', shutdown);
+      process.once('SIGINT', shutdown);
+    });
+}

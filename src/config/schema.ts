@@ -1,0 +1,86 @@
+// The cluster config (CONTRACT.md, "Config file"): one typed schema that validates the YAML/JSON
+// file, fills defaults, and names the exact path of anything wrong.
+import { z } from 'zod';
+import { routerSchema } from './router-schema.js';
+
+export const siteIdPattern = /^[a-z0-9-]{1,32}$/;
+const siteId = z.string().regex(siteIdPattern, 'expected [a-z0-9-]{1,32}');
+const httpUrl = z.string().regex(/^https?:\/\/[^\s/]+(\/[^\s]*)?$/, 'expected an http(s) URL');
+
+export const siteSchema = z.strictObject({
+  id: siteId,
+  url: httpUrl,
+  app: httpUrl.optional(),
+  region: z.string().min(1).max(64).optional(),
+  location: z.strictObject({ lat: z.number().min(-90).max(90), lon: z.number().min(-180).max(180) }).optional(),
+});
+
+export const witnessSchema = z.strictObject({ id: siteId, url: httpUrl });
+
+export const tableNamePattern = /^[A-Za-z0-9_.-]{1,64}$/;
+
+const homeSchema = z.discriminatedUnion('from', [
+  z.strictObject({ from: z.literal('key-prefix'), separator: z.string().min(1).max(8).default(':') }),
+  z.strictObject({ from: z.literal('first-writer') }),
+]);
+
+export const tableSchema = z
+  .strictObject({
+    pattern: z.enum(['local', 'global', 'partitioned']).default('local'),
+    conflict: z.enum(['lww', 'merge', 'crdt', 'custom']).default('lww'),
+    fields: z.record(z.string().min(1).max(255), z.enum(['counter', 'set'])).optional(),
+    /** For `custom`: a JS module path (relative to the config file) exporting `merge`. */
+    merge: z.string().min(1).optional(),
+    mergeTimeoutMs: z.number().int().min(1).max(1000).default(50),
+    home: homeSchema.optional(),
+    writeSite: siteId.optional(),
+    durability: z.enum(['local', 'quorum', 'all']).default('local'),
+  })
+  .superRefine((t, ctx) => {
+    if (t.fields !== undefined && t.conflict !== 'crdt')
+      ctx.addIssue({ code: 'custom', path: ['fields'], message: 'fields are only allowed with conflict: crdt' });
+    if (t.conflict === 'custom' && t.merge === undefined)
+      ctx.addIssue({ code: 'custom', path: ['merge'], message: 'conflict: custom needs merge: <module path>' });
+    if (t.pattern === 'global' && t.writeSite === undefined)
+      ctx.addIssue({ code: 'custom', path: ['writeSite'], message: 'pattern: global needs writeSite' });
+    if (t.pattern !== 'global' && t.writeSite !== undefined)
+      ctx.addIssue({ code: 'custom', path: ['writeSite'], message: 'writeSite is only allowed with pattern: global' });
+    if (t.pattern === 'partitioned' && t.home === undefined)
+      ctx.addIssue({ code: 'custom', path: ['home'], message: 'pattern: partitioned needs home' });
+    if (t.pattern !== 'partitioned' && t.home !== undefined)
+      ctx.addIssue({ code: 'custom', path: ['home'], message: 'home is only allowed with pattern: partitioned' });
+  });
+
+export const clusterSchema = z
+  .strictObject({
+    cluster: z.string().regex(/^[a-z0-9-]{1,64}$/, 'expected [a-z0-9-]{1,64}'),
+    secret: z.string().min(16, 'expected at least 16 characters'),
+    sites: z.array(siteSchema).min(1).max(50),
+    witnesses: z.array(witnessSchema).default([]),
+    tables: z.record(z.string().regex(tableNamePattern, 'expected a table name [A-Za-z0-9_.-]{1,64}'), tableSchema),
+    router: routerSchema.default(() => routerSchema.parse({})),
+  })
+  .superRefine((c, ctx) => {
+    const ids = new Set<string>();
+    [...c.sites, ...c.witnesses].forEach((s, i) => {
+      if (ids.has(s.id)) {
+        const inSites = i < c.sites.length;
+        ctx.addIssue({
+          code: 'custom',
+          path: inSites ? ['sites', i, 'id'] : ['witnesses', i - c.sites.length, 'id'],
+          message: `duplicate id ${s.id}`,
+        });
+      }
+      ids.add(s.id);
+    });
+    for (const [name, t] of Object.entries(c.tables)) {
+      if (t.writeSite !== undefined && !c.sites.some((s) => s.id === t.writeSite))
+        ctx.addIssue({ code: 'custom', path: ['tables', name, 'writeSite'], message: `unknown site ${t.writeSite}` });
+    }
+  });
+
+export type ClusterConfig = z.infer<typeof clusterSchema>;
+export type SiteConfig = z.infer<typeof siteSchema>;
+export type TableConfig = z.infer<typeof tableSchema>;
+export type TablePattern = TableConfig['pattern'];
+export type ConflictPolicy = TableConfig['conflict'];

@@ -1,0 +1,230 @@
+// The replicated state of one item, and its join. Every write ships the item's whole state after the
+// write; every site joins states. The join is commutative, associative and idempotent, so replicas
+// that received the same writes hold the same state whatever the order (a state-based CRDT with
+// dotted entries and a causal context, in the style of ORSWOT / DVV).
+//
+//   state = { c: context (version vector), entries…, w: the latest write }
+//
+// An entry carries the dot of the write that created it. Joining two states keeps an entry if both
+// have it, or if the other side has not seen its dot (so a write that observed and overwrote or
+// removed an entry wins over it, and a concurrent one survives). Counters are per-origin cumulative
+// (p, n) pairs merged by max, with resets that record what they observed, so nothing is re-added.
+//
+// The context is a version vector of the dots merged into this item. It is prefix-closed per item:
+// an origin's writes reach a site in seq order, and each shipped state already contains its origin's
+// earlier writes to the same item. So equal contexts mean equal states, and the context hash
+// identifies the state (it is part of the version, the ETag).
+import { createHash } from 'node:crypto';
+import { assert } from './assert.js';
+import { canonicalJson, type JsonValue } from './canonical-json.js';
+import { hlcFromHex, type Hlc } from './hlc.js';
+import { canonicalVector, covers, joinVectors, type Dot, type VersionVector } from './vector.js';
+
+/** One register value (or a whole-item value in `lww` / `custom`), stamped by the write that made it. */
+export interface Sibling {
+  /** dot of the write */
+  d: Dot;
+  /** hlc of the write, 16 hex digits */
+  h: string;
+  /** site id of the write */
+  s: string;
+  /** the value; absent when `t` (a whole-item tombstone in lww/custom) */
+  v?: JsonValue;
+  t?: true;
+}
+
+/** Per-origin cumulative increments `[p, n]`, and what resets observed of them. */
+export interface CounterState {
+  inc: Record<string, [number, number]>;
+  rst: Record<string, [number, number]>;
+}
+
+export interface WriteStamp {
+  h: string;
+  s: string;
+  d: Dot;
+}
+
+export interface ItemState {
+  c: VersionVector;
+  /** registers: the whole item under '' (lww, custom) or one per top-level field (merge, crdt) */
+  r: Record<string, Sibling[]>;
+  /** counters (crdt) */
+  k: Record<string, CounterState>;
+  /** sets (crdt): element (canonical JSON) -> add dots */
+  s: Record<string, Record<string, Dot[]>>;
+  /** existence dots (merge, crdt): the item exists while one survives */
+  x: Dot[];
+  /** the latest write merged into this state (max by hlc, site, dot) */
+  w: WriteStamp;
+}
+
+export const wholeItem = '';
+
+export function emptyState(): ItemState {
+  return { c: {}, r: {}, k: {}, s: {}, x: [], w: { h: '0'.repeat(16), s: '', d: '' } };
+}
+
+export function compareStamps(a: { h: string; s: string; d: Dot }, b: { h: string; s: string; d: Dot }): number {
+  if (a.h !== b.h) return a.h < b.h ? -1 : 1;
+  if (a.s !== b.s) return a.s < b.s ? -1 : 1;
+  if (a.d !== b.d) return a.d < b.d ? -1 : 1;
+  return 0;
+}
+
+export function stampHlc(w: WriteStamp): Hlc {
+  return hlcFromHex(w.h);
+}
+
+/** Join of two dotted collections: keep what both have, and what the other side has not seen. */
+function joinDotted<T>(a: T[], ca: VersionVector, b: T[], cb: VersionVector, dotOfEntry: (e: T) => Dot): T[] {
+  const inB = new Map(b.map((e) => [dotOfEntry(e), e]));
+  const out: T[] = [];
+  const seen = new Set<Dot>();
+  for (const e of a) {
+    const d = dotOfEntry(e);
+    if (inB.has(d) || !covers(cb, d)) {
+      out.push(e);
+      seen.add(d);
+    }
+  }
+  for (const e of b) {
+    const d = dotOfEntry(e);
+    if (!seen.has(d) && !covers(ca, d)) out.push(e);
+  }
+  return out.sort((x, y) => (dotOfEntry(x) < dotOfEntry(y) ? -1 : dotOfEntry(x) > dotOfEntry(y) ? 1 : 0));
+}
+
+function maxPair(a: [number, number] | undefined, b: [number, number] | undefined): [number, number] {
+  return [Math.max(a?.[0] ?? 0, b?.[0] ?? 0), Math.max(a?.[1] ?? 0, b?.[1] ?? 0)];
+}
+
+function joinPairs(
+  a: Record<string, [number, number]>,
+  b: Record<string, [number, number]>,
+): Record<string, [number, number]> {
+  const out: Record<string, [number, number]> = {};
+  for (const o of new Set([...Object.keys(a), ...Object.keys(b)])) out[o] = maxPair(a[o], b[o]);
+  return out;
+}
+
+export interface JoinOptions {
+  /** lww keeps only the highest sibling of the whole-item register: max is itself a join. */
+  pruneToMax: boolean;
+}
+
+/** A value that lost to a concurrent one in a register: what the conflict feed keeps. */
+export interface RegisterLoser {
+  field: string;
+  loser: Sibling;
+  winner: Sibling;
+}
+
+export function joinStates(a: ItemState, b: ItemState, options: JoinOptions): ItemState {
+  return joinStatesTracked(a, b, options).state;
+}
+
+/** The join, plus the register values that are concurrent with a higher one (identical values excluded). */
+export function joinStatesTracked(
+  a: ItemState,
+  b: ItemState,
+  options: JoinOptions,
+): { state: ItemState; losers: RegisterLoser[] } {
+  const losers: RegisterLoser[] = [];
+  const r: Record<string, Sibling[]> = {};
+  for (const f of new Set([...Object.keys(a.r), ...Object.keys(b.r)])) {
+    let sibs = joinDotted(a.r[f] ?? [], a.c, b.r[f] ?? [], b.c, (e) => e.d);
+    if (sibs.length > 1) {
+      const winner = highestSibling(sibs)!;
+      const winnerValue = winner.t ? undefined : canonicalJson(winner.v!);
+      for (const sib of sibs) {
+        if (sib === winner) continue;
+        const value = sib.t ? undefined : canonicalJson(sib.v!);
+        if (value !== winnerValue) losers.push({ field: f, loser: sib, winner });
+      }
+      if (options.pruneToMax) sibs = [winner];
+    }
+    if (sibs.length > 0) r[f] = sibs;
+  }
+  const k: Record<string, CounterState> = {};
+  for (const f of new Set([...Object.keys(a.k), ...Object.keys(b.k)])) {
+    const ka = a.k[f] ?? { inc: {}, rst: {} };
+    const kb = b.k[f] ?? { inc: {}, rst: {} };
+    k[f] = { inc: joinPairs(ka.inc, kb.inc), rst: joinPairs(ka.rst, kb.rst) };
+  }
+  const s: Record<string, Record<string, Dot[]>> = {};
+  for (const f of new Set([...Object.keys(a.s), ...Object.keys(b.s)])) {
+    const sa = a.s[f] ?? {};
+    const sb = b.s[f] ?? {};
+    const field: Record<string, Dot[]> = {};
+    for (const el of new Set([...Object.keys(sa), ...Object.keys(sb)])) {
+      const dots = joinDotted(sa[el] ?? [], a.c, sb[el] ?? [], b.c, (d) => d);
+      if (dots.length > 0) field[el] = dots;
+    }
+    if (Object.keys(field).length > 0) s[f] = field;
+  }
+  const x = joinDotted(a.x, a.c, b.x, b.c, (d) => d);
+  const w = compareStamps(a.w, b.w) >= 0 ? a.w : b.w;
+  return { state: { c: canonicalVector(joinVectors(a.c, b.c)), r, k, s, x, w }, losers };
+}
+
+export function highestSibling(sibs: readonly Sibling[]): Sibling | undefined {
+  let best: Sibling | undefined;
+  for (const sib of sibs) if (best === undefined || compareStamps(sib, best) > 0) best = sib;
+  return best;
+}
+
+/** Siblings in ascending version order: what a custom merge function is given. */
+export function siblingsByVersion(sibs: readonly Sibling[]): Sibling[] {
+  return [...sibs].sort(compareStamps);
+}
+
+export function counterValue(c: CounterState): number {
+  let total = 0;
+  for (const [o, [p, n]] of Object.entries(c.inc)) {
+    const [rp, rn] = c.rst[o] ?? [0, 0];
+    total += p - rp - (n - rn);
+  }
+  return total;
+}
+
+/** A counter is shown while some increment is not covered by a reset. */
+export function counterVisible(c: CounterState): boolean {
+  return Object.entries(c.inc).some(([o, [p, n]]) => {
+    const [rp, rn] = c.rst[o] ?? [0, 0];
+    return p > rp || n > rn;
+  });
+}
+
+/** Hash of the canonical context: identifies the state among all states of this item. */
+export function contextHash(c: VersionVector): string {
+  return createHash('sha256').update(canonicalJson(canonicalVector(c))).digest('hex').slice(0, 12);
+}
+
+/** `<hlc hex>-<siteId>-<context hash>`: orders by (hlc, site) and identifies the state. */
+export function versionOf(state: ItemState): string {
+  return `${state.w.h}-${state.w.s}-${contextHash(state.c)}`;
+}
+
+export interface ParsedVersion {
+  h: string;
+  s: string;
+  hash: string;
+}
+
+export function parseVersion(version: string): ParsedVersion | undefined {
+  const m = /^([0-9a-f]{16})-([a-z0-9-]{1,32})-([0-9a-f]{12})$/.exec(version);
+  return m ? { h: m[1]!, s: m[2]!, hash: m[3]! } : undefined;
+}
+
+/** Every dot that an entry of this state carries (for invariants and repairs). */
+export function entryDots(state: ItemState): Dot[] {
+  const dots: Dot[] = [...state.x];
+  for (const sibs of Object.values(state.r)) for (const sib of sibs) dots.push(sib.d);
+  for (const field of Object.values(state.s)) for (const ds of Object.values(field)) dots.push(...ds);
+  return dots;
+}
+
+export function assertStateWellFormed(state: ItemState): void {
+  for (const d of entryDots(state)) assert(covers(state.c, d), `entry dot ${d} not covered by its context`);
+}

@@ -1,0 +1,174 @@
+// Local writes: turn one operation (put, patch, delete) on an item into the item's next state, by
+// the table's conflict policy and field kinds. Pure: the caller supplies the dot, hlc and site.
+// A write observes the whole current state, so it supersedes every entry it replaces or removes;
+// entries it did not see (concurrent writes elsewhere) survive the join.
+import { canonicalJson, type JsonValue } from './canonical-json.js';
+import { RequestError } from './errors.js';
+import { hlcToHex, type Hlc } from './hlc.js';
+import { emptyState, wholeItem, type CounterState, type ItemState, type Sibling } from './item.js';
+import { limits } from '../limits.js';
+import { canonicalVector, withDot, type Dot, type Origin, type VersionVector } from './vector.js';
+import { materialize, type TableSemantics } from './materialize.js';
+
+export type JsonObject = { [k: string]: JsonValue };
+
+export interface PatchOp {
+  set?: JsonObject;
+  unset?: string[];
+  increment?: Record<string, number>;
+  add?: Record<string, JsonValue[]>;
+  remove?: Record<string, JsonValue[]>;
+}
+
+export type ItemOp = { op: 'put'; value: JsonObject } | { op: 'patch'; patch: PatchOp } | { op: 'delete' };
+
+export interface WriteStampInput {
+  dot: Dot;
+  hlc: Hlc;
+  site: string;
+  origin: Origin;
+}
+
+/** The next state of an item after a local write; throws RequestError for a write of the wrong kind. */
+export function applyLocalWrite(
+  table: TableSemantics,
+  current: ItemState | undefined,
+  op: ItemOp,
+  stamp: WriteStampInput,
+  /** context for a key with no state (the GC floor): what a purged tombstone had seen */
+  floor: VersionVector = {},
+): ItemState {
+  const base = current ?? { ...emptyState(), c: floor };
+  const next: ItemState = {
+    c: canonicalVector(withDot(base.c, stamp.dot)),
+    r: { ...base.r },
+    k: { ...base.k },
+    s: { ...base.s },
+    x: base.x,
+    w: { h: hlcToHex(stamp.hlc), s: stamp.site, d: stamp.dot },
+  };
+  const sib = (v: JsonValue | undefined): Sibling =>
+    v === undefined ? { d: stamp.dot, h: next.w.h, s: stamp.site, t: true } : { d: stamp.dot, h: next.w.h, s: stamp.site, v };
+
+  if (table.conflict === 'lww' || table.conflict === 'custom') {
+    switch (op.op) {
+      case 'put':
+        next.r = { [wholeItem]: [sib(op.value)] };
+        break;
+      case 'delete':
+        next.r = { [wholeItem]: [sib(undefined)] };
+        break;
+      case 'patch': {
+        rejectCrdtOps(op.patch, 'register');
+        const now = current ? materialize(table, current) : undefined;
+        const value: JsonObject = { ...((now?.live ? now.value : {}) as JsonObject) };
+        for (const [f, v] of Object.entries(op.patch.set ?? {})) value[f] = v;
+        for (const f of op.patch.unset ?? []) delete value[f];
+        next.r = { [wholeItem]: [sib(value)] };
+        break;
+      }
+    }
+    return next;
+  }
+
+  // merge and crdt: one register per field, plus declared counters and sets.
+  const kinds = table.fields;
+  const resetCounter = (f: string) => {
+    const c = next.k[f];
+    if (c) next.k[f] = { inc: c.inc, rst: { ...c.inc } };
+  };
+  const bumpCounter = (f: string, delta: number, path: string) => {
+    const c: CounterState = next.k[f] ?? { inc: {}, rst: {} };
+    const [p, n] = c.inc[stamp.origin] ?? [0, 0];
+    const np = delta > 0 ? p + delta : p;
+    const nn = delta < 0 ? n - delta : n;
+    if (!Number.isSafeInteger(np) || !Number.isSafeInteger(nn))
+      throw RequestError.badRequest(`${path}: counter would exceed the safe integer range`, [{ path, message: 'counter overflow' }]);
+    next.k[f] = { inc: { ...c.inc, [stamp.origin]: [np, nn] }, rst: c.rst };
+  };
+  const setElements = (f: string, values: JsonValue[], path: string) => {
+    const field: Record<string, Dot[]> = {};
+    for (const v of values) field[canonicalJson(v)] = [stamp.dot];
+    checkSetSize(Object.keys(field).length, path);
+    if (Object.keys(field).length > 0) next.s[f] = field;
+    else delete next.s[f];
+  };
+  const clearField = (f: string) => {
+    delete next.r[f];
+    delete next.s[f];
+    resetCounter(f);
+  };
+
+  switch (op.op) {
+    case 'delete':
+      next.r = {};
+      next.s = {};
+      for (const f of Object.keys(next.k)) resetCounter(f);
+      next.x = [];
+      break;
+    case 'put': {
+      const present = new Set([...Object.keys(next.r), ...Object.keys(next.s), ...Object.keys(next.k)]);
+      for (const f of present) if (!(f in op.value)) clearField(f);
+      for (const [f, v] of Object.entries(op.value)) {
+        const kind = kinds[f];
+        const path = `value.${f}`;
+        if (kind === 'counter') {
+          if (typeof v !== 'number' || !Number.isSafeInteger(v))
+            throw RequestError.badRequest(`${path}: a counter field takes an integer`, [{ path, message: 'expected an integer' }]);
+          resetCounter(f);
+          if (v !== 0) bumpCounter(f, v, path);
+        } else if (kind === 'set') {
+          if (!Array.isArray(v))
+            throw RequestError.badRequest(`${path}: a set field takes an array`, [{ path, message: 'expected an array' }]);
+          setElements(f, v, path);
+        } else {
+          next.r[f] = [sib(v)];
+        }
+      }
+      next.x = [stamp.dot];
+      break;
+    }
+    case 'patch': {
+      const p = op.patch;
+      for (const [f, v] of Object.entries(p.set ?? {})) {
+        if (kinds[f] !== undefined) throw RequestError.wrongKind(`set.${f}`, `set.${f}: field ${f} is a ${kinds[f]}; use ${kinds[f] === 'counter' ? 'increment' : 'add/remove'}`);
+        next.r[f] = [sib(v)];
+      }
+      for (const f of p.unset ?? []) clearField(f);
+      for (const [f, delta] of Object.entries(p.increment ?? {})) {
+        if (kinds[f] !== 'counter') throw RequestError.wrongKind(`increment.${f}`, `increment.${f}: field ${f} is not a counter`);
+        bumpCounter(f, delta, `increment.${f}`);
+      }
+      for (const [f, values] of Object.entries(p.add ?? {})) {
+        if (kinds[f] !== 'set') throw RequestError.wrongKind(`add.${f}`, `add.${f}: field ${f} is not a set`);
+        const field = { ...(next.s[f] ?? {}) };
+        for (const v of values) field[canonicalJson(v)] = [stamp.dot];
+        checkSetSize(Object.keys(field).length, `add.${f}`);
+        next.s[f] = field;
+      }
+      for (const [f, values] of Object.entries(p.remove ?? {})) {
+        if (kinds[f] !== 'set') throw RequestError.wrongKind(`remove.${f}`, `remove.${f}: field ${f} is not a set`);
+        const field = { ...(next.s[f] ?? {}) };
+        for (const v of values) delete field[canonicalJson(v)];
+        if (Object.keys(field).length > 0) next.s[f] = field;
+        else delete next.s[f];
+      }
+      next.x = [stamp.dot];
+      break;
+    }
+  }
+  return next;
+}
+
+function rejectCrdtOps(p: PatchOp, kind: string): void {
+  for (const opName of ['increment', 'add', 'remove'] as const) {
+    const fields = Object.keys(p[opName] ?? {});
+    if (fields.length > 0)
+      throw RequestError.wrongKind(`${opName}.${fields[0]}`, `${opName}.${fields[0]}: this table's fields are ${kind}s; ${opName} needs a crdt table field declared as ${opName === 'increment' ? 'counter' : 'set'}`);
+  }
+}
+
+function checkSetSize(n: number, path: string): void {
+  if (n > limits.setElementsMax)
+    throw RequestError.tooLarge(`${path}: a set holds at most ${limits.setElementsMax} elements`);
+}

@@ -1,0 +1,35 @@
+// Every bound in Tandem, in one place, with the relations between them asserted at load.
+// Units come last in each name.
+import { assert } from './core/assert.js';
+
+export const limits = {
+  keyBytesMax: 1024,
+  itemBodyBytesMax: 400 * 1024,
+  requestBodyBytesMax: 4 * 1024 * 1024,
+  batchOpsMax: 100,
+  scanLimitDefault: 100,
+  scanLimitMax: 1000,
+  sitesMax: 50,
+  fieldsPerItemMax: 1024,
+  setElementsMax: 10_000,
+  siblingsMax: 16,
+  /** Group commit: most writes folded into one transaction. */
+  groupCommitWritesMax: 512,
+  /** Pending writes waiting for the next group commit before new ones get 503. */
+  writeQueueMax: 10_000,
+  /** Replication batches: most entries and bytes per batch on a peer feed. */
+  feedBatchEntriesMax: 512,
+  feedBatchBytesMax: 1024 * 1024,
+  clockSkewMsMax: 60_000,
+  conflictFeedEntriesMax: 100_000,
+  conflictFeedAgeMsMax: 7 * 24 * 3600 * 1000,
+  shutdownDrainMsMax: 5_000,
+  peerRequestTimeoutMs: 5_000,
+  backoffMsMin: 50,
+  backoffMsMax: 5_000,
+} as const;
+
+assert(limits.itemBodyBytesMax < limits.requestBodyBytesMax, 'an item must fit in a request');
+assert(limits.groupCommitWritesMax <= limits.writeQueueMax, 'a group commit never exceeds the write queue');
+assert(limits.scanLimitDefault <= limits.scanLimitMax, 'default scan limit within the max');
+assert(limits.backoffMsMin < limits.backoffMsMax, 'backoff range');

@@ -1,0 +1,69 @@
+// The real Env: Node's clocks, timers, crypto randomness, undici for the network, pino for logs.
+import { performance } from 'node:perf_hooks';
+import { randomInt } from 'node:crypto';
+import { Agent, request as undiciRequest } from 'undici';
+import pino from 'pino';
+import type { Clock, Env, Logger, Random, Timers, Transport, TransportRequest, TransportResponse } from '../env.js';
+
+export const realClock: Clock = {
+  monotonicMs: () => performance.now(),
+  wallMs: () => Date.now(),
+};
+
+export const realTimers: Timers = {
+  after(ms, fn) {
+    const t = setTimeout(fn, ms);
+    return { cancel: () => clearTimeout(t) };
+  },
+  sleep(ms, signal) {
+    return new Promise<void>((resolve, reject) => {
+      if (signal?.aborted) return reject(signal.reason);
+      const onAbort = () => {
+        clearTimeout(t);
+        reject(signal?.reason);
+      };
+      const t = setTimeout(() => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      }, ms);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  },
+};
+
+export const realRandom: Random = {
+  next: () => Math.random(),
+  int: (maxExclusive) => randomInt(maxExclusive),
+};
+
+export function realTransport(options: { connectionsPerOrigin?: number } = {}): Transport & { close(): Promise<void> } {
+  const agent = new Agent({ connections: options.connectionsPerOrigin ?? 16, keepAliveTimeout: 30_000, pipelining: 1 });
+  return {
+    async request(req: TransportRequest): Promise<TransportResponse> {
+      const res = await undiciRequest(req.url, {
+        method: req.method as 'GET',
+        headers: req.headers,
+        body: req.body === undefined ? undefined : Buffer.from(req.body.buffer, req.body.byteOffset, req.body.byteLength),
+        signal: req.signal,
+        dispatcher: agent,
+        headersTimeout: 0,
+        bodyTimeout: 0,
+      });
+      const headers: Record<string, string> = {};
+      for (const [k, v] of Object.entries(res.headers)) {
+        if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(', ') : v;
+      }
+      return { status: res.statusCode, headers, body: res.body };
+    },
+    close: () => agent.close(),
+  };
+}
+
+export function realLogger(bindings: object = {}, level = process.env.TANDEM_LOG_LEVEL ?? 'info'): Logger {
+  return pino({ level, base: bindings }) as unknown as Logger;
+}
+
+export function realEnv(log: Logger = realLogger()): Env & { close(): Promise<void> } {
+  const transport = realTransport();
+  return { clock: realClock, timers: realTimers, random: realRandom, transport, log, close: () => transport.close() };
+}

@@ -1,0 +1,386 @@
+// The site node's HTTP surface (CONTRACT.md, "Data API"), on fastify: validation, problem+json
+// errors, ETags, session tokens, forwarding of owner-only writes, health, status and metrics.
+// Domain logic lives in SiteNode; this file translates HTTP to it and back.
+import { Readable } from 'node:stream';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { RequestError } from '../core/errors.js';
+import { readBody, type Env, type RequestHandler } from '../platform/env.js';
+import { limits } from '../limits.js';
+import type { ItemRecord } from '../store/types.js';
+import type { ItemOp } from '../core/write.js';
+import type { SiteMetrics } from './metrics.js';
+import { SiteNode, type BatchOp, type Consistency, type Durability, type WriteOutcome } from './site-node.js';
+import { decodeSession, encodeSession, joinSession } from './session.js';
+import type { VersionVector } from '../core/vector.js';
+import {
+  decodeCursor,
+  encodeCursor,
+  oneOf,
+  parseIfMatch,
+  parseIfNoneMatch,
+  parseLimit,
+  validateBatch,
+  validateKey,
+  validatePatch,
+  validatePut,
+} from './validate.js';
+
+export interface PeerStatus {
+  connected: boolean;
+  lagEntries: number;
+  lagMs: number;
+}
+
+/** What replication (and later topology) adds to the node's HTTP surface. */
+export interface SiteServerHooks {
+  peers?: () => Record<string, PeerStatus>;
+  /** extra readiness condition: caught up with reachable peers */
+  ready?: () => { ready: boolean; reason?: string };
+  /** waits until the write's entry is durable on enough sites for the durability level */
+  awaitDurability?: (seq: number, level: Durability) => Promise<boolean>;
+  /** peer API handler (replication feed, snapshots, repair), mounted under /v1/peer/ */
+  peerHandler?: RequestHandler;
+  epoch?: () => number;
+}
+
+export interface SiteServerOptions {
+  env: Env;
+  node: SiteNode;
+  metrics: SiteMetrics;
+  hooks?: SiteServerHooks;
+  sessionWaitMs?: number;
+}
+
+const problemType = (t: string) => `https://tandem.dev/problems/${t}`;
+const consistencies = ['eventual', 'session', 'strong'] as const;
+const durabilities = ['local', 'quorum', 'all'] as const;
+const scanParams = new Set(['prefix', 'start', 'end', 'limit', 'cursor']);
+const forwardedHeader = 'tandem-forwarded-by';
+
+export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
+  const { node, metrics, env } = options;
+  const hooks = options.hooks ?? {};
+  const sessionWaitMs = options.sessionWaitMs ?? 2_000;
+  const app = Fastify({
+    logger: false,
+    bodyLimit: limits.requestBodyBytesMax,
+    routerOptions: { maxParamLength: 4 * limits.keyBytesMax },
+    return503OnClosing: true,
+    frameworkErrors: (error, _req, reply) =>
+      sendProblem(reply, RequestError.badRequest(`malformed request: ${error.message}`, [{ path: 'url', message: error.message }])),
+    forceCloseConnections: false,
+  });
+
+  app.addHook('onResponse', async (req, reply) => {
+    metrics.requests.inc({ route: req.routeOptions.url ?? 'unmatched', method: req.method, status: String(reply.statusCode) });
+  });
+
+  app.setErrorHandler((error: unknown, req, reply) => {
+    if (error instanceof RequestError) return sendProblem(reply, error);
+    const e = error as { statusCode?: number; code?: string; message?: string };
+    if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
+      const status = e.statusCode as RequestError['status'];
+      const detail =
+        e.code === 'FST_ERR_CTP_BODY_TOO_LARGE'
+          ? `request body exceeds ${limits.requestBodyBytesMax} bytes`
+          : e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE'
+            ? `unsupported Content-Type "${String(req.headers['content-type'] ?? '')}"; send application/json`
+            : e.code === 'FST_ERR_CTP_EMPTY_JSON_BODY'
+              ? 'the request needs a JSON object body'
+              : `malformed request: ${e.message ?? 'invalid'}`;
+      return sendProblem(reply, new RequestError(status, (e.code ?? 'bad-request').toLowerCase(), 'Bad request', detail));
+    }
+    env.log.error({ err: error, url: req.url }, 'internal error');
+    return reply
+      .code(500)
+      .type('application/problem+json')
+      .send({ type: problemType('internal'), title: 'Internal error', status: 500, detail: 'internal error; see the site log' });
+  });
+
+  app.setNotFoundHandler((req, reply) => {
+    const dotKey = /^\/v1\/tables\/[^/?]+\/items\/((?:\.|%2[eE]){1,2})(?:\?|$)/.exec(req.url);
+    if (dotKey) return sendProblem(reply, RequestError.badRequest('invalid key: "." and ".." are not valid keys', [{ path: 'key', message: 'reserved key' }]));
+    return sendProblem(reply, RequestError.notFound(`no route for ${req.method} ${req.url.split('?')[0]}`));
+  });
+
+  const siteHeader = (reply: FastifyReply) => reply.header('tandem-site', node.siteId);
+
+  app.addHook('onRequest', async (req, reply) => {
+    siteHeader(reply);
+    if (!node.serving && !req.url.startsWith('/health'))
+      throw RequestError.unavailable('not-serving', 'this site is starting or shutting down');
+  });
+
+  // ---------- health, status, metrics ----------
+  app.get('/health', async () => ({ status: 'ok', site: node.siteId }));
+  app.get('/ready', async (_req, reply) => {
+    const extra = hooks.ready?.() ?? { ready: true };
+    if (!node.serving || !extra.ready) {
+      return reply.code(503).send({ ready: false, site: node.siteId, reason: extra.reason ?? 'not serving' });
+    }
+    return { ready: true, site: node.siteId };
+  });
+  app.get('/v1/status', async () => ({
+    site: node.siteId,
+    origin: node.origin,
+    epoch: hooks.epoch?.() ?? 0,
+    vector: node.vector(),
+    peers: hooks.peers?.() ?? {},
+    digests: await node.store.digests(),
+  }));
+  app.get('/metrics', async (_req, reply) => {
+    reply.type(metrics.registry.contentType);
+    return metrics.registry.metrics();
+  });
+
+  // ---------- items ----------
+  const tableParam = (req: FastifyRequest) => node.table((req.params as { table: string }).table);
+  const keyParam = (req: FastifyRequest) => validateKey((req.params as { key: string }).key);
+  const sessionOf = (req: FastifyRequest): VersionVector | undefined => {
+    const raw = header(req, 'tandem-session');
+    return raw === undefined ? undefined : decodeSession(raw);
+  };
+
+  app.get('/v1/tables/:table/items/:key', async (req, reply) => {
+    const table = tableParam(req);
+    const key = keyParam(req);
+    const consistency = oneOf('Tandem-Consistency', header(req, 'tandem-consistency'), consistencies) ?? 'eventual';
+    const session = sessionOf(req);
+    const ifNoneMatch = parseIfNoneMatch(header(req, 'if-none-match'), false);
+    if (consistency === 'strong') {
+      if (table.config.pattern === 'local')
+        throw RequestError.badRequest(
+          `Tandem-Consistency: strong is not available on table ${table.name} (pattern local: multi-master LWW cannot be linearizable); use a global or partitioned table`,
+          [{ path: 'header.tandem-consistency', message: 'strong needs a global or partitioned table' }],
+        );
+      const owner = node.writeOwner(table, key);
+      if (owner !== undefined) return forward(req, reply, owner);
+    }
+    await waitSession(consistency, session);
+    const rec = await node.get(table, key);
+    if (!rec) throw RequestError.notFound(`item ${key} not found in table ${table.name}`);
+    if (session !== undefined) reply.header('tandem-session', encodeSession(joinSession(session, rec.state.c)));
+    reply.header('etag', `"${rec.version}"`);
+    if (ifNoneMatch && (ifNoneMatch.any || ifNoneMatch.versions.includes(rec.version))) return reply.code(304).send();
+    return { key, value: rec.value, version: rec.version, origin: rec.origin };
+  });
+
+  const writeRoute = (op: (req: FastifyRequest) => ItemOp) => async (req: FastifyRequest, reply: FastifyReply) => {
+    const table = tableParam(req);
+    const key = keyParam(req);
+    const durability = oneOf('Tandem-Durability', header(req, 'tandem-durability'), durabilities) ?? table.config.durability;
+    oneOf('Tandem-Consistency', header(req, 'tandem-consistency'), consistencies);
+    const session = sessionOf(req);
+    const ifMatch = parseIfMatch(header(req, 'if-match'));
+    const ifNoneMatch = parseIfNoneMatch(header(req, 'if-none-match'), true);
+    const itemOp = op(req);
+    const owner = node.writeOwner(table, key);
+    if (owner !== undefined) return forward(req, reply, owner);
+    const outcome = await node.write(table, key, itemOp, {
+      ...(ifMatch !== undefined && ifMatch !== '*' ? { ifMatch } : {}),
+      ...(ifNoneMatch?.any ? { ifNoneMatch: true } : {}),
+    });
+    if (ifMatch === '*' && !outcome.record.live && itemOp.op !== 'delete')
+      throw RequestError.preconditionFailed('If-Match: * failed: the item does not exist');
+    return answerWrite(reply, outcome, durability, session);
+  };
+
+  app.put('/v1/tables/:table/items/:key', writeRoute((req) => validatePut(req.body)));
+  app.patch('/v1/tables/:table/items/:key', writeRoute((req) => validatePatch(req.body)));
+  app.delete('/v1/tables/:table/items/:key', writeRoute(() => ({ op: 'delete' })));
+
+  app.get('/v1/tables/:table/items', async (req, reply) => {
+    const table = tableParam(req);
+    const q = req.query as Record<string, string | string[] | undefined>;
+    for (const [name, v] of Object.entries(q)) {
+      if (!scanParams.has(name))
+        throw RequestError.badRequest(`unknown query parameter ${name}; expected ${[...scanParams].join(', ')}`, [
+          { path: `query.${name}`, message: 'unknown parameter' },
+        ]);
+      if (Array.isArray(v)) throw RequestError.badRequest(`query parameter ${name} given twice`, [{ path: `query.${name}`, message: 'repeated' }]);
+    }
+    const str = (name: string) => q[name] as string | undefined;
+    const limit = parseLimit(str('limit'));
+    const consistency = oneOf('Tandem-Consistency', header(req, 'tandem-consistency'), consistencies) ?? 'eventual';
+    if (consistency === 'strong')
+      throw RequestError.badRequest('Tandem-Consistency: strong is not available for scans', [
+        { path: 'header.tandem-consistency', message: 'strong scans are not supported' },
+      ]);
+    const session = sessionOf(req);
+    await waitSession(consistency, session);
+    for (const name of ['prefix', 'start', 'end'] as const) {
+      const v = str(name);
+      if (v !== undefined && Buffer.byteLength(v) > limits.keyBytesMax)
+        throw RequestError.badRequest(`${name}: at most ${limits.keyBytesMax} bytes`, [{ path: `query.${name}`, message: 'too long' }]);
+    }
+    const cursor = str('cursor');
+    const items = await node.scan(table, {
+      ...(str('start') !== undefined ? { start: str('start')! } : {}),
+      ...(str('end') !== undefined ? { end: str('end')! } : {}),
+      ...(str('prefix') !== undefined ? { prefix: str('prefix')! } : {}),
+      ...(cursor !== undefined ? { after: decodeCursor(cursor, 'scan') } : {}),
+      limit,
+    });
+    if (session !== undefined) reply.header('tandem-session', encodeSession(joinSession(session, node.vector())));
+    const last = items[items.length - 1];
+    return {
+      items: items.map((r) => ({ key: r.key, value: r.value, version: r.version, origin: r.origin })),
+      cursor: items.length === limit && last ? encodeCursor(last.key) : null,
+    };
+  });
+
+  app.post('/v1/batch', async (req, reply) => {
+    const ops = validateBatch(req.body);
+    const session = sessionOf(req);
+    const durability = oneOf('Tandem-Durability', header(req, 'tandem-durability'), durabilities);
+    const batchOps: BatchOp[] = ops.map((o) => ({ op: o.itemOp.op, table: node.table(o.table).name, key: o.key, itemOp: o.itemOp }));
+    const owners = new Set(ops.map((o) => node.writeOwner(node.table(o.table), o.key) ?? node.siteId));
+    if (owners.size > 1 || (owners.size === 1 && !owners.has(node.siteId))) {
+      if (owners.size === 1 && !ops.some((o) => node.table(o.table).config.pattern === 'local'))
+        return forward(req, reply, [...owners][0]!);
+      throw RequestError.badRequest('a batch must not span owners: every item must be writable at one site', [
+        { path: 'body.ops', message: `items are owned by ${[...owners].join(', ')}` },
+      ]);
+    }
+    const outcomes = await node.batch(batchOps);
+    const level = durability ?? strongestDurability(ops.map((o) => node.table(o.table).config.durability));
+    await ensureDurable(outcomes[0]!, level);
+    if (outcomes.length > 0) {
+      const s = joinSession(session, outcomes[0]!.record.state.c);
+      reply.header('tandem-session', encodeSession(outcomes.reduce((acc, o) => joinSession(acc, o.record.state.c), s)));
+    }
+    return {
+      items: outcomes.map((o) => ({ table: o.record.table, key: o.record.key, version: o.record.version, dot: o.dot, origin: node.siteId })),
+    };
+  });
+
+  app.get('/v1/tables/:table/conflicts', async (req) => {
+    const table = tableParam(req);
+    const q = req.query as Record<string, string | undefined>;
+    for (const name of Object.keys(q))
+      if (name !== 'cursor' && name !== 'limit')
+        throw RequestError.badRequest(`unknown query parameter ${name}; expected cursor, limit`, [{ path: `query.${name}`, message: 'unknown parameter' }]);
+    const afterRaw = q.cursor === undefined ? '0' : decodeCursor(q.cursor, 'conflict');
+    if (!/^\d{1,15}$/.test(afterRaw)) throw RequestError.badRequest('cursor: not a conflict cursor', [{ path: 'query.cursor', message: 'malformed' }]);
+    const limit = parseLimit(q.limit);
+    const rows = await node.store.conflicts(table.name, Number(afterRaw), limit);
+    const last = rows[rows.length - 1];
+    return {
+      conflicts: rows.map(({ record: c }) => ({
+        key: c.key,
+        field: c.field === '' ? undefined : c.field,
+        winner: c.winner,
+        loser: { value: c.loser.deleted ? null : c.loser.value, deleted: c.loser.deleted, version: c.loser.version, origin: c.loser.origin, dot: c.loserDot },
+        at: new Date(c.atMs).toISOString(),
+      })),
+      cursor: last ? encodeCursor(String(last.id)) : (q.cursor ?? null),
+    };
+  });
+
+  // ---------- peer API ----------
+  if (hooks.peerHandler) {
+    const peerHandler = hooks.peerHandler;
+    app.addContentTypeParser('application/msgpack', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+    app.all('/v1/peer/*', async (req, reply) => {
+      const ac = new AbortController();
+      req.raw.on('close', () => ac.abort());
+      const res = await peerHandler({
+        method: req.method,
+        path: req.url,
+        headers: flatHeaders(req.headers),
+        body: Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0),
+        signal: ac.signal,
+      });
+      reply.code(res.status);
+      for (const [k, v] of Object.entries(res.headers)) reply.header(k, v);
+      return reply.send(Readable.from(res.body));
+    });
+  }
+
+  async function waitSession(consistency: Consistency, session: VersionVector | undefined): Promise<void> {
+    if (consistency !== 'session' || session === undefined) return;
+    const ok = await node.waitForSession(session, sessionWaitMs);
+    if (!ok)
+      throw new RequestError(503, 'session-unavailable', 'Session unavailable', `site ${node.siteId} has not yet received this session's writes; retry, or reset the session`, [], {
+        retryAfterS: 1,
+      });
+  }
+
+  async function ensureDurable(outcome: WriteOutcome, level: Durability): Promise<void> {
+    if (level === 'local' || !outcome.wrote) return;
+    const ok = hooks.awaitDurability ? await hooks.awaitDurability(outcome.seq, level) : node.config.sites.length === 1;
+    if (!ok)
+      throw new RequestError(504, 'durability-timeout', 'Durability timeout', `the write was committed at ${node.siteId} but not confirmed ${level} in time; its outcome is unknown`, [], {
+        version: outcome.record.version,
+        dot: outcome.dot,
+      });
+  }
+
+  async function answerWrite(reply: FastifyReply, outcome: WriteOutcome, durability: Durability, session: VersionVector | undefined) {
+    await ensureDurable(outcome, durability);
+    const rec: ItemRecord = outcome.record;
+    reply.header('etag', `"${rec.version}"`);
+    reply.header('tandem-session', encodeSession(joinSession(session, rec.state.c)));
+    return { key: rec.key, version: rec.version, dot: outcome.dot, origin: rec.origin };
+  }
+
+  async function forward(req: FastifyRequest, reply: FastifyReply, owner: string) {
+    if (header(req, forwardedHeader) !== undefined)
+      throw RequestError.unavailable('not-owner', `site ${node.siteId} is not the owner of this item (forwarded by ${header(req, forwardedHeader)})`);
+    const site = node.config.sites.find((s) => s.id === owner)!;
+    const headers: Record<string, string> = { [forwardedHeader]: node.siteId };
+    for (const h of ['content-type', 'if-match', 'if-none-match', 'tandem-consistency', 'tandem-durability', 'tandem-session'])
+      if (header(req, h) !== undefined) headers[h] = header(req, h)!;
+    const body = req.body === undefined ? undefined : Buffer.from(JSON.stringify(req.body));
+    let res;
+    try {
+      res = await env.transport.request({
+        method: req.method,
+        url: `${site.url}${req.url}`,
+        headers,
+        ...(body ? { body } : {}),
+        signal: AbortSignal.timeout(limits.peerRequestTimeoutMs),
+      });
+    } catch (e) {
+      throw RequestError.unavailable('owner-unavailable', `the owner ${owner} of this item is unreachable (${(e as Error).message})`);
+    }
+    const bytes = await readBody(res.body, limits.requestBodyBytesMax);
+    reply.code(res.status);
+    for (const h of ['content-type', 'etag', 'tandem-session', 'retry-after']) if (res.headers[h]) reply.header(h, res.headers[h]);
+    reply.header('tandem-site', res.headers['tandem-site'] ?? owner);
+    return reply.send(Buffer.from(bytes));
+  }
+
+  return app;
+}
+
+function strongestDurability(levels: Durability[]): Durability {
+  return levels.includes('all') ? 'all' : levels.includes('quorum') ? 'quorum' : 'local';
+}
+
+function header(req: FastifyRequest, name: string): string | undefined {
+  const v = req.headers[name];
+  if (v === undefined) return undefined;
+  if (Array.isArray(v))
+    throw RequestError.badRequest(`${name}: given more than once`, [{ path: `header.${name}`, message: 'repeated header' }]);
+  return v;
+}
+
+function flatHeaders(h: FastifyRequest['headers']): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(h)) if (v !== undefined) out[k] = Array.isArray(v) ? v.join(', ') : v;
+  return out;
+}
+
+function sendProblem(reply: FastifyReply, error: RequestError) {
+  const body: Record<string, unknown> = {
+    type: problemType(error.type),
+    title: error.title,
+    status: error.status,
+    detail: error.message,
+  };
+  if (error.errors.length > 0) body.errors = error.errors;
+  for (const [k, v] of Object.entries(error.extra)) if (k !== 'retryAfterS') body[k] = v;
+  if (error.status === 503) reply.header('retry-after', String(error.extra.retryAfterS ?? 1));
+  return reply.code(error.status).type('application/problem+json').send(body);
+}

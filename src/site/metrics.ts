@@ -1,0 +1,67 @@
+// Prometheus metrics of one site node (prom-client), on a registry of its own.
+import { Counter, Histogram, Registry, Gauge, collectDefaultMetrics } from 'prom-client';
+
+export class SiteMetrics {
+  readonly registry = new Registry();
+  readonly requests = new Counter({
+    name: 'tandem_http_requests_total',
+    help: 'HTTP requests served, by route and status',
+    labelNames: ['route', 'method', 'status'] as const,
+    registers: [this.registry],
+  });
+  readonly writes = new Counter({ name: 'tandem_writes_total', help: 'Items written locally', registers: [this.registry] });
+  readonly conflicts = new Counter({
+    name: 'tandem_conflicts_total',
+    help: 'Concurrent values that lost and went to the conflict feed',
+    registers: [this.registry],
+  });
+  readonly clockSkewAlarms = new Counter({
+    name: 'tandem_clock_skew_alarms_total',
+    help: 'Remote timestamps ahead of the local clock by more than clockSkewMsMax',
+    registers: [this.registry],
+  });
+  readonly commitSize = new Histogram({
+    name: 'tandem_group_commit_size',
+    help: 'Requests per durable transaction',
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
+    registers: [this.registry],
+  });
+  readonly commitMs = new Histogram({
+    name: 'tandem_group_commit_ms',
+    help: 'Duration of a durable transaction including fsync, ms',
+    buckets: [0.25, 0.5, 1, 2, 5, 10, 25, 50, 100, 250],
+    registers: [this.registry],
+  });
+  readonly peerConnected = new Gauge({
+    name: 'tandem_peer_connected',
+    help: '1 when the pull stream from the peer is connected',
+    labelNames: ['peer'] as const,
+    registers: [this.registry],
+  });
+  readonly peerLagEntries = new Gauge({
+    name: 'tandem_peer_lag_entries',
+    help: 'Entries the peer has that this site has not applied',
+    labelNames: ['peer'] as const,
+    registers: [this.registry],
+  });
+  readonly peerLagMs = new Gauge({
+    name: 'tandem_peer_lag_ms',
+    help: 'Age of the oldest entry from the peer not yet applied, ms',
+    labelNames: ['peer'] as const,
+    registers: [this.registry],
+  });
+  readonly repairs = new Counter({
+    name: 'tandem_antientropy_repairs_total',
+    help: 'Items repaired by anti-entropy',
+    registers: [this.registry],
+  });
+
+  constructor(options: { defaultMetrics?: boolean } = {}) {
+    if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
+  }
+
+  observeCommit(size: number, ms: number): void {
+    this.commitSize.observe(size);
+    this.commitMs.observe(ms);
+  }
+}

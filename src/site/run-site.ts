@@ -1,0 +1,62 @@
+// Runs one site node as a process: real Env, SQLite store on disk, HTTP server on the site's URL.
+// Shuts down cleanly on SIGTERM/SIGINT: stop accepting, finish in-flight requests, commit queued
+// writes, close the database.
+import { join } from 'node:path';
+import type { ClusterConfig } from '../config/schema.js';
+import { limits } from '../limits.js';
+import { realEnv, realLogger } from '../platform/real/real-env.js';
+import { SqliteStore } from '../store/sqlite/sqlite-store.js';
+import { buildSiteServer, type SiteServerHooks } from './http-server.js';
+import { SiteMetrics } from './metrics.js';
+import { SiteNode } from './site-node.js';
+
+export interface RunningSite {
+  url: string;
+  node: SiteNode;
+  stop(): Promise<void>;
+}
+
+export interface StartSiteOptions {
+  config: ClusterConfig;
+  siteId: string;
+  dataDir: string;
+  /** wires replication etc. onto the node; returns the server hooks and a stop function */
+  extend?: (node: SiteNode, env: ReturnType<typeof realEnv>, metrics: SiteMetrics) => { hooks: SiteServerHooks; start(): void; stop(): Promise<void> };
+}
+
+export async function startSite(options: StartSiteOptions): Promise<RunningSite> {
+  const { config, siteId } = options;
+  const site = config.sites.find((s) => s.id === siteId);
+  if (!site) throw new Error(`site ${siteId} is not in the config (sites: ${config.sites.map((s) => s.id).join(', ')})`);
+  const env = realEnv(realLogger({ site: siteId }));
+  const metrics = new SiteMetrics({ defaultMetrics: true });
+  const store = new SqliteStore({
+    path: join(options.dataDir, siteId, 'store.db'),
+    siteId,
+    wallMs: () => env.clock.wallMs(),
+    conflictEntriesMax: limits.conflictFeedEntriesMax,
+  });
+  const node = new SiteNode({ env, config, siteId, store, nextTurn: (fn) => setImmediate(fn), metrics });
+  await node.start();
+  const extension = options.extend?.(node, env, metrics);
+  const app = buildSiteServer({ env, node, metrics, ...(extension ? { hooks: extension.hooks } : {}) });
+  const url = new URL(site.url);
+  await app.listen({ host: url.hostname, port: Number(url.port || 80) });
+  extension?.start();
+  let stopping: Promise<void> | undefined;
+  return {
+    url: site.url,
+    node,
+    stop() {
+      stopping ??= (async () => {
+        await extension?.stop();
+        const closed = app.close();
+        const bounded = new Promise<void>((r) => setTimeout(r, limits.shutdownDrainMsMax).unref());
+        await Promise.race([closed, bounded]);
+        await node.stop();
+        await env.close();
+      })();
+      return stopping;
+    },
+  };
+}

@@ -1,0 +1,312 @@
+// The site node's domain: the data API over the durable store, independent of HTTP. It owns the
+// site's hybrid clock, the group committer, table semantics and session waits. The HTTP layer
+// (http-server.ts) validates requests and calls these methods; replication calls applyRemote.
+import { assert } from '../core/assert.js';
+import { RequestError } from '../core/errors.js';
+import { HybridClock, hlcFromHex, hlcToHex } from '../core/hlc.js';
+import { joinStatesTracked, type ItemState } from '../core/item.js';
+import { applyLocalWrite, type ItemOp } from '../core/write.js';
+import { canonicalJson } from '../core/canonical-json.js';
+import { dominates, dotOf, type VersionVector } from '../core/vector.js';
+import type { ClusterConfig } from '../config/schema.js';
+import type { Env } from '../platform/env.js';
+import { limits } from '../limits.js';
+import { GroupCommitter } from '../store/group-commit.js';
+import type { ConflictRecord, ItemRecord, LogEntry, Store, StoreIdentity } from '../store/types.js';
+import { buildRecord } from './records.js';
+import { buildTables, ownerOf, type TableRuntime } from './tables.js';
+import type { SiteMetrics } from './metrics.js';
+
+export type Consistency = 'eventual' | 'session' | 'strong';
+export type Durability = 'local' | 'quorum' | 'all';
+
+export interface WriteOptions {
+  ifMatch?: string;
+  ifNoneMatch?: boolean;
+}
+
+export interface WriteOutcome {
+  record: ItemRecord;
+  dot: string;
+  seq: number;
+  /** false when nothing was written (delete of an already deleted item) */
+  wrote: boolean;
+}
+
+export interface BatchOp {
+  op: 'put' | 'patch' | 'delete';
+  table: string;
+  key: string;
+  itemOp: ItemOp;
+}
+
+export interface SiteNodeDeps {
+  env: Env;
+  config: ClusterConfig;
+  siteId: string;
+  store: Store;
+  nextTurn: (fn: () => void) => void;
+  metrics?: SiteMetrics;
+  sessionWaitMs?: number;
+}
+
+interface SessionWaiter {
+  token: VersionVector;
+  resolve: () => void;
+}
+
+export class SiteNode {
+  readonly siteId: string;
+  readonly tables: Map<string, TableRuntime>;
+  private identity: StoreIdentity | undefined;
+  private clock: HybridClock | undefined;
+  private committer: GroupCommitter;
+  private sessionWaiters = new Set<SessionWaiter>();
+  private stopping = false;
+  private readonly log;
+
+  constructor(private readonly deps: SiteNodeDeps) {
+    this.siteId = deps.siteId;
+    assert(
+      deps.config.sites.some((s) => s.id === deps.siteId),
+      `site ${deps.siteId} is not in the config`,
+    );
+    this.tables = buildTables(deps.config);
+    this.log = deps.env.log.child({ site: deps.siteId });
+    this.committer = new GroupCommitter({
+      store: deps.store,
+      nextTurn: deps.nextTurn,
+      writesPerCommitMax: limits.groupCommitWritesMax,
+      queueMax: limits.writeQueueMax,
+      monotonicMs: () => deps.env.clock.monotonicMs(),
+      onCommit: (size, ms) => deps.metrics?.observeCommit(size, ms),
+      afterCommit: () => this.wakeSessions(),
+    });
+  }
+
+  get config(): ClusterConfig {
+    return this.deps.config;
+  }
+
+  get origin(): string {
+    assert(this.identity !== undefined, 'site node not started');
+    return this.identity.origin;
+  }
+
+  get store(): Store {
+    return this.deps.store;
+  }
+
+  get serving(): boolean {
+    return this.identity !== undefined && !this.stopping;
+  }
+
+  async start(): Promise<StoreIdentity> {
+    this.identity = await this.deps.store.open();
+    this.clock = new HybridClock({
+      wallMs: () => this.deps.env.clock.wallMs(),
+      skewMsMax: limits.clockSkewMsMax,
+      floor: hlcFromHex(this.identity.hlcHighWater),
+      onSkew: (aheadMs) => {
+        this.deps.metrics?.clockSkewAlarms.inc();
+        this.log.warn({ aheadMs }, 'remote timestamp beyond clockSkewMsMax: applied without moving the clock');
+      },
+    });
+    this.log.info({ origin: this.identity.origin, created: this.identity.created }, 'store open');
+    return this.identity;
+  }
+
+  /** Stops taking writes, commits what is queued, closes the store. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    await this.committer.drain();
+    for (const w of this.sessionWaiters) w.resolve();
+    this.sessionWaiters.clear();
+    await this.deps.store.close();
+  }
+
+  table(name: string): TableRuntime {
+    const t = this.tables.get(name);
+    if (!t) throw RequestError.notFound(`unknown table ${name}`);
+    return t;
+  }
+
+  /** The site that must accept this write, or undefined if this site may. */
+  writeOwner(table: TableRuntime, key: string): string | undefined {
+    const owner = ownerOf(this.deps.config, table, key);
+    return owner === undefined || owner === this.siteId ? undefined : owner;
+  }
+
+  vector(): VersionVector {
+    return this.deps.store.vector();
+  }
+
+  async get(table: TableRuntime, key: string): Promise<ItemRecord | undefined> {
+    const rec = await this.deps.store.getItem(table.name, key);
+    return rec?.live ? rec : undefined;
+  }
+
+  async scan(
+    table: TableRuntime,
+    range: { start?: string; end?: string; prefix?: string; after?: string; limit: number },
+  ): Promise<ItemRecord[]> {
+    return this.deps.store.scanItems({ table: table.name, ...range });
+  }
+
+  /** Waits (bounded) until this site's vector covers the session token; false if it did not. */
+  async waitForSession(token: VersionVector, waitMs: number): Promise<boolean> {
+    if (dominates(this.vector(), token)) return true;
+    if (waitMs <= 0) return false;
+    let waiter: SessionWaiter | undefined;
+    const covered = new Promise<void>((resolve) => {
+      waiter = { token, resolve };
+      this.sessionWaiters.add(waiter);
+    });
+    const timer = this.deps.env.timers.after(waitMs, () => waiter!.resolve());
+    await covered;
+    timer.cancel();
+    this.sessionWaiters.delete(waiter!);
+    return dominates(this.vector(), token);
+  }
+
+  private wakeSessions(): void {
+    if (this.sessionWaiters.size === 0) return;
+    const vv = this.vector();
+    for (const w of this.sessionWaiters) if (dominates(vv, w.token)) w.resolve();
+  }
+
+  async write(table: TableRuntime, key: string, op: ItemOp, options: WriteOptions = {}): Promise<WriteOutcome> {
+    const outcomes = await this.commitLocal([{ op: op.op, table: table.name, key, itemOp: op }], options);
+    return outcomes[0]!;
+  }
+
+  /** An atomic batch: one log entry, one dot, all items or none. */
+  async batch(ops: BatchOp[]): Promise<WriteOutcome[]> {
+    const seen = new Set<string>();
+    ops.forEach((o, i) => {
+      const id = `${o.table}\u0000${o.key}`;
+      if (seen.has(id))
+        throw RequestError.badRequest(`ops[${i}]: the same item appears twice in one batch`, [
+          { path: `ops[${i}].key`, message: 'duplicate item in batch' },
+        ]);
+      seen.add(id);
+    });
+    return this.commitLocal(ops, {});
+  }
+
+  private async commitLocal(ops: BatchOp[], options: WriteOptions): Promise<WriteOutcome[]> {
+    if (!this.serving) throw RequestError.unavailable('shutting-down', 'this site is not serving');
+    const clock = this.clock!;
+    const identity = this.identity!;
+    let unchanged: ItemRecord | undefined;
+    const result = await this.committer.submit({
+      kind: 'local',
+      refs: ops.map((o) => ({ table: o.table, key: o.key })),
+      build: (current, seq) => {
+        const dot = dotOf(identity.origin, seq);
+        const runtimes = ops.map((o) => this.table(o.table));
+        // Preconditions and no-op deletes are decided before anything is built.
+        ops.forEach((o, i) => {
+          const cur = current[i];
+          if (options.ifNoneMatch && cur?.live)
+            throw RequestError.preconditionFailed(`If-None-Match: * failed: item ${o.key} exists (version ${cur.version})`);
+          if (options.ifMatch !== undefined && (!cur?.live || cur.version !== options.ifMatch))
+            throw RequestError.preconditionFailed(
+              `If-Match failed: item ${o.key} is ${cur?.live ? `at version ${cur.version}` : 'absent'}`,
+            );
+        });
+        if (ops.length === 1 && ops[0]!.op === 'delete') {
+          const cur = current[0];
+          if (cur === undefined) throw RequestError.notFound(`item ${ops[0]!.key} not found`);
+          if (!cur.live) {
+            unchanged = cur;
+            throw new UnchangedSignal();
+          }
+        }
+        let after = 0n;
+        for (const cur of current) if (cur) after = maxBig(after, hlcFromHex(cur.state.w.h));
+        const hlc = clock.tickAfter(after);
+        const stamp = { dot, hlc, site: identity.siteId, origin: identity.origin };
+        const records = ops.map((o, i) => {
+          const state = applyLocalWrite(runtimes[i]!.semantics, current[i]?.state, o.itemOp, stamp);
+          const rec = buildRecord(o.table, o.key, runtimes[i]!.semantics, state);
+          if (rec.live && Buffer.byteLength(canonicalJson(rec.value!)) > limits.itemBodyBytesMax)
+            throw RequestError.tooLarge(`item ${o.key} would exceed ${limits.itemBodyBytesMax} bytes`);
+          return rec;
+        });
+        return { records, hlc: hlcToHex(hlc) };
+      },
+    });
+    if (result.kind === 'local' && !result.ok) {
+      if (result.error instanceof UnchangedSignal) {
+        return [{ record: unchanged!, dot: unchanged!.state.w.d, seq: 0, wrote: false }];
+      }
+      throw result.error;
+    }
+    assert(result.kind === 'local' && result.ok, 'local commit result');
+    this.deps.metrics?.writes.inc(ops.length);
+    const dot = dotOf(identity.origin, result.seq);
+    return result.records.map((record) => ({ record, dot, seq: result.seq, wrote: true }));
+  }
+
+  /** Applies entries from a peer (any origin), joining states by each table's policy. */
+  async applyRemote(entries: LogEntry[]): Promise<{ applied: number; duplicates: number; gaps: number }> {
+    const clock = this.clock!;
+    const results = await Promise.all(
+      entries.map((entry) => {
+        clock.observe(hlcFromHex(entry.hlc));
+        return this.committer.submit({
+          kind: 'remote',
+          entry,
+          merge: (current) => this.mergeEntry(entry, current),
+        });
+      }),
+    );
+    let applied = 0;
+    let duplicates = 0;
+    let gaps = 0;
+    for (const r of results) {
+      assert(r.kind === 'remote', 'remote result');
+      if (r.applied) applied++;
+      else if (r.reason === 'duplicate') duplicates++;
+      else gaps++;
+    }
+    return { applied, duplicates, gaps };
+  }
+
+  private mergeEntry(entry: LogEntry, current: (ItemRecord | undefined)[]): { records: ItemRecord[]; conflicts: ConflictRecord[] } {
+    const records: ItemRecord[] = [];
+    const conflicts: ConflictRecord[] = [];
+    entry.items.forEach((item, i) => {
+      const runtime = this.tables.get(item.table);
+      // An unknown table (config skew between sites during a rolling change) is kept as lww.
+      const semantics = runtime?.semantics ?? { conflict: 'lww' as const, fields: {} };
+      const cur: ItemState | undefined = current[i]?.state;
+      const pruneToMax = semantics.conflict === 'lww';
+      const joined = cur ? joinStatesTracked(cur, item.state, { pruneToMax }) : joinStatesTracked(item.state, item.state, { pruneToMax });
+      const rec = buildRecord(item.table, item.key, semantics, joined.state);
+      records.push(rec);
+      if (semantics.conflict === 'custom') return;
+      for (const l of joined.losers) {
+        conflicts.push({
+          table: item.table,
+          key: item.key,
+          loserDot: l.loser.d,
+          field: l.field,
+          winner: { version: `${l.winner.h}-${l.winner.s}`, origin: l.winner.s },
+          loser: { value: l.loser.t ? null : l.loser.v!, deleted: l.loser.t === true, version: `${l.loser.h}-${l.loser.s}`, origin: l.loser.s },
+          atMs: Math.floor(this.deps.env.clock.wallMs()),
+        });
+      }
+      this.deps.metrics?.conflicts.inc(joined.losers.length);
+    });
+    return { records, conflicts };
+  }
+}
+
+class UnchangedSignal extends Error {}
+
+function maxBig(a: bigint, b: bigint): bigint {
+  return a > b ? a : b;
+}

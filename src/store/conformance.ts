@@ -1,0 +1,170 @@
+// The Store conformance suite: every backend (SQLite now, PostgreSQL later) must pass it.
+// It checks durability across reopen, atomic group commits, scans in UTF-8 byte order, the log
+// feed, and the replication invariants of ARCHITECTURE.md ("Replication").
+import { describe, expect, it } from 'vitest';
+import { emptyState, type ItemState } from '../core/item.js';
+import { dotOf, type VersionVector } from '../core/vector.js';
+import type { CommitRequest, ItemRecord, LogEntry, Store } from './types.js';
+
+export interface StoreFactory {
+  /** A new, empty store for `siteId` at a fresh location. */
+  create(siteId: string): Promise<{ store: Store; reopen(): Store }>;
+}
+
+function stateFor(dot: string, value: number): ItemState {
+  return {
+    ...emptyState(),
+    c: { [dot.slice(0, dot.lastIndexOf(':'))]: Number(dot.slice(dot.lastIndexOf(':') + 1)) },
+    r: { '': [{ d: dot, h: '0000000000010000', s: 'x', v: { value } }] },
+    w: { h: '0000000000010000', s: 'x', d: dot },
+  };
+}
+
+function record(table: string, key: string, state: ItemState, live = true): ItemRecord {
+  return { table, key, state, live, value: live ? { k: key } : undefined, version: `v-${state.w.d}`, origin: 'x', hash: live ? 'ab'.repeat(16) : '' };
+}
+
+function put(table: string, key: string, value = 1): CommitRequest {
+  return {
+    kind: 'local',
+    refs: [{ table, key }],
+    build: (_cur, seq) => ({ records: [record(table, key, stateFor(dotOf('local.1', seq), value))], hlc: '0000000000010000' }),
+  };
+}
+
+function remote(entry: LogEntry, conflicts = 0): CommitRequest {
+  return {
+    kind: 'remote',
+    entry,
+    merge: () => ({
+      records: entry.items.map((i) => record(i.table, i.key, i.state)),
+      conflicts: Array.from({ length: conflicts }, (_, n) => ({
+        table: entry.items[0]!.table,
+        key: entry.items[0]!.key,
+        loserDot: `${entry.origin}:${entry.seq}:${n}`,
+        field: '',
+        winner: { version: 'w', origin: 'x' },
+        loser: { value: { n }, deleted: false, version: 'l', origin: 'y' },
+        atMs: 1,
+      })),
+    }),
+  };
+}
+
+function entry(origin: string, seq: number, key: string): LogEntry {
+  return { origin, seq, hlc: '0000000000020000', items: [{ table: 't', key, state: stateFor(dotOf(origin, seq), seq) }] };
+}
+
+export function storeSuite(name: string, factory: StoreFactory): void {
+  describe(`Store conformance: ${name}`, () => {
+    it('keeps committed writes, the vector and the identity across a reopen', async () => {
+      const { store, reopen } = await factory.create('s1');
+      const id = await store.open();
+      expect(id.created).toBe(true);
+      const results = await store.commit([put('t', 'a'), put('t', 'b')]);
+      expect(results.map((r) => r.kind === 'local' && r.ok && r.seq)).toEqual([1, 2]);
+      await store.close();
+      const again = reopen();
+      const id2 = await again.open();
+      expect(id2.created).toBe(false);
+      expect(id2.origin).toBe(id.origin);
+      expect(again.vector()).toEqual({ [id.origin]: 2 });
+      expect((await again.getItem('t', 'a'))?.live).toBe(true);
+      await again.close();
+    });
+
+    it('rejects one failing write of a group alone; the others commit', async () => {
+      const { store } = await factory.create('s1');
+      await store.open();
+      const failing: CommitRequest = { kind: 'local', refs: [{ table: 't', key: 'x' }], build: () => { throw new Error('no'); } };
+      const results = await store.commit([put('t', 'a'), failing, put('t', 'b')]);
+      expect(results.map((r) => r.kind === 'local' && r.ok)).toEqual([true, false, true]);
+      expect(await store.getItem('t', 'x')).toBeUndefined();
+      expect((results[2] as { seq: number }).seq).toBe(2);
+      await store.close();
+    });
+
+    it('scans live items in UTF-8 byte order with start, end, prefix and resume', async () => {
+      const { store } = await factory.create('s1');
+      await store.open();
+      const keys = ['b', 'a', 'é', 'z', 'aa', 'ab', '\u{1F600}', 'Z', 'a\u0000b'];
+      await store.commit(keys.map((k) => put('t', k)));
+      const all = (await store.scanItems({ table: 't', limit: 100 })).map((r) => r.key);
+      const byBytes = [...keys].sort((x, y) => Buffer.compare(Buffer.from(x), Buffer.from(y)));
+      expect(all).toEqual(byBytes);
+      expect((await store.scanItems({ table: 't', prefix: 'a', limit: 100 })).map((r) => r.key)).toEqual(['a', 'a\u0000b', 'aa', 'ab']);
+      expect((await store.scanItems({ table: 't', start: 'aa', end: 'b', limit: 100 })).map((r) => r.key)).toEqual(['aa', 'ab']);
+      expect((await store.scanItems({ table: 't', after: 'ab', limit: 2 })).map((r) => r.key)).toEqual(['b', 'z']);
+      await store.close();
+    });
+
+    it('invariant 1: every applied remote entry is logged and served again (relay), losers included', async () => {
+      const { store } = await factory.create('s1');
+      await store.open();
+      const e1 = entry('peer.1', 1, 'k');
+      const e2 = entry('peer.1', 2, 'k');
+      await store.commit([remote(e1), remote(e2, 2)]);
+      const served = await store.readLog({}, 100, 1 << 20);
+      expect(served.map((e) => `${e.origin}:${e.seq}`)).toEqual(['peer.1:1', 'peer.1:2']);
+      expect(served[1]).toEqual(e2);
+      expect((await store.conflicts('t', 0, 10)).length).toBe(2);
+      await store.close();
+    });
+
+    it('invariant 2: apply skips seq <= vector and stops at a gap; the feed is in seq order', async () => {
+      const { store } = await factory.create('s1');
+      await store.open();
+      const res = await store.commit([remote(entry('p.1', 1, 'a')), remote(entry('p.1', 1, 'a')), remote(entry('p.1', 3, 'a')), remote(entry('p.1', 2, 'b'))]);
+      expect(res).toEqual([
+        { kind: 'remote', applied: true },
+        { kind: 'remote', applied: false, reason: 'duplicate' },
+        { kind: 'remote', applied: false, reason: 'gap' },
+        { kind: 'remote', applied: true },
+      ]);
+      expect(store.vector()).toEqual({ 'p.1': 2 });
+      await store.commit([remote(entry('p.1', 3, 'c'))]);
+      const from: VersionVector = { 'p.1': 1 };
+      expect((await store.readLog(from, 100, 1 << 20)).map((e) => e.seq)).toEqual([2, 3]);
+      await store.close();
+    });
+
+    it('invariant 3: an origin seq order is its commit order, across groups and reopen', async () => {
+      const { store, reopen } = await factory.create('s1');
+      const id = await store.open();
+      await store.commit([put('t', 'a'), put('t', 'b')]);
+      await store.commit([put('t', 'c')]);
+      await store.close();
+      const again = reopen();
+      await again.open();
+      const res = await again.commit([put('t', 'd')]);
+      expect((res[0] as { seq: number }).seq).toBe(4);
+      const log = await again.readLog({}, 100, 1 << 20);
+      expect(log.filter((e) => e.origin === id.origin).map((e) => e.items[0]!.key)).toEqual(['a', 'b', 'c', 'd']);
+      await again.close();
+    });
+
+    it('bounds a feed read by entries and bytes, and always makes progress', async () => {
+      const { store } = await factory.create('s1');
+      await store.open();
+      await store.commit(Array.from({ length: 20 }, (_, i) => put('t', `k${i}`)));
+      expect((await store.readLog({}, 5, 1 << 20)).length).toBe(5);
+      expect((await store.readLog({}, 100, 1)).length).toBe(1);
+      await store.close();
+    });
+
+    it('digests: equal content gives equal digests whatever the write order; tombstones do not count', async () => {
+      const a = await factory.create('s1');
+      const b = await factory.create('s1');
+      await a.store.open();
+      await b.store.open();
+      await a.store.commit([remote(entry('p.1', 1, 'x')), remote(entry('q.1', 1, 'y'))]);
+      await b.store.commit([remote(entry('q.1', 1, 'y'))]);
+      expect(await a.store.digests()).not.toEqual(await b.store.digests());
+      await b.store.commit([remote(entry('p.1', 1, 'x'))]);
+      expect(await a.store.digests()).toEqual(await b.store.digests());
+      expect(await a.store.bucketDigests('t')).toEqual(await b.store.bucketDigests('t'));
+      await a.store.close();
+      await b.store.close();
+    });
+  });
+}

@@ -1,0 +1,369 @@
+// The embedded Store: SQLite through better-sqlite3, WAL journal, synchronous=FULL (asserted at
+// open: a commit returns only after fsync). One transaction per group commit. Keys are stored as
+// UTF-8 BLOBs so SQLite's memcmp order is the UTF-8 byte order the API promises for scans.
+import { createHash } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import { decode, encode } from '@msgpack/msgpack';
+import { assert } from '../../core/assert.js';
+import { originOf, type VersionVector } from '../../core/vector.js';
+import type { ItemState } from '../../core/item.js';
+import type {
+  CommitRequest,
+  CommitResult,
+  ConflictRecord,
+  ItemRecord,
+  LogEntry,
+  ScanRange,
+  Store,
+  StoreIdentity,
+} from '../types.js';
+
+const schemaVersion = 1;
+const packr = {
+  pack: (value: unknown): Buffer => {
+    const bytes = encode(value);
+    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  },
+  unpack: (bytes: Uint8Array): unknown => decode(bytes),
+};
+
+export interface SqliteStoreOptions {
+  path: string;
+  siteId: string;
+  /** wall clock, for the incarnation of a new store and conflict timestamps */
+  wallMs: () => number;
+  conflictEntriesMax: number;
+}
+
+interface ItemRow {
+  key: Buffer;
+  state: Buffer;
+  live: number;
+  value: string | null;
+  version: string;
+  origin: string;
+  hash: string;
+}
+
+export class SqliteStore implements Store {
+  readonly backend = 'sqlite';
+  private db: Database.Database | undefined;
+  private vec: VersionVector = {};
+  private identity: StoreIdentity | undefined;
+  private stmts!: ReturnType<SqliteStore['prepare']>;
+
+  constructor(private readonly options: SqliteStoreOptions) {}
+
+  async open(): Promise<StoreIdentity> {
+    assert(this.db === undefined, 'store already open');
+    if (this.options.path !== ':memory:') mkdirSync(dirname(this.options.path), { recursive: true });
+    const db = new Database(this.options.path);
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = FULL');
+    const sync = db.pragma('synchronous', { simple: true });
+    assert(sync === 2, `SQLite synchronous must be FULL (2), got ${String(sync)}`);
+    db.exec(`
+      CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS items (
+        tbl TEXT NOT NULL, key BLOB NOT NULL, state BLOB NOT NULL, live INTEGER NOT NULL,
+        value TEXT, version TEXT NOT NULL, origin TEXT NOT NULL, hash TEXT NOT NULL, bucket INTEGER NOT NULL,
+        PRIMARY KEY (tbl, key)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS log (origin TEXT NOT NULL, seq INTEGER NOT NULL, hlc TEXT NOT NULL, body BLOB NOT NULL,
+        PRIMARY KEY (origin, seq)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS vector (origin TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS conflicts (id INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT NULL, key BLOB NOT NULL,
+        loser_dot TEXT NOT NULL, body TEXT NOT NULL, at_ms INTEGER NOT NULL, UNIQUE (tbl, key, loser_dot));
+    `);
+    this.db = db;
+    this.stmts = this.prepare(db);
+    const meta = new Map(
+      (db.prepare('SELECT k, v FROM meta').all() as { k: string; v: string }[]).map((r) => [r.k, r.v]),
+    );
+    let created = false;
+    if (!meta.has('site')) {
+      created = true;
+      const incarnation = Math.max(1, Math.floor(this.options.wallMs()));
+      const put = db.prepare('INSERT INTO meta (k, v) VALUES (?, ?)');
+      db.transaction(() => {
+        put.run('schema', String(schemaVersion));
+        put.run('site', this.options.siteId);
+        put.run('incarnation', String(incarnation));
+        put.run('hlc', '0'.repeat(16));
+      })();
+      meta.set('site', this.options.siteId).set('incarnation', String(incarnation)).set('hlc', '0'.repeat(16));
+      meta.set('schema', String(schemaVersion));
+    }
+    if (meta.get('site') !== this.options.siteId) {
+      db.close();
+      this.db = undefined;
+      throw new Error(`${this.options.path} belongs to site ${meta.get('site')}, not ${this.options.siteId}`);
+    }
+    assert(Number(meta.get('schema')) === schemaVersion, `unsupported store schema ${meta.get('schema')}`);
+    this.vec = {};
+    for (const r of db.prepare('SELECT origin, seq FROM vector').all() as { origin: string; seq: number }[])
+      this.vec[r.origin] = r.seq;
+    const incarnation = Number(meta.get('incarnation'));
+    this.identity = {
+      siteId: this.options.siteId,
+      incarnation,
+      origin: originOf(this.options.siteId, incarnation),
+      hlcHighWater: meta.get('hlc')!,
+      created,
+    };
+    return this.identity;
+  }
+
+  private prepare(db: Database.Database) {
+    return {
+      getItem: db.prepare('SELECT key, state, live, value, version, origin, hash FROM items WHERE tbl = ? AND key = ?'),
+      putItem: db.prepare(
+        `INSERT INTO items (tbl, key, state, live, value, version, origin, hash, bucket) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (tbl, key) DO UPDATE SET state = excluded.state, live = excluded.live, value = excluded.value,
+           version = excluded.version, origin = excluded.origin, hash = excluded.hash`,
+      ),
+      putLog: db.prepare('INSERT INTO log (origin, seq, hlc, body) VALUES (?, ?, ?, ?)'),
+      putVector: db.prepare('INSERT INTO vector (origin, seq) VALUES (?, ?) ON CONFLICT (origin) DO UPDATE SET seq = excluded.seq'),
+      putHlc: db.prepare("UPDATE meta SET v = ? WHERE k = 'hlc' AND v < ?"),
+      readLog: db.prepare('SELECT body FROM log WHERE origin = ? AND seq > ? ORDER BY seq LIMIT ?'),
+      putConflict: db.prepare('INSERT OR IGNORE INTO conflicts (tbl, key, loser_dot, body, at_ms) VALUES (?, ?, ?, ?, ?)'),
+      trimConflicts: db.prepare('DELETE FROM conflicts WHERE id <= (SELECT MAX(id) FROM conflicts) - ?'),
+      readConflicts: db.prepare('SELECT id, body FROM conflicts WHERE tbl = ? AND id > ? ORDER BY id LIMIT ?'),
+      liveHashes: db.prepare('SELECT tbl, hash FROM items WHERE live = 1'),
+      bucketHashes: db.prepare('SELECT bucket, hash FROM items WHERE tbl = ? AND live = 1'),
+      scanAll: db.prepare(
+        'SELECT key, state, live, value, version, origin, hash FROM items WHERE tbl = ? AND key > ? ORDER BY key LIMIT ?',
+      ),
+      tables: db.prepare('SELECT DISTINCT tbl FROM items'),
+    };
+  }
+
+  private assertOpen(): void {
+    assert(this.db !== undefined, 'store is not open');
+  }
+
+  private get handle(): Database.Database {
+    assert(this.db !== undefined, 'store is not open');
+    return this.db;
+  }
+
+  async close(): Promise<void> {
+    if (this.db === undefined) return;
+    this.db.close();
+    this.db = undefined;
+  }
+
+  async getItem(table: string, key: string): Promise<ItemRecord | undefined> {
+    return this.getItemSync(table, key);
+  }
+
+  private getItemSync(table: string, key: string): ItemRecord | undefined {
+    this.assertOpen();
+    const row = this.stmts.getItem.get(table, Buffer.from(key, 'utf8')) as ItemRow | undefined;
+    return row ? rowToRecord(table, row) : undefined;
+  }
+
+  async scanItems(range: ScanRange): Promise<ItemRecord[]> {
+    const db = this.handle;
+    const where = ['tbl = ?', 'live = 1'];
+    const args: unknown[] = [range.table];
+    const lower = maxKey(range.start, range.prefix);
+    if (lower !== undefined) {
+      where.push('key >= ?');
+      args.push(Buffer.from(lower, 'utf8'));
+    }
+    if (range.after !== undefined) {
+      where.push('key > ?');
+      args.push(Buffer.from(range.after, 'utf8'));
+    }
+    if (range.end !== undefined) {
+      where.push('key < ?');
+      args.push(Buffer.from(range.end, 'utf8'));
+    }
+    if (range.prefix !== undefined && range.prefix !== '') {
+      const upper = prefixUpperBound(Buffer.from(range.prefix, 'utf8'));
+      if (upper) {
+        where.push('key < ?');
+        args.push(upper);
+      }
+    }
+    args.push(range.limit);
+    const rows = db
+      .prepare(
+        `SELECT key, state, live, value, version, origin, hash FROM items WHERE ${where.join(' AND ')} ORDER BY key LIMIT ?`,
+      )
+      .all(...args) as ItemRow[];
+    return rows.map((r) => rowToRecord(range.table, r));
+  }
+
+  async scanAll(table: string, after: string | undefined, limit: number): Promise<ItemRecord[]> {
+    this.assertOpen();
+    const rows = this.stmts.scanAll.all(table, Buffer.from(after ?? '', 'utf8'), limit) as ItemRow[];
+    return rows.map((r) => rowToRecord(table, r));
+  }
+
+  vector(): VersionVector {
+    return { ...this.vec };
+  }
+
+  async commit(batch: CommitRequest[]): Promise<CommitResult[]> {
+    const db = this.handle;
+    const identity = this.identity!;
+    const results: CommitResult[] = [];
+    let hlcHigh = '';
+    const nextVec = { ...this.vec };
+    const run = db.transaction(() => {
+      for (const req of batch) {
+        const current = (refs: { table: string; key: string }[]) => refs.map((r) => this.getItemSync(r.table, r.key));
+        if (req.kind === 'local') {
+          const seq = (nextVec[identity.origin] ?? 0) + 1;
+          let built: { records: ItemRecord[]; hlc: string };
+          try {
+            built = req.build(current(req.refs), seq);
+          } catch (error) {
+            results.push({ kind: 'local', ok: false, error });
+            continue;
+          }
+          assert(built.records.length > 0, 'a local write changes at least one item');
+          const entry: LogEntry = {
+            origin: identity.origin,
+            seq,
+            hlc: built.hlc,
+            items: built.records.map((r) => ({ table: r.table, key: r.key, state: r.state })),
+          };
+          this.writeRecords(built.records);
+          this.stmts.putLog.run(entry.origin, entry.seq, entry.hlc, packr.pack(entry));
+          nextVec[identity.origin] = seq;
+          if (built.hlc > hlcHigh) hlcHigh = built.hlc;
+          results.push({ kind: 'local', ok: true, seq, records: built.records });
+        } else {
+          const { entry } = req;
+          const have = nextVec[entry.origin] ?? 0;
+          if (entry.seq <= have) {
+            results.push({ kind: 'remote', applied: false, reason: 'duplicate' });
+            continue;
+          }
+          if (entry.seq !== have + 1) {
+            results.push({ kind: 'remote', applied: false, reason: 'gap' });
+            continue;
+          }
+          const merged = req.merge(current(entry.items));
+          this.writeRecords(merged.records);
+          for (const c of merged.conflicts)
+            this.stmts.putConflict.run(c.table, Buffer.from(c.key, 'utf8'), c.loserDot, JSON.stringify(c), c.atMs);
+          if (merged.conflicts.length > 0) this.stmts.trimConflicts.run(this.options.conflictEntriesMax);
+          // Invariant 1: every received entry is logged (and so relayed), losers included.
+          this.stmts.putLog.run(entry.origin, entry.seq, entry.hlc, packr.pack(entry));
+          nextVec[entry.origin] = entry.seq;
+          if (entry.hlc > hlcHigh) hlcHigh = entry.hlc;
+          results.push({ kind: 'remote', applied: true });
+        }
+      }
+      for (const [o, s] of Object.entries(nextVec)) if (this.vec[o] !== s) this.stmts.putVector.run(o, s);
+      if (hlcHigh !== '') this.stmts.putHlc.run(hlcHigh, hlcHigh);
+    });
+    run.immediate();
+    this.vec = nextVec;
+    if (hlcHigh > identity.hlcHighWater) identity.hlcHighWater = hlcHigh;
+    return results;
+  }
+
+  private writeRecords(records: ItemRecord[]): void {
+    for (const r of records) {
+      const key = Buffer.from(r.key, 'utf8');
+      this.stmts.putItem.run(
+        r.table,
+        key,
+        packr.pack(r.state),
+        r.live ? 1 : 0,
+        r.live ? JSON.stringify(r.value) : null,
+        r.version,
+        r.origin,
+        r.hash,
+        keyBucket(key),
+      );
+    }
+  }
+
+  async readLog(vector: VersionVector, entriesMax: number, bytesMax: number): Promise<LogEntry[]> {
+    this.assertOpen();
+    const out: LogEntry[] = [];
+    let bytes = 0;
+    for (const origin of Object.keys(this.vec).sort()) {
+      if ((this.vec[origin] ?? 0) <= (vector[origin] ?? 0)) continue;
+      const rows = this.stmts.readLog.all(origin, vector[origin] ?? 0, entriesMax - out.length) as { body: Buffer }[];
+      for (const row of rows) {
+        if (out.length > 0 && bytes + row.body.byteLength > bytesMax) return out;
+        bytes += row.body.byteLength;
+        out.push(packr.unpack(row.body) as LogEntry);
+      }
+      if (out.length >= entriesMax) break;
+    }
+    return out;
+  }
+
+  async conflicts(table: string, afterId: number, limit: number): Promise<{ id: number; record: ConflictRecord }[]> {
+    this.assertOpen();
+    const rows = this.stmts.readConflicts.all(table, afterId, limit) as { id: number; body: string }[];
+    return rows.map((r) => ({ id: r.id, record: JSON.parse(r.body) as ConflictRecord }));
+  }
+
+  async digests(): Promise<Record<string, string>> {
+    this.assertOpen();
+    const acc = new Map<string, Buffer>();
+    for (const t of this.stmts.tables.all() as { tbl: string }[]) acc.set(t.tbl, Buffer.alloc(16));
+    for (const row of this.stmts.liveHashes.iterate() as Iterable<{ tbl: string; hash: string }>) {
+      xorInto(acc.get(row.tbl)!, row.hash);
+    }
+    return Object.fromEntries([...acc].sort(([a], [b]) => (a < b ? -1 : 1)).map(([t, b]) => [t, b.toString('hex')]));
+  }
+
+  async bucketDigests(table: string): Promise<string[]> {
+    this.assertOpen();
+    const buckets = Array.from({ length: 256 }, () => Buffer.alloc(16));
+    for (const row of this.stmts.bucketHashes.iterate(table) as Iterable<{ bucket: number; hash: string }>)
+      xorInto(buckets[row.bucket]!, row.hash);
+    return buckets.map((b) => b.toString('hex'));
+  }
+}
+
+function rowToRecord(table: string, row: ItemRow): ItemRecord {
+  return {
+    table,
+    key: row.key.toString('utf8'),
+    state: packr.unpack(row.state) as ItemState,
+    live: row.live === 1,
+    value: row.value === null ? undefined : (JSON.parse(row.value) as ItemRecord['value']),
+    version: row.version,
+    origin: row.origin,
+    hash: row.hash,
+  };
+}
+
+export function keyBucket(key: Buffer): number {
+  return createHash('sha256').update(key).digest()[0]!;
+}
+
+function xorInto(acc: Buffer, hex: string): void {
+  const h = Buffer.from(hex, 'hex');
+  for (let i = 0; i < acc.length && i < h.length; i++) acc[i]! ^= h[i]!;
+}
+
+function maxKey(a: string | undefined, b: string | undefined): string | undefined {
+  if (a === undefined) return b;
+  if (b === undefined) return a;
+  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8')) >= 0 ? a : b;
+}
+
+/** The smallest byte string greater than every string with this prefix, or undefined if none. */
+function prefixUpperBound(prefix: Buffer): Buffer | undefined {
+  const b = Buffer.from(prefix);
+  for (let i = b.length - 1; i >= 0; i--) {
+    if (b[i]! < 0xff) {
+      b[i]! += 1;
+      return b.subarray(0, i + 1);
+    }
+  }
+  return undefined;
+}

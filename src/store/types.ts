@@ -1,0 +1,118 @@
+// The site-local durable store behind one interface: items with their replicated state and the
+// materialized value a reader sees, the change log, the version vector, the conflict feed and site
+// metadata. The store is policy-free: the layers above build states; the store keeps them
+// atomically and durably. SQLite is the embedded backend; the interface is async and transaction-
+// shaped so a PostgreSQL backend fits (see conformance.ts, run against every backend).
+import type { JsonValue } from '../core/canonical-json.js';
+import type { ItemState } from '../core/item.js';
+import type { Origin, VersionVector } from '../core/vector.js';
+
+export type JsonObject = { [k: string]: JsonValue };
+
+export interface ItemRef {
+  table: string;
+  key: string;
+}
+
+export interface ItemRecord extends ItemRef {
+  state: ItemState;
+  live: boolean;
+  /** the materialized value; undefined when deleted (a tombstone) */
+  value: JsonObject | undefined;
+  version: string;
+  /** site id of the latest write */
+  origin: string;
+  /** hash of the canonical content (key, value, context) for digests; '' when deleted */
+  hash: string;
+}
+
+/** One replicated change: a write at its origin, with the full state of every item it touched. */
+export interface LogEntry {
+  origin: Origin;
+  seq: number;
+  /** hlc of the write, 16 hex digits */
+  hlc: string;
+  items: { table: string; key: string; state: ItemState }[];
+}
+
+export interface ConflictRecord {
+  table: string;
+  key: string;
+  loserDot: string;
+  winner: { version: string; origin: string };
+  loser: { value: JsonValue | null; deleted: boolean; version: string; origin: string };
+  field: string;
+  /** wall ms when recorded */
+  atMs: number;
+}
+
+/** A local write: reads some items, builds their next records under the seq the store assigns. */
+export interface LocalCommit {
+  kind: 'local';
+  refs: ItemRef[];
+  /** Throws a RequestError to reject this write alone (nothing of it is written). */
+  build(current: (ItemRecord | undefined)[], seq: number): { records: ItemRecord[]; hlc: string };
+}
+
+/** Applying a peer's entry: joins it into the current records. */
+export interface RemoteApply {
+  kind: 'remote';
+  entry: LogEntry;
+  merge(current: (ItemRecord | undefined)[]): { records: ItemRecord[]; conflicts: ConflictRecord[] };
+}
+
+export type CommitRequest = LocalCommit | RemoteApply;
+
+export type CommitResult =
+  | { kind: 'local'; ok: true; seq: number; records: ItemRecord[] }
+  | { kind: 'local'; ok: false; error: unknown }
+  | { kind: 'remote'; applied: true }
+  /** already covered by the vector (a duplicate delivery) */
+  | { kind: 'remote'; applied: false; reason: 'duplicate' | 'gap' };
+
+export interface ScanRange {
+  table: string;
+  /** inclusive, UTF-8 */
+  start?: string;
+  /** exclusive, UTF-8 */
+  end?: string;
+  prefix?: string;
+  /** resume strictly after this key */
+  after?: string;
+  limit: number;
+}
+
+export interface StoreIdentity {
+  siteId: string;
+  incarnation: number;
+  origin: Origin;
+  /** highest hlc ever issued or applied here (hex), so the clock stays monotonic across restarts */
+  hlcHighWater: string;
+  /** true when this store was created now (no earlier data) */
+  created: boolean;
+}
+
+export interface Store {
+  readonly backend: string;
+  open(): Promise<StoreIdentity>;
+  close(): Promise<void>;
+  getItem(table: string, key: string): Promise<ItemRecord | undefined>;
+  /** Live items in UTF-8 byte order of keys. */
+  scanItems(range: ScanRange): Promise<ItemRecord[]>;
+  /** All items of a table, tombstones included, in key order (for snapshots and repair). */
+  scanAll(table: string, after: string | undefined, limit: number): Promise<ItemRecord[]>;
+  /** Current version vector (what this site has applied with no gap). */
+  vector(): VersionVector;
+  /**
+   * Commits requests in one durable transaction (group commit), in order. A local request that
+   * throws is rejected alone; everything else in the batch commits. Resolves after fsync.
+   */
+  commit(batch: CommitRequest[]): Promise<CommitResult[]>;
+  /** Entries not covered by `vector`, each origin in seq order, bounded by count and bytes. */
+  readLog(vector: VersionVector, entriesMax: number, bytesMax: number): Promise<LogEntry[]>;
+  conflicts(table: string, afterId: number, limit: number): Promise<{ id: number; record: ConflictRecord }[]>;
+  /** Per-table digest of live items' canonical content (equal across sites iff contents are). */
+  digests(): Promise<Record<string, string>>;
+  /** Per-bucket digests of one table (256 buckets by key hash), for anti-entropy. */
+  bucketDigests(table: string): Promise<string[]>;
+}
