@@ -1,12 +1,2 @@
-// Programmer errors crash: an assertion that fails means Tandem itself is wrong, never the input.
-export class AssertionError extends Error {
-  override name = 'AssertionError';
-}
-
-export function assert(condition: unknown, message: string): asserts condition {
-  if (!condition) throw new AssertionError(message);
-}
-
-export function unreachable(value: never): never {
-  throw new AssertionError(`unreachable: ${JSON.stringify(value)}`);
-}
+// Assertions live in platform/ (the bottom layer); core re-exports them for its own modules.
+export { AssertionError, assert, unreachable } from '../platform/assert.js';
