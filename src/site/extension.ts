@@ -1,4 +1,42 @@
-// What a site process adds around the bare node: replication (issue 3) plugs in here.
+// What a site process adds around the bare node: replication (pullers, feed, acks, anti-entropy).
+// Peer URLs come from the config; TANDEM_PEER_URLS (JSON: { siteId: url }) overrides them, so tests
+// and drills can route a site's peer traffic through link fault proxies.
+import { Replicator } from '../replication/replicator.js';
 import type { StartSiteOptions } from './run-site.js';
 
-export const siteExtension: StartSiteOptions['extend'] = undefined;
+export function peerUrlsFromEnv(raw: string | undefined): Record<string, string> | undefined {
+  if (raw === undefined || raw === '') return undefined;
+  const parsed = JSON.parse(raw) as unknown;
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed) || !Object.values(parsed).every((v) => typeof v === 'string'))
+    throw new Error('TANDEM_PEER_URLS must be a JSON object of site id to URL');
+  return parsed as Record<string, string>;
+}
+
+export const siteExtension: NonNullable<StartSiteOptions['extend']> = (node, env, metrics) => {
+  const peerUrls = peerUrlsFromEnv(process.env.TANDEM_PEER_URLS);
+  const replicator = new Replicator({
+    env,
+    node,
+    config: node.config,
+    ...(peerUrls ? { peerUrls } : {}),
+    heartbeatMs: 500,
+    metrics: {
+      setPeer(peer, s) {
+        metrics.peerConnected.set({ peer }, s.connected ? 1 : 0);
+        metrics.peerLagEntries.set({ peer }, s.lagEntries);
+        metrics.peerLagMs.set({ peer }, s.lagMs);
+      },
+      repaired: (n) => metrics.repairs.inc(n),
+    },
+  });
+  return {
+    hooks: {
+      peers: () => replicator.peerStatus(),
+      ready: () => replicator.ready(),
+      awaitDurability: (seq, level) => (level === 'local' ? Promise.resolve(true) : replicator.awaitDurability(seq, level)),
+      peerHandler: replicator.handler,
+    },
+    start: () => replicator.run(),
+    stop: () => replicator.stop(),
+  };
+};

@@ -283,7 +283,7 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     app.addContentTypeParser('application/msgpack', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
     app.all('/v1/peer/*', async (req, reply) => {
       const ac = new AbortController();
-      req.raw.on('close', () => ac.abort());
+      reply.raw.on('close', () => ac.abort());
       const res = await peerHandler({
         method: req.method,
         path: req.url,

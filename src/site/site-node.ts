@@ -62,6 +62,7 @@ export class SiteNode {
   private clock: HybridClock | undefined;
   private committer: GroupCommitter;
   private sessionWaiters = new Set<SessionWaiter>();
+  private commitListeners = new Set<() => void>();
   private stopping = false;
   private readonly log;
 
@@ -80,7 +81,10 @@ export class SiteNode {
       queueMax: limits.writeQueueMax,
       monotonicMs: () => deps.env.clock.monotonicMs(),
       onCommit: (size, ms) => deps.metrics?.observeCommit(size, ms),
-      afterCommit: () => this.wakeSessions(),
+      afterCommit: () => {
+        this.wakeSessions();
+        for (const l of this.commitListeners) l();
+      },
     });
   }
 
@@ -152,6 +156,11 @@ export class SiteNode {
     range: { start?: string; end?: string; prefix?: string; after?: string; limit: number },
   ): Promise<ItemRecord[]> {
     return this.deps.store.scanItems({ table: table.name, ...range });
+  }
+
+  onCommit(listener: () => void): () => void {
+    this.commitListeners.add(listener);
+    return () => this.commitListeners.delete(listener);
   }
 
   /** Waits (bounded) until this site's vector covers the session token; false if it did not. */
@@ -273,6 +282,32 @@ export class SiteNode {
       else gaps++;
     }
     return { applied, duplicates, gaps };
+  }
+
+  /** Anti-entropy: joins peers' states into local items (no log entry, vector unchanged). */
+  async repairItems(items: { table: string; key: string; state: ItemState }[]): Promise<number> {
+    if (items.length === 0) return 0;
+    let changed = 0;
+    const result = await this.committer.submit({
+      kind: 'repair',
+      refs: items.map((i) => ({ table: i.table, key: i.key })),
+      merge: (current) => {
+        const records: ItemRecord[] = [];
+        items.forEach((item, i) => {
+          const semantics = this.tables.get(item.table)?.semantics ?? { conflict: 'lww' as const, fields: {} };
+          const cur = current[i];
+          const joined = cur ? joinStatesTracked(cur.state, item.state, { pruneToMax: semantics.conflict === 'lww' }).state : item.state;
+          const rec = buildRecord(item.table, item.key, semantics, joined);
+          if (cur === undefined || rec.version !== cur.version) {
+            records.push(rec);
+            changed++;
+          }
+        });
+        return records;
+      },
+    });
+    assert(result.kind === 'repair', 'repair result');
+    return changed;
   }
 
   private mergeEntry(entry: LogEntry, current: (ItemRecord | undefined)[]): { records: ItemRecord[]; conflicts: ConflictRecord[] } {

@@ -61,14 +61,22 @@ export interface RemoteApply {
   merge(current: (ItemRecord | undefined)[]): { records: ItemRecord[]; conflicts: ConflictRecord[] };
 }
 
-export type CommitRequest = LocalCommit | RemoteApply;
+/** Anti-entropy: joins peers' states into items; no log entry, the vector does not move. */
+export interface RepairApply {
+  kind: 'repair';
+  refs: ItemRef[];
+  merge(current: (ItemRecord | undefined)[]): ItemRecord[];
+}
+
+export type CommitRequest = LocalCommit | RemoteApply | RepairApply;
 
 export type CommitResult =
   | { kind: 'local'; ok: true; seq: number; records: ItemRecord[] }
   | { kind: 'local'; ok: false; error: unknown }
   | { kind: 'remote'; applied: true }
   /** already covered by the vector (a duplicate delivery) */
-  | { kind: 'remote'; applied: false; reason: 'duplicate' | 'gap' };
+  | { kind: 'remote'; applied: false; reason: 'duplicate' | 'gap' }
+  | { kind: 'repair'; written: number };
 
 export interface ScanRange {
   table: string;
@@ -115,4 +123,6 @@ export interface Store {
   digests(): Promise<Record<string, string>>;
   /** Per-bucket digests of one table (256 buckets by key hash), for anti-entropy. */
   bucketDigests(table: string): Promise<string[]>;
+  /** Items (tombstones included) of the given buckets, in key order after `after`. */
+  itemsInBuckets(table: string, buckets: number[], after: string | undefined, limit: number): Promise<ItemRecord[]>;
 }

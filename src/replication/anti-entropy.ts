@@ -1,0 +1,155 @@
+// Anti-entropy: a safety net under the log. Per-table digests over the canonical content of live
+// items are compared with each peer whose vector equals ours (then contents must be equal); where
+// they differ, per-bucket digests narrow it down and the differing buckets' item states are fetched
+// and joined. Repair never advances the vector, never logs, and joining cannot resurrect what the
+// local item has seen removed (entries covered by its context are dropped by the join).
+import { vectorsEqual, type VersionVector } from '../core/vector.js';
+import type { ItemState } from '../core/item.js';
+import { readBody, type Env, type IncomingRequest, type TimerHandle, type TransportResponse } from '../platform/env.js';
+import { limits } from '../limits.js';
+import { peerHeader, signPeerRequest, type PeerAuthConfig } from './auth.js';
+import { decodeMessage, encodeMessage, protocolVersion } from './protocol.js';
+import type { ReplicaNode } from './replica-node.js';
+import { msgpackResponse, problem } from './feed-server.js';
+
+interface DigestsReply {
+  v: number;
+  vector: VersionVector;
+  digests: Record<string, string>;
+}
+
+interface BucketItemsRequest {
+  table: string;
+  buckets: number[];
+  after?: string;
+  limit: number;
+}
+
+interface BucketItemsReply {
+  items: { key: string; state: ItemState }[];
+  more: boolean;
+}
+
+const bucketPageMax = 500;
+
+export interface AntiEntropyOptions {
+  env: Env;
+  node: ReplicaNode;
+  auth: PeerAuthConfig;
+  peerUrls: Record<string, string>;
+  intervalMs: number;
+  onRepaired?: (n: number) => void;
+}
+
+export class AntiEntropy {
+  readonly id = 'anti-entropy';
+  private timer: TimerHandle | undefined;
+  private stopped = false;
+  private round: Promise<unknown> | undefined;
+  repairsTotal = 0;
+
+  constructor(private readonly options: AntiEntropyOptions) {}
+
+  run(): void {
+    const tick = () => {
+      if (this.stopped) return;
+      this.round = this.compareWithAll().catch(() => undefined);
+      void this.round.then(() => {
+        if (!this.stopped) this.timer = this.options.env.timers.after(this.options.intervalMs, tick);
+      });
+    };
+    this.timer = this.options.env.timers.after(this.options.intervalMs, tick);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.timer?.cancel();
+    await this.round;
+  }
+
+  /** One round with every peer; returns the number of items repaired. */
+  async compareWithAll(): Promise<number> {
+    let repaired = 0;
+    for (const peer of Object.keys(this.options.peerUrls)) {
+      try {
+        repaired += await this.compareWith(peer);
+      } catch (e) {
+        this.options.env.log.debug({ peer, err: (e as Error).message }, 'anti-entropy round with peer failed');
+      }
+    }
+    return repaired;
+  }
+
+  async compareWith(peer: string): Promise<number> {
+    const { node } = this.options;
+    const theirs = await this.call<DigestsReply>(peer, 'GET', '/v1/peer/digests');
+    if (!vectorsEqual(theirs.vector, node.vector())) return 0;
+    const mine = await node.store.digests();
+    let repaired = 0;
+    for (const table of new Set([...Object.keys(mine), ...Object.keys(theirs.digests)])) {
+      if ((mine[table] ?? zero) === (theirs.digests[table] ?? zero)) continue;
+      const theirBuckets = await this.call<string[]>(peer, 'POST', '/v1/peer/buckets', { table });
+      const myBuckets = await node.store.bucketDigests(table);
+      const differing = myBuckets.flatMap((d, i) => (d !== theirBuckets[i] ? [i] : []));
+      let after: string | undefined;
+      for (let page = 0; page < 10_000; page++) {
+        const req: BucketItemsRequest = { table, buckets: differing, limit: bucketPageMax, ...(after !== undefined ? { after } : {}) };
+        const reply = await this.call<BucketItemsReply>(peer, 'POST', '/v1/peer/bucket-items', req);
+        repaired += await node.repairItems(reply.items.map((i) => ({ table, key: i.key, state: i.state })));
+        if (!reply.more || reply.items.length === 0) break;
+        after = reply.items[reply.items.length - 1]!.key;
+      }
+    }
+    if (repaired > 0) {
+      this.repairsTotal += repaired;
+      this.options.onRepaired?.(repaired);
+      this.options.env.log.warn({ peer, repaired }, 'anti-entropy repaired items');
+    }
+    return repaired;
+  }
+
+  routes(): Record<string, (req: IncomingRequest) => Promise<TransportResponse>> {
+    const { node } = this.options;
+    return {
+      'GET /v1/peer/digests': async () =>
+        msgpackResponse(200, { v: protocolVersion, vector: node.vector(), digests: await node.store.digests() } satisfies DigestsReply),
+      'POST /v1/peer/buckets': async (req) => {
+        const { table } = decodeMessage<{ table: string }>(req.body);
+        if (typeof table !== 'string') return problem(400, 'bad-request', 'table expected');
+        return msgpackResponse(200, await node.store.bucketDigests(table));
+      },
+      'POST /v1/peer/bucket-items': async (req) => {
+        const r = decodeMessage<BucketItemsRequest>(req.body);
+        if (typeof r?.table !== 'string' || !Array.isArray(r.buckets)) return problem(400, 'bad-request', 'table and buckets expected');
+        const limit = Math.min(Math.max(1, Number(r.limit) || bucketPageMax), bucketPageMax);
+        const items = await node.store.itemsInBuckets(r.table, r.buckets.map(Number), r.after, limit + 1);
+        return msgpackResponse(200, {
+          items: items.slice(0, limit).map((i) => ({ key: i.key, state: i.state })),
+          more: items.length > limit,
+        } satisfies BucketItemsReply);
+      },
+    };
+  }
+
+  private async call<T>(peer: string, method: string, path: string, body?: unknown): Promise<T> {
+    const { env, node, auth } = this.options;
+    const ac = new AbortController();
+    const timeout = env.timers.after(limits.peerRequestTimeoutMs, () => ac.abort(new Error('peer request timed out')));
+    try {
+      const res = await env.transport.request({
+        method,
+        url: `${this.options.peerUrls[peer]}${path}`,
+        headers: { 'content-type': 'application/msgpack', [peerHeader]: signPeerRequest(auth, node.siteId, env.clock.wallMs(), method, path) },
+        ...(body !== undefined ? { body: encodeMessage(body) } : {}),
+        signal: ac.signal,
+      });
+      const bytes = await readBody(res.body, 64 * 1024 * 1024);
+      if (res.status !== 200) throw new Error(`peer ${peer} answered ${res.status} to ${path}`);
+      return decodeMessage<T>(bytes);
+    } finally {
+      timeout.cancel();
+    }
+  }
+}
+
+const zero = '0'.repeat(32);

@@ -1,0 +1,125 @@
+// The serving side of replication: a peer's long-lived pull stream ("entries not covered by my
+// vector", every origin, each origin in seq order), acks from pullers, and the digests used by
+// anti-entropy. Exposed as one RequestHandler, mounted under /v1/peer/ by the site's HTTP server
+// and registered directly on the simulated network in simulations.
+import { assert } from '../core/assert.js';
+import { hlcFromHex, hlcMs } from '../core/hlc.js';
+import type { Env, IncomingRequest, RequestHandler, TransportResponse } from '../platform/env.js';
+import { limits } from '../limits.js';
+import { peerHeader, verifyPeerRequest, type PeerAuthConfig } from './auth.js';
+import {
+  decodeMessage,
+  encodeFrame,
+  encodeMessage,
+  protocolVersion,
+  type AckMessage,
+  type FeedFrame,
+  type FeedRequest,
+} from './protocol.js';
+import type { ReplicaNode } from './replica-node.js';
+import type { VersionVector } from '../core/vector.js';
+
+export interface FeedServerOptions {
+  env: Env;
+  node: ReplicaNode;
+  auth: PeerAuthConfig;
+  heartbeatMs: number;
+  onAck: (ack: AckMessage) => void;
+  /** extra peer routes (anti-entropy, snapshots) */
+  extraRoutes?: Record<string, (req: IncomingRequest, from: string) => Promise<TransportResponse>>;
+}
+
+export function feedServer(options: FeedServerOptions): RequestHandler {
+  const { env, node } = options;
+  const log = env.log.child({ component: 'feed-server' });
+  return async (req) => {
+    const path = req.path.split('?')[0]!;
+    const auth = verifyPeerRequest(options.auth, req.headers[peerHeader], env.clock.wallMs(), req.method, path);
+    if (!auth.ok) {
+      log.warn({ path, reason: auth.reason }, 'refused peer request');
+      return problem(401, 'unauthorized', `peer authentication failed: ${auth.reason}`);
+    }
+    try {
+      if (req.method === 'POST' && path === '/v1/peer/feed') {
+        const body = decodeMessage<FeedRequest>(req.body);
+        if (!isVector(body?.vector) || body.site !== auth.site) return problem(400, 'bad-request', 'malformed feed request');
+        return { status: 200, headers: { 'content-type': 'application/x-tandem-feed' }, body: feedStream(options, body.vector, req.signal) };
+      }
+      if (req.method === 'POST' && path === '/v1/peer/ack') {
+        const ack = decodeMessage<AckMessage>(req.body);
+        if (!isVector(ack?.vector) || ack.site !== auth.site) return problem(400, 'bad-request', 'malformed ack');
+        options.onAck(ack);
+        return { status: 204, headers: {}, body: empty() };
+      }
+      const extra = options.extraRoutes?.[`${req.method} ${path}`];
+      if (extra) return extra(req, auth.site);
+      return problem(404, 'not-found', `no peer route ${req.method} ${path}`);
+    } catch (e) {
+      log.warn({ err: e, path }, 'malformed peer request');
+      return problem(400, 'bad-request', `malformed peer request: ${(e as Error).message}`);
+    }
+  };
+}
+
+async function* feedStream(options: FeedServerOptions, from: VersionVector, signal: AbortSignal): AsyncIterable<Uint8Array> {
+  const { env, node } = options;
+  const cursor: VersionVector = { ...from };
+  let wake: (() => void) | undefined;
+  const unsubscribe = node.onCommit(() => wake?.());
+  const onAbort = () => wake?.();
+  signal.addEventListener('abort', onAbort);
+  try {
+    while (!signal.aborted) {
+      const entries = await node.store.readLog(cursor, limits.feedBatchEntriesMax, limits.feedBatchBytesMax);
+      if (entries.length > 0) {
+        for (const e of entries) {
+          // Invariant 2 at the sending end: each origin in seq order, no gap.
+          assert(e.seq === (cursor[e.origin] ?? 0) + 1, `feed gap for ${e.origin}: ${cursor[e.origin] ?? 0} then ${e.seq}`);
+          cursor[e.origin] = e.seq;
+        }
+        const frame: FeedFrame = {
+          t: 'batch',
+          v: protocolVersion,
+          entries,
+          vector: node.vector(),
+          oldestMs: hlcMs(hlcFromHex(entries[0]!.hlc)),
+        };
+        yield encodeFrame(frame);
+        continue;
+      }
+      const woke = await new Promise<boolean>((resolve) => {
+        const timer = env.timers.after(options.heartbeatMs, () => resolve(false));
+        wake = () => {
+          timer.cancel();
+          resolve(true);
+        };
+      });
+      wake = undefined;
+      if (!woke && !signal.aborted)
+        yield encodeFrame({ t: 'heartbeat', v: protocolVersion, vector: node.vector(), oldestMs: 0, atMs: env.clock.wallMs() });
+    }
+  } finally {
+    unsubscribe();
+    signal.removeEventListener('abort', onAbort);
+  }
+}
+
+function isVector(v: unknown): v is VersionVector {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return false;
+  return Object.values(v).every((s) => Number.isSafeInteger(s) && (s as number) >= 0);
+}
+
+async function* once(bytes: Uint8Array): AsyncIterable<Uint8Array> {
+  yield bytes;
+}
+
+async function* empty(): AsyncIterable<Uint8Array> {}
+
+export function msgpackResponse(status: number, value: unknown): TransportResponse {
+  return { status, headers: { 'content-type': 'application/msgpack' }, body: once(encodeMessage(value)) };
+}
+
+export function problem(status: number, type: string, detail: string): TransportResponse {
+  const body = new TextEncoder().encode(JSON.stringify({ type: `https://tandem.dev/problems/${type}`, title: type, status, detail }));
+  return { status, headers: { 'content-type': 'application/problem+json' }, body: once(body) };
+}

@@ -1,0 +1,71 @@
+// The peer protocol: what sites say to each other, and how it is framed on the wire.
+// A feed is one long-lived response: a sequence of frames, each a 4-byte big-endian length and a
+// MessagePack body. Every message carries the protocol version; a site speaks to peers one version
+// behind or ahead, and an unknown field is ignored by an old reader.
+import { decode, encode } from '@msgpack/msgpack';
+import { assert } from '../core/assert.js';
+import type { VersionVector } from '../core/vector.js';
+import type { LogEntry } from '../store/types.js';
+
+export const protocolVersion = 1;
+export const frameBytesMax = 8 * 1024 * 1024;
+
+export interface FeedRequest {
+  v: number;
+  /** the pulling site */
+  site: string;
+  /** what the puller already has: serve entries not covered by it */
+  vector: VersionVector;
+}
+
+export type FeedFrame =
+  | { t: 'batch'; v: number; entries: LogEntry[]; vector: VersionVector; oldestMs: number }
+  | { t: 'heartbeat'; v: number; vector: VersionVector; oldestMs: number; atMs: number };
+
+/** What a puller reports after applying: lets the origin count quorum acks and plan GC. */
+export interface AckMessage {
+  v: number;
+  site: string;
+  vector: VersionVector;
+  /** the reporter's own origin and its seq when it sent this ack (tombstone stability) */
+  origin: string;
+  ownSeq: number;
+}
+
+export function encodeMessage(value: unknown): Uint8Array {
+  return encode(value);
+}
+
+export function decodeMessage<T>(bytes: Uint8Array): T {
+  return decode(bytes) as T;
+}
+
+export function encodeFrame(frame: FeedFrame): Uint8Array {
+  const body = encode(frame);
+  assert(body.byteLength <= frameBytesMax, `frame of ${body.byteLength} bytes exceeds ${frameBytesMax}`);
+  const out = new Uint8Array(4 + body.byteLength);
+  new DataView(out.buffer).setUint32(0, body.byteLength);
+  out.set(body, 4);
+  return out;
+}
+
+/** Splits a byte stream into frames; throws on a frame that is too large or malformed. */
+export async function* readFrames(body: AsyncIterable<Uint8Array>): AsyncIterable<FeedFrame> {
+  let buf = new Uint8Array(0);
+  for await (const chunk of body) {
+    const joined = new Uint8Array(buf.byteLength + chunk.byteLength);
+    joined.set(buf, 0);
+    joined.set(chunk, buf.byteLength);
+    buf = joined;
+    while (buf.byteLength >= 4) {
+      const len = new DataView(buf.buffer, buf.byteOffset, buf.byteLength).getUint32(0);
+      if (len > frameBytesMax) throw new Error(`peer sent a frame of ${len} bytes (max ${frameBytesMax})`);
+      if (buf.byteLength < 4 + len) break;
+      const frame = decode(buf.subarray(4, 4 + len)) as FeedFrame;
+      buf = buf.slice(4 + len);
+      if (frame === null || typeof frame !== 'object' || (frame.t !== 'batch' && frame.t !== 'heartbeat'))
+        throw new Error('peer sent a malformed frame');
+      yield frame;
+    }
+  }
+}

@@ -1,0 +1,225 @@
+// Replication of one site: a puller per peer, the feed it serves, acks in both directions, quorum
+// durability waits, per-link status, and the readiness rule "caught up with the peers it can
+// reach". One long-running part with the same face as every other: run() / stop().
+import type { ClusterConfig } from '../config/schema.js';
+import type { VersionVector } from '../core/vector.js';
+import { readBody, type Env, type RequestHandler, type TimerHandle } from '../platform/env.js';
+import { limits } from '../limits.js';
+import { peerHeader, signPeerRequest, type PeerAuthConfig } from './auth.js';
+import { feedServer } from './feed-server.js';
+import { PeerPuller, type PeerLinkStatus } from './peer-puller.js';
+import { encodeMessage, protocolVersion, type AckMessage } from './protocol.js';
+import type { ReplicaNode } from './replica-node.js';
+import { AntiEntropy } from './anti-entropy.js';
+
+export interface ReplicatorOptions {
+  env: Env;
+  node: ReplicaNode;
+  config: ClusterConfig;
+  /** how to reach each peer; defaults to the config's site URLs (tests and drills route through fault proxies) */
+  peerUrls?: Record<string, string>;
+  heartbeatMs?: number;
+  ackDelayMs?: number;
+  quorumTimeoutMs?: number;
+  /** a site is ready while it lags no reachable peer by more than this many entries */
+  readyLagEntriesMax?: number;
+  antiEntropyIntervalMs?: number;
+  metrics?: {
+    setPeer(peer: string, s: PeerLinkStatus): void;
+    repaired(n: number): void;
+  };
+}
+
+interface AckState {
+  inFlight: boolean;
+  dirty: boolean;
+  timer: TimerHandle | undefined;
+}
+
+interface DurabilityWaiter {
+  seq: number;
+  needed: number;
+  resolve: (ok: boolean) => void;
+}
+
+export class Replicator {
+  readonly id = 'replicator';
+  readonly handler: RequestHandler;
+  readonly auth: PeerAuthConfig;
+  readonly pullers = new Map<string, PeerPuller>();
+  readonly antiEntropy: AntiEntropy;
+  private readonly peerUrls: Record<string, string>;
+  private readonly acksReceived = new Map<string, AckMessage>();
+  private readonly ackState = new Map<string, AckState>();
+  private readonly waiters = new Set<DurabilityWaiter>();
+  private unsubscribe: (() => void) | undefined;
+  private heartbeat: TimerHandle | undefined;
+  private stopped = false;
+  private readonly heartbeatMs: number;
+  private readonly log;
+
+  constructor(private readonly options: ReplicatorOptions) {
+    const { config, node, env } = options;
+    this.log = env.log.child({ component: 'replicator' });
+    this.heartbeatMs = options.heartbeatMs ?? 1_000;
+    this.auth = { cluster: config.cluster, secret: config.secret, knownSites: new Set(config.sites.map((s) => s.id)) };
+    this.peerUrls = {};
+    for (const s of config.sites) if (s.id !== node.siteId) this.peerUrls[s.id] = options.peerUrls?.[s.id] ?? s.url;
+    this.antiEntropy = new AntiEntropy({
+      env,
+      node,
+      auth: this.auth,
+      peerUrls: this.peerUrls,
+      intervalMs: options.antiEntropyIntervalMs ?? 30_000,
+      onRepaired: (n) => options.metrics?.repaired(n),
+    });
+    this.handler = feedServer({
+      env,
+      node,
+      auth: this.auth,
+      heartbeatMs: this.heartbeatMs,
+      onAck: (ack) => this.receiveAck(ack),
+      extraRoutes: this.antiEntropy.routes(),
+    });
+  }
+
+  get peers(): string[] {
+    return Object.keys(this.peerUrls);
+  }
+
+  run(): void {
+    const { env, node } = this.options;
+    for (const [peer, url] of Object.entries(this.peerUrls)) {
+      const puller = new PeerPuller({ env, node, peer, peerUrl: url, auth: this.auth, heartbeatMs: this.heartbeatMs });
+      this.pullers.set(peer, puller);
+      void puller.run();
+    }
+    this.unsubscribe = node.onCommit(() => this.scheduleAcks());
+    const beat = () => {
+      if (this.stopped) return;
+      this.scheduleAcks();
+      const metrics = this.options.metrics;
+      if (metrics) for (const [p, s] of Object.entries(this.peerStatus())) metrics.setPeer(p, s);
+      this.heartbeat = env.timers.after(this.heartbeatMs, beat);
+    };
+    beat();
+    this.antiEntropy.run();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.unsubscribe?.();
+    this.heartbeat?.cancel();
+    for (const s of this.ackState.values()) s.timer?.cancel();
+    for (const w of this.waiters) w.resolve(false);
+    this.waiters.clear();
+    await this.antiEntropy.stop();
+    await Promise.all([...this.pullers.values()].map((p) => p.stop()));
+  }
+
+  peerStatus(): Record<string, PeerLinkStatus> {
+    const out: Record<string, PeerLinkStatus> = {};
+    for (const [peer, puller] of this.pullers) out[peer] = puller.status();
+    return out;
+  }
+
+  ready(): { ready: boolean; reason?: string } {
+    const max = this.options.readyLagEntriesMax ?? 10_000;
+    for (const [peer, s] of Object.entries(this.peerStatus()))
+      if (s.connected && s.lagEntries > max) return { ready: false, reason: `catching up with ${peer}: ${s.lagEntries} entries behind` };
+    return { ready: true };
+  }
+
+  /** What each peer last told us it has (its ack), for durability and GC. */
+  peerVectors(): Record<string, VersionVector> {
+    return Object.fromEntries([...this.acksReceived].map(([site, ack]) => [site, ack.vector]));
+  }
+
+  acks(): ReadonlyMap<string, AckMessage> {
+    return this.acksReceived;
+  }
+
+  /**
+   * Resolves true once the local write `seq` is durable on enough data sites: a majority
+   * (`quorum`) or every one (`all`), this site included; false after the timeout.
+   */
+  awaitDurability(seq: number, level: 'quorum' | 'all'): Promise<boolean> {
+    const n = this.options.config.sites.length;
+    const needed = level === 'all' ? n : Math.floor(n / 2) + 1;
+    if (this.countHolding(seq) >= needed) return Promise.resolve(true);
+    return new Promise<boolean>((resolve) => {
+      const waiter: DurabilityWaiter = { seq, needed, resolve: () => undefined };
+      const timer = this.options.env.timers.after(this.options.quorumTimeoutMs ?? 5_000, () => {
+        this.waiters.delete(waiter);
+        resolve(false);
+      });
+      waiter.resolve = (ok) => {
+        timer.cancel();
+        this.waiters.delete(waiter);
+        resolve(ok);
+      };
+      this.waiters.add(waiter);
+    });
+  }
+
+  private countHolding(seq: number): number {
+    const origin = this.options.node.origin;
+    let count = 1; // this site has it durably: the local commit came first
+    for (const ack of this.acksReceived.values()) if ((ack.vector[origin] ?? 0) >= seq) count++;
+    return count;
+  }
+
+  private receiveAck(ack: AckMessage): void {
+    if (!this.options.config.sites.some((s) => s.id === ack.site)) return;
+    this.acksReceived.set(ack.site, ack);
+    for (const w of [...this.waiters]) if (this.countHolding(w.seq) >= w.needed) w.resolve(true);
+  }
+
+  private scheduleAcks(): void {
+    if (this.stopped) return;
+    for (const peer of this.peers) {
+      let st = this.ackState.get(peer);
+      if (!st) {
+        st = { inFlight: false, dirty: false, timer: undefined };
+        this.ackState.set(peer, st);
+      }
+      if (st.inFlight) {
+        st.dirty = true;
+        continue;
+      }
+      if (st.timer) continue;
+      const state = st;
+      state.timer = this.options.env.timers.after(this.options.ackDelayMs ?? 1, () => {
+        state.timer = undefined;
+        void this.sendAck(peer, state);
+      });
+    }
+  }
+
+  private async sendAck(peer: string, st: AckState): Promise<void> {
+    const { env, node } = this.options;
+    st.inFlight = true;
+    st.dirty = false;
+    const path = '/v1/peer/ack';
+    const vector = node.vector();
+    const ack: AckMessage = { v: protocolVersion, site: node.siteId, vector, origin: node.origin, ownSeq: vector[node.origin] ?? 0 };
+    const ac = new AbortController();
+    const timeout = env.timers.after(limits.peerRequestTimeoutMs, () => ac.abort(new Error('ack timed out')));
+    try {
+      const res = await env.transport.request({
+        method: 'POST',
+        url: `${this.peerUrls[peer]}${path}`,
+        headers: { 'content-type': 'application/msgpack', [peerHeader]: signPeerRequest(this.auth, node.siteId, env.clock.wallMs(), 'POST', path) },
+        body: encodeMessage(ack),
+        signal: ac.signal,
+      });
+      await readBody(res.body, 64 * 1024);
+    } catch (e) {
+      this.log.debug({ peer, err: (e as Error).message }, 'ack not delivered');
+    } finally {
+      timeout.cancel();
+      st.inFlight = false;
+      if (st.dirty && !this.stopped) this.scheduleAcks();
+    }
+  }
+}
