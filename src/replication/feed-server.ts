@@ -30,7 +30,7 @@ export interface FeedServerOptions {
 }
 
 export function feedServer(options: FeedServerOptions): RequestHandler {
-  const { env, node } = options;
+  const { env } = options;
   const log = env.log.child({ component: 'feed-server' });
   return async (req) => {
     const path = req.path.split('?')[0]!;
