@@ -6,6 +6,7 @@ import { createWriteStream, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ClusterConfig } from '../config/schema.js';
+import { realTimers } from '../platform/real/real-env.js';
 
 /** The built CLI (dist/), whether this module runs from src/ under vitest or from dist/. */
 export const cliEntry = resolve(dirname(fileURLToPath(import.meta.url)), '../../dist/cli/main.js');
@@ -23,6 +24,8 @@ export interface LocalClusterOptions {
   withRouter: boolean;
   /** extra environment for the children */
   env?: Record<string, string>;
+  /** extra environment per site (e.g. TANDEM_PEER_URLS through link proxies) */
+  siteEnv?: (siteId: string) => Record<string, string>;
   onExit?: (id: string, code: number | null, signal: NodeJS.Signals | null) => void;
 }
 
@@ -53,14 +56,14 @@ export class LocalCluster {
   }
 
   startSite(id: string): ManagedProcess {
-    return this.spawnChild(id, ['site', '--config', this.configPath, '--site', id, '--data-dir', this.options.dataDir]);
+    return this.spawnChild(id, ['site', '--config', this.configPath, '--site', id, '--data-dir', this.options.dataDir], this.options.siteEnv?.(id));
   }
 
   startRouter(): ManagedProcess {
     return this.spawnChild('router', ['router', '--config', this.configPath]);
   }
 
-  private spawnChild(id: string, args: string[]): ManagedProcess {
+  private spawnChild(id: string, args: string[], extraEnv: Record<string, string> = {}): ManagedProcess {
     const existing = this.procs.get(id);
     if (existing && existing.child.exitCode === null && existing.child.signalCode === null)
       throw new Error(`${id} is already running`);
@@ -68,7 +71,7 @@ export class LocalCluster {
     const log = createWriteStream(logPath, { flags: 'a' });
     const child = spawn(process.execPath, [cliEntry, ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, ...this.options.env },
+      env: { ...process.env, ...this.options.env, ...extraEnv },
     });
     child.stdout!.pipe(log, { end: false });
     child.stderr!.pipe(log, { end: false });
@@ -101,7 +104,7 @@ export class LocalCluster {
           // not listening yet
         }
         if (performance.now() > deadline) throw new Error(`${id} did not become healthy within ${timeoutMs} ms (${url})`);
-        await new Promise((r) => setTimeout(r, delay));
+        await realTimers.sleep(delay);
       }
     }
   }
@@ -119,10 +122,10 @@ export class LocalCluster {
     this.stopping = true;
     const running = [...this.procs.values()].filter((p) => p.child.exitCode === null && p.child.signalCode === null);
     for (const p of running) p.child.kill('SIGTERM');
-    const timer = setTimeout(() => {
+    const timer = realTimers.after(graceMs, () => {
       for (const p of running) if (p.child.exitCode === null) p.child.kill('SIGKILL');
-    }, graceMs);
+    });
     await Promise.all(running.map((p) => p.exited));
-    clearTimeout(timer);
+    timer.cancel();
   }
 }

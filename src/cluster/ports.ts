@@ -1,6 +1,7 @@
 // Free loopback ports for tests, drills and benches: asks the OS for an ephemeral port and
 // releases it (a small race with other processes is accepted; callers retry on EADDRINUSE).
 import { createServer } from 'node:net';
+import { realRandom } from '../platform/real/real-env.js';
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -17,7 +18,7 @@ export async function freePort(): Promise<number> {
 /** A base port P such that P..P+span are all free right now. */
 export async function freePortRange(span: number, attempts = 50): Promise<number> {
   for (let i = 0; i < attempts; i++) {
-    const base = 20_000 + Math.floor(Math.random() * 30_000);
+    const base = 20_000 + realRandom.int(30_000);
     const ok = await Promise.all(Array.from({ length: span + 1 }, (_, j) => portFree(base + j)));
     if (ok.every(Boolean)) return base;
   }

@@ -11,7 +11,7 @@ import type { ItemOp } from '../core/write.js';
 import type { SiteMetrics } from './metrics.js';
 import { SiteNode, type BatchOp, type Consistency, type Durability, type WriteOutcome } from './site-node.js';
 import { decodeSession, encodeSession, joinSession } from './session.js';
-import type { VersionVector } from '../core/vector.js';
+import { canonicalVector, type VersionVector } from '../core/vector.js';
 import {
   decodeCursor,
   encodeCursor,
@@ -124,7 +124,7 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     site: node.siteId,
     origin: node.origin,
     epoch: hooks.epoch?.() ?? 0,
-    vector: node.vector(),
+    vector: canonicalVector(node.vector()),
     peers: hooks.peers?.() ?? {},
     digests: await node.store.digests(),
   }));

@@ -4,7 +4,7 @@
 import { join } from 'node:path';
 import type { ClusterConfig } from '../config/schema.js';
 import { limits } from '../limits.js';
-import { realEnv, realLogger } from '../platform/real/real-env.js';
+import { realEnv, realLogger, realNextTurn } from '../platform/real/real-env.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import { buildSiteServer, type SiteServerHooks } from './http-server.js';
 import { SiteMetrics } from './metrics.js';
@@ -20,6 +20,7 @@ export interface StartSiteOptions {
   config: ClusterConfig;
   siteId: string;
   dataDir: string;
+  configPath?: string;
   /** wires replication etc. onto the node; returns the server hooks and a stop function */
   extend?: (node: SiteNode, env: ReturnType<typeof realEnv>, metrics: SiteMetrics) => { hooks: SiteServerHooks; start(): void; stop(): Promise<void> };
 }
@@ -36,7 +37,7 @@ export async function startSite(options: StartSiteOptions): Promise<RunningSite>
     wallMs: () => env.clock.wallMs(),
     conflictEntriesMax: limits.conflictFeedEntriesMax,
   });
-  const node = new SiteNode({ env, config, siteId, store, nextTurn: (fn) => setImmediate(fn), metrics });
+  const node = new SiteNode({ env, config, siteId, store, nextTurn: realNextTurn, metrics, ...(options.configPath ? { configPath: options.configPath } : {}) });
   await node.start();
   const extension = options.extend?.(node, env, metrics);
   const app = buildSiteServer({ env, node, metrics, ...(extension ? { hooks: extension.hooks } : {}) });
@@ -51,7 +52,7 @@ export async function startSite(options: StartSiteOptions): Promise<RunningSite>
       stopping ??= (async () => {
         await extension?.stop();
         const closed = app.close();
-        const bounded = new Promise<void>((r) => setTimeout(r, limits.shutdownDrainMsMax).unref());
+        const bounded = env.timers.sleep(limits.shutdownDrainMsMax);
         await Promise.race([closed, bounded]);
         await node.stop();
         await env.close();

@@ -16,6 +16,8 @@ import type { ConflictRecord, ItemRecord, LogEntry, Store, StoreIdentity } from 
 import { buildRecord } from './records.js';
 import { buildTables, ownerOf, type TableRuntime } from './tables.js';
 import type { SiteMetrics } from './metrics.js';
+import { loadCustomMerge } from './custom-merge.js';
+import type { CustomMerge } from '../core/materialize.js';
 
 export type Consistency = 'eventual' | 'session' | 'strong';
 export type Durability = 'local' | 'quorum' | 'all';
@@ -47,7 +49,8 @@ export interface SiteNodeDeps {
   store: Store;
   nextTurn: (fn: () => void) => void;
   metrics?: SiteMetrics;
-  sessionWaitMs?: number;
+  /** where the config file lives: custom merge module paths are relative to it */
+  configPath?: string;
 }
 
 interface SessionWaiter {
@@ -72,7 +75,10 @@ export class SiteNode {
       deps.config.sites.some((s) => s.id === deps.siteId),
       `site ${deps.siteId} is not in the config`,
     );
-    this.tables = buildTables(deps.config);
+    const merges: Record<string, CustomMerge> = {};
+    for (const [name, t] of Object.entries(deps.config.tables))
+      if (t.conflict === 'custom') merges[name] = loadCustomMerge(t.merge!, deps.configPath, t.mergeTimeoutMs, name).merge;
+    this.tables = buildTables(deps.config, merges);
     this.log = deps.env.log.child({ site: deps.siteId });
     this.committer = new GroupCommitter({
       store: deps.store,

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { demoConfig } from '../config/demo.js';
 import type { ClusterConfig } from '../config/schema.js';
-import { realClock, realRandom, realTimers, realTransport } from '../platform/real/real-env.js';
+import { realClock, realNextTurn, realRandom, realTimers, realTransport } from '../platform/real/real-env.js';
 import { silentLogger, type Env } from '../platform/env.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import { buildSiteServer } from './http-server.js';
@@ -25,7 +25,7 @@ export async function inProcessSite(options: { config?: ClusterConfig; siteId?: 
   const env: Env = { clock: realClock, timers: realTimers, random: realRandom, transport, log: silentLogger };
   const store = new SqliteStore({ path: join(dataDir, 'store.db'), siteId, wallMs: () => env.clock.wallMs(), conflictEntriesMax: 1000 });
   const metrics = new SiteMetrics();
-  const node = new SiteNode({ env, config, siteId, store, nextTurn: (fn) => setImmediate(fn), metrics });
+  const node = new SiteNode({ env, config, siteId, store, nextTurn: realNextTurn, metrics });
   await node.start();
   const app = buildSiteServer({ env, node, metrics, sessionWaitMs: 50 });
   await app.ready();

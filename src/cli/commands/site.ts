@@ -16,7 +16,7 @@ export function registerSiteCommand(program: Command): void {
       const config = loadConfigFile(opts.config);
       if (!config.sites.some((s) => s.id === opts.site))
         throw new UsageError(`--site: ${opts.site} is not a site of ${opts.config} (sites: ${config.sites.map((s) => s.id).join(', ')})`);
-      const running = await startSite({ config, siteId: opts.site, dataDir: opts.dataDir, extend: siteExtension });
+      const running = await startSite({ config, siteId: opts.site, dataDir: opts.dataDir, configPath: opts.config, extend: siteExtension });
       process.stdout.write(`site ${opts.site} ${running.url}\n`);
       const shutdown = () => {
         void running.stop().then(

@@ -1,4 +1,5 @@
 // `tandem up`: a whole cluster on this machine (the demo config, or --config), until SIGINT/SIGTERM.
+import { dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { loadConfigFile } from '../../config/load.js';
 import { demoConfig } from '../../config/demo.js';
@@ -16,6 +17,8 @@ export function registerUpCommand(program: Command): void {
     .option('--data-dir <dir>', 'where the sites keep their data', '.tandem')
     .action(async (opts: { config?: string; sites: number; basePort: number; dataDir: string }) => {
       const config = opts.config ? loadConfigFile(opts.config) : demoConfig({ sites: opts.sites, basePort: opts.basePort });
+      // the cluster's copy of the config lives in the data dir: make module paths absolute first
+      for (const t of Object.values(config.tables)) if (t.merge !== undefined) t.merge = resolve(dirname(resolve(opts.config!)), t.merge);
       const withRouter = program.commands.some((c) => c.name() === 'router');
       const cluster = new LocalCluster({
         config,

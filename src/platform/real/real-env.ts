@@ -31,6 +31,11 @@ export const realTimers: Timers = {
   },
 };
 
+/** Runs `fn` on the next turn of the event loop, after pending I/O: where group commit gathers writes. */
+export const realNextTurn = (fn: () => void): void => {
+  setImmediate(fn);
+};
+
 export const realRandom: Random = {
   next: () => Math.random(),
   int: (maxExclusive) => randomInt(maxExclusive),
