@@ -15,6 +15,7 @@ export interface ScenarioResult {
   convergedAtMs: number;
   digestsEqual: boolean;
   anomalies: Anomaly[];
+  wipes: number;
 }
 
 export async function runReplicationScenario(seed: number, options: { opsMax?: number } = {}): Promise<ScenarioResult> {
@@ -47,6 +48,7 @@ export async function runReplicationScenario(seed: number, options: { opsMax?: n
   const opsTotal = options.opsMax ?? 40 + pick(80);
   const keys = ['k0', 'k1', 'k2', 'k3'];
   let unique = 0;
+  let wipes = 0;
   try {
     for (let i = 0; i < opsTotal; i++) {
       const r = rng();
@@ -66,6 +68,19 @@ export async function runReplicationScenario(seed: number, options: { opsMax?: n
           down.add(victim);
           await cluster.crash(victim);
         }
+      } else if (r < 0.095 && down.size === 0) {
+        // site loss: what it acknowledged but no other site received is gone (its outcome becomes unknown)
+        const victim = ids[pick(ids.length)]!;
+        const others = Object.entries(cluster.vectors()).filter(([id]) => id !== victim);
+        for (const op of history.ops) {
+          if (op.site !== victim || op.status !== 'ok' || op.dot === undefined) continue;
+          const at = op.dot.lastIndexOf(':');
+          const [origin, seq] = [op.dot.slice(0, at), Number(op.dot.slice(at + 1))];
+          if (!others.some(([, v]) => (v[origin] ?? 0) >= seq)) op.status = 'pending';
+        }
+        down.add(victim);
+        await cluster.wipe(victim);
+        wipes++;
       } else if (r < 0.11 && down.size > 0) {
         const back = [...down][pick(down.size)]!;
         down.delete(back);
@@ -118,8 +133,7 @@ export async function runReplicationScenario(seed: number, options: { opsMax?: n
     const digestsEqual = all.every((d) => d === all[0]);
 
     const reference = cluster.site(ids[0]!)!.node;
-    const log: LogEntry[] = [];
-    for (let batch = await reference.store.readLog({}, 100_000, 1 << 30); batch.length > 0; batch = []) log.push(...batch);
+    const log: LogEntry[] = cluster.archive;
     const items = new Map<string, FinalItem>();
     for (const table of ['profiles', 'counters', 'carts']) {
       for (const rec of await reference.store.scanAll(table, undefined, 100_000))
@@ -150,6 +164,7 @@ export async function runReplicationScenario(seed: number, options: { opsMax?: n
       convergedAtMs,
       digestsEqual,
       anomalies,
+      wipes,
     };
   } finally {
     await cluster.stop();

@@ -13,6 +13,7 @@ import { SimWorld, type SimNetworkOptions } from '../platform/sim/index.js';
 import type { Env } from '../platform/env.js';
 import { Replicator } from '../replication/replicator.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
+import type { CommitRequest, LogEntry, Store } from '../store/types.js';
 import { SiteNode, type WriteOutcome } from '../site/site-node.js';
 
 export interface SimSite {
@@ -37,6 +38,9 @@ export class SimCluster {
   readonly config: ClusterConfig;
   readonly dir: string;
   private readonly live = new Map<string, SimSite>();
+  /** Every local write any site ever committed (origin, seq, item states): the history checker's
+   * view of the whole log, which the sites themselves compact. */
+  readonly archive: LogEntry[] = [];
 
   private constructor(private readonly options: SimClusterOptions) {
     this.world = new SimWorld({ seed: options.seed, ...(options.network ? { network: options.network } : {}) });
@@ -83,14 +87,47 @@ export class SimCluster {
       conflictEntriesMax: 100_000,
       durability: 'os-buffered',
     });
-    const node = new SiteNode({ env, config: this.config, siteId: id, store, nextTurn: (fn) => env.timers.after(0, fn) });
+    const node = new SiteNode({ env, config: this.config, siteId: id, store: this.archiving(store), nextTurn: (fn) => env.timers.after(0, fn) });
     await node.start();
-    const replicator = new Replicator({ env, node, config: this.config, heartbeatMs: this.options.heartbeatMs ?? 200, antiEntropyIntervalMs: 2_000 });
+    const replicator = new Replicator({
+      env,
+      node,
+      config: this.config,
+      heartbeatMs: this.options.heartbeatMs ?? 200,
+      antiEntropyIntervalMs: 2_000,
+      housekeepingIntervalMs: 500,
+      logRetainEntries: 2,
+    });
     this.world.network.listen(`http://${id}`, replicator.handler, id);
     replicator.run();
     const site = { id, env, node, replicator };
     this.live.set(id, site);
     return site;
+  }
+
+  private archiving(store: Store): Store {
+    const archive = this.archive;
+    let origin = '';
+    return new Proxy(store, {
+      get(target, prop, receiver) {
+        if (prop === 'open')
+          return async () => {
+            const identity = await target.open();
+            origin = identity.origin;
+            return identity;
+          };
+        if (prop === 'commit')
+          return async (batch: CommitRequest[]) => {
+            const results = await target.commit(batch);
+            for (const r of results)
+              if (r.kind === 'local' && r.ok)
+                archive.push({ origin, seq: r.seq, hlc: r.records[0]!.state.w.h, items: r.records.map((x) => ({ table: x.table, key: x.key, state: x.state })) });
+            return results;
+          };
+        const value: unknown = Reflect.get(target, prop, receiver);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
   }
 
   /** kill -9: the process is gone, its disk stays; queued writes never commit. */
@@ -100,6 +137,17 @@ export class SimCluster {
     this.live.delete(id);
     this.world.crash(id);
     await site.node.store.close();
+  }
+
+  /** Site loss: the process dies and its disk is destroyed; it comes back empty, with a new incarnation. */
+  async wipe(id: string): Promise<void> {
+    await this.crash(id);
+    rmSync(join(this.dir, id), { recursive: true, force: true });
+  }
+
+  /** Vectors of the sites that are up. */
+  vectors(): Record<string, VersionVector> {
+    return Object.fromEntries([...this.live].map(([id, s]) => [id, s.node.vector()]));
   }
 
   /** Writes at a site; resolves with the outcome, rejects with the error, or never settles if the site crashes. */

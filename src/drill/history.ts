@@ -84,7 +84,7 @@ export function checkHistory(input: CheckInput): Anomaly[] {
     const winner = final?.state?.r['']?.[0]?.d;
     if (winner === op.dot) continue;
     // a delete that lost to a concurrent delete left the same content: not a conflict, not lost
-    if (op.kind === 'delete' && final !== undefined && !final.live) continue;
+    if (op.kind === 'delete' && (final === undefined || !final.live)) continue;
     if (input.conflictLosers.has(op.dot)) continue;
     const superseded = (writesByItem.get(r) ?? []).some((d) => d !== op.dot && covers(entryStates.get(d)!.get(r)!.c, op.dot!));
     if (!superseded)

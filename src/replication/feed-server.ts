@@ -43,6 +43,10 @@ export function feedServer(options: FeedServerOptions): RequestHandler {
       if (req.method === 'POST' && path === '/v1/peer/feed') {
         const body = decodeMessage<FeedRequest>(req.body);
         if (!isVector(body?.vector) || body.site !== auth.site) return problem(400, 'bad-request', 'malformed feed request');
+        const floor = options.node.store.logFloor();
+        const behind = Object.entries(floor).find(([o, seq]) => (body.vector[o] ?? 0) < seq);
+        if (behind)
+          return problem(410, 'snapshot-required', `this site's log starts after ${behind[0]}:${behind[1]}; bootstrap from a snapshot`);
         return { status: 200, headers: { 'content-type': 'application/x-tandem-feed' }, body: feedStream(options, body.vector, req.signal) };
       }
       if (req.method === 'POST' && path === '/v1/peer/ack') {
@@ -51,6 +55,8 @@ export function feedServer(options: FeedServerOptions): RequestHandler {
         options.onAck(ack);
         return { status: 204, headers: {}, body: empty() };
       }
+      if (req.method === 'GET' && path === '/v1/peer/snapshot')
+        return { status: 200, headers: { 'content-type': 'application/x-tandem-feed' }, body: snapshotStream(options, req.signal) };
       const extra = options.extraRoutes?.[`${req.method} ${path}`];
       if (extra) return extra(req, auth.site);
       return problem(404, 'not-found', `no peer route ${req.method} ${path}`);
@@ -102,6 +108,17 @@ async function* feedStream(options: FeedServerOptions, from: VersionVector, sign
     unsubscribe();
     signal.removeEventListener('abort', onAbort);
   }
+}
+
+async function* snapshotStream(options: FeedServerOptions, signal: AbortSignal): AsyncIterable<Uint8Array> {
+  let vector: VersionVector | undefined;
+  for await (const page of options.node.store.snapshot(limits.feedBatchEntriesMax)) {
+    if (signal.aborted) return;
+    if (page.vector) vector = page.vector;
+    if (page.items.length > 0) yield encodeFrame({ t: 'snapshot-page', v: protocolVersion, items: page.items });
+  }
+  assert(vector !== undefined, 'a snapshot starts with its vector');
+  yield encodeFrame({ t: 'snapshot-end', v: protocolVersion, vector });
 }
 
 function isVector(v: unknown): v is VersionVector {

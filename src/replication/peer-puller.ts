@@ -11,6 +11,9 @@ import { peerHeader, signPeerRequest, type PeerAuthConfig } from './auth.js';
 import { encodeMessage, protocolVersion, readFrames } from './protocol.js';
 import type { ReplicaNode } from './replica-node.js';
 
+/** Refusals (410) with no progress from other peers before this puller installs a snapshot. */
+const snapshotAfterRefusals = 3;
+
 export interface PeerLinkStatus {
   connected: boolean;
   lagEntries: number;
@@ -38,6 +41,8 @@ export class PeerPuller {
   private readonly backoff: Backoff;
   private readonly log;
   entriesApplied = 0;
+  private snapshotRequired = 0;
+  private snapshotRequiredAt = '';
 
   constructor(private readonly options: PeerPullerOptions) {
     this.id = `puller:${options.peer}`;
@@ -87,6 +92,37 @@ export class PeerPuller {
     }
   }
 
+  /**
+   * The peer's log no longer reaches back to our vector: install its snapshot (items joined into
+   * ours), then take its vector. Interrupted, it is simply done again: joins are idempotent and the
+   * vector moves only at the end.
+   */
+  private async bootstrap(signal: AbortSignal): Promise<void> {
+    const { env, node, peerUrl, auth } = this.options;
+    const path = '/v1/peer/snapshot';
+    this.log.warn({}, 'peer log compacted past our vector: bootstrapping from its snapshot');
+    const res = await env.transport.request({
+      method: 'GET',
+      url: `${peerUrl}${path}`,
+      headers: { [peerHeader]: signPeerRequest(auth, node.siteId, env.clock.wallMs(), 'GET', path) },
+      signal,
+    });
+    if (res.status !== 200) {
+      await readBody(res.body, 64 * 1024);
+      throw new Error(`snapshot request answered ${res.status}`);
+    }
+    let items = 0;
+    for await (const frame of readFrames(res.body)) {
+      if (frame.t === 'snapshot-page') items += await node.repairItems(frame.items);
+      else if (frame.t === 'snapshot-end') {
+        await node.advanceVector(frame.vector);
+        this.log.info({ items }, 'snapshot installed');
+        return;
+      } else throw new Error(`unexpected ${frame.t} frame in a snapshot`);
+    }
+    throw new Error('snapshot stream ended early');
+  }
+
   private async pullOnce(): Promise<void> {
     const { env, node, peerUrl, auth } = this.options;
     const ac = new AbortController();
@@ -108,6 +144,19 @@ export class PeerPuller {
         body: encodeMessage({ v: protocolVersion, site: node.siteId, vector: node.vector() }),
         signal: ac.signal,
       });
+      if (res.status === 410) {
+        await readBody(res.body, 64 * 1024);
+        stall.cancel();
+        // Other peers may still have the entries this one compacted: bootstrap only when pulling
+        // from them has not moved our vector past this peer's log floor after a few tries.
+        const vector = JSON.stringify(node.vector());
+        this.snapshotRequired = vector === this.snapshotRequiredAt ? this.snapshotRequired + 1 : 1;
+        this.snapshotRequiredAt = vector;
+        if (this.snapshotRequired < snapshotAfterRefusals) throw new Error('peer needs us to bootstrap; trying other peers first');
+        this.snapshotRequired = 0;
+        await this.bootstrap(ac.signal);
+        return;
+      }
       if (res.status !== 200) {
         const text = new TextDecoder().decode(await readBody(res.body, 64 * 1024));
         if (res.status === 401) this.log.error({ status: res.status, detail: text.slice(0, 200) }, 'peer refused our credentials');
@@ -117,6 +166,7 @@ export class PeerPuller {
       this.backoff.reset();
       for await (const frame of readFrames(res.body)) {
         resetStall();
+        if (frame.t === 'snapshot-page' || frame.t === 'snapshot-end') throw new Error('unexpected snapshot frame on a feed');
         if (frame.t === 'batch' && frame.entries.length > 0) {
           this.oldestPendingMs = hlcMs(hlcFromHex(frame.entries[0]!.hlc));
           this.peerVector = frame.vector;

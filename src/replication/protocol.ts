@@ -5,6 +5,7 @@
 import { decode, encode } from '@msgpack/msgpack';
 import { assert } from '../core/assert.js';
 import type { VersionVector } from '../core/vector.js';
+import type { ItemState } from '../core/item.js';
 import type { LogEntry } from '../store/types.js';
 
 export const protocolVersion = 1;
@@ -20,7 +21,12 @@ export interface FeedRequest {
 
 export type FeedFrame =
   | { t: 'batch'; v: number; entries: LogEntry[]; vector: VersionVector; oldestMs: number }
-  | { t: 'heartbeat'; v: number; vector: VersionVector; oldestMs: number; atMs: number };
+  | { t: 'heartbeat'; v: number; vector: VersionVector; oldestMs: number; atMs: number }
+  /** a snapshot stream (bootstrap): pages of item states, then the vector they amount to */
+  | { t: 'snapshot-page'; v: number; items: { table: string; key: string; state: ItemState }[] }
+  | { t: 'snapshot-end'; v: number; vector: VersionVector };
+
+const frameKinds = new Set(['batch', 'heartbeat', 'snapshot-page', 'snapshot-end']);
 
 /** What a puller reports after applying: lets the origin count quorum acks and plan GC. */
 export interface AckMessage {
@@ -63,7 +69,7 @@ export async function* readFrames(body: AsyncIterable<Uint8Array>): AsyncIterabl
       if (buf.byteLength < 4 + len) break;
       const frame = decode(buf.subarray(4, 4 + len)) as FeedFrame;
       buf = buf.slice(4 + len);
-      if (frame === null || typeof frame !== 'object' || (frame.t !== 'batch' && frame.t !== 'heartbeat'))
+      if (frame === null || typeof frame !== 'object' || !frameKinds.has(frame.t))
         throw new Error('peer sent a malformed frame');
       yield frame;
     }

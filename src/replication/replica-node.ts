@@ -10,6 +10,8 @@ export interface ReplicaNode {
   applyRemote(entries: LogEntry[]): Promise<{ applied: number; duplicates: number; gaps: number }>;
   /** Joins peers' item states into local items without logging them or touching the vector (anti-entropy). */
   repairItems(records: { table: string; key: string; state: ItemRecord['state'] }[]): Promise<number>;
+  /** The end of a snapshot install: everything the snapshot's vector covers is now here. */
+  advanceVector(vector: VersionVector): Promise<void>;
   /** Called after every durable commit; returns an unsubscribe function. */
   onCommit(listener: () => void): () => void;
 }

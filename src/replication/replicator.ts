@@ -11,6 +11,7 @@ import { PeerPuller, type PeerLinkStatus } from './peer-puller.js';
 import { encodeMessage, protocolVersion, type AckMessage } from './protocol.js';
 import type { ReplicaNode } from './replica-node.js';
 import { AntiEntropy } from './anti-entropy.js';
+import { Housekeeping } from './housekeeping.js';
 
 export interface ReplicatorOptions {
   env: Env;
@@ -24,6 +25,9 @@ export interface ReplicatorOptions {
   /** a site is ready while it lags no reachable peer by more than this many entries */
   readyLagEntriesMax?: number;
   antiEntropyIntervalMs?: number;
+  housekeepingIntervalMs?: number;
+  /** entries kept per origin beyond what every member has */
+  logRetainEntries?: number;
   metrics?: {
     setPeer(peer: string, s: PeerLinkStatus): void;
     repaired(n: number): void;
@@ -48,6 +52,7 @@ export class Replicator {
   readonly auth: PeerAuthConfig;
   readonly pullers = new Map<string, PeerPuller>();
   readonly antiEntropy: AntiEntropy;
+  readonly housekeeping: Housekeeping;
   private readonly peerUrls: Record<string, string>;
   private readonly acksReceived = new Map<string, AckMessage>();
   private readonly ackState = new Map<string, AckState>();
@@ -72,6 +77,14 @@ export class Replicator {
       peerUrls: this.peerUrls,
       intervalMs: options.antiEntropyIntervalMs ?? 30_000,
       onRepaired: (n) => options.metrics?.repaired(n),
+    });
+    this.housekeeping = new Housekeeping({
+      env,
+      node,
+      members: () => Object.keys(this.peerUrls),
+      acks: () => this.acksReceived,
+      intervalMs: options.housekeepingIntervalMs ?? 10_000,
+      logRetainEntries: options.logRetainEntries ?? 10_000,
     });
     this.handler = feedServer({
       env,
@@ -104,6 +117,7 @@ export class Replicator {
     };
     beat();
     this.antiEntropy.run();
+    this.housekeeping.run();
   }
 
   async stop(): Promise<void> {
@@ -114,6 +128,7 @@ export class Replicator {
     for (const w of this.waiters) w.resolve(false);
     this.waiters.clear();
     await this.antiEntropy.stop();
+    await this.housekeeping.stop();
     await Promise.all([...this.pullers.values()].map((p) => p.stop()));
   }
 

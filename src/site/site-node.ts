@@ -243,8 +243,9 @@ export class SiteNode {
         for (const cur of current) if (cur) after = maxBig(after, hlcFromHex(cur.state.w.h));
         const hlc = clock.tickAfter(after);
         const stamp = { dot, hlc, site: identity.siteId, origin: identity.origin };
+        const floor = this.deps.store.gcFloor();
         const records = ops.map((o, i) => {
-          const state = applyLocalWrite(runtimes[i]!.semantics, current[i]?.state, o.itemOp, stamp);
+          const state = applyLocalWrite(runtimes[i]!.semantics, current[i]?.state, o.itemOp, stamp, floor);
           const rec = buildRecord(o.table, o.key, runtimes[i]!.semantics, state);
           if (rec.live && Buffer.byteLength(canonicalJson(rec.value!)) > limits.itemBodyBytesMax)
             throw RequestError.tooLarge(`item ${o.key} would exceed ${limits.itemBodyBytesMax} bytes`);
@@ -274,7 +275,7 @@ export class SiteNode {
         return this.committer.submit({
           kind: 'remote',
           entry,
-          merge: (current) => this.mergeEntry(entry, current),
+          merge: (current) => this.joinItems(entry.items, current),
         });
       }),
     );
@@ -290,7 +291,12 @@ export class SiteNode {
     return { applied, duplicates, gaps };
   }
 
-  /** Anti-entropy: joins peers' states into local items (no log entry, vector unchanged). */
+  async advanceVector(vector: VersionVector): Promise<void> {
+    const result = await this.committer.submit({ kind: 'advance-vector', vector });
+    assert(result.kind === 'advance-vector', 'advance-vector result');
+  }
+
+  /** Anti-entropy and snapshots: joins peers' states into local items (no log entry, vector unchanged). */
   async repairItems(items: { table: string; key: string; state: ItemState }[]): Promise<number> {
     if (items.length === 0) return 0;
     let changed = 0;
@@ -298,28 +304,24 @@ export class SiteNode {
       kind: 'repair',
       refs: items.map((i) => ({ table: i.table, key: i.key })),
       merge: (current) => {
-        const records: ItemRecord[] = [];
-        items.forEach((item, i) => {
-          const semantics = this.tables.get(item.table)?.semantics ?? { conflict: 'lww' as const, fields: {} };
-          const cur = current[i];
-          const joined = cur ? joinStatesTracked(cur.state, item.state, { pruneToMax: semantics.conflict === 'lww' }).state : item.state;
-          const rec = buildRecord(item.table, item.key, semantics, joined);
-          if (cur === undefined || rec.version !== cur.version) {
-            records.push(rec);
-            changed++;
-          }
-        });
-        return records;
+        const joined = this.joinItems(items, current);
+        const records = joined.records.filter((rec, i) => current[i] === undefined || rec.version !== current[i]!.version);
+        changed += records.length;
+        return { records, conflicts: joined.conflicts };
       },
     });
     assert(result.kind === 'repair', 'repair result');
     return changed;
   }
 
-  private mergeEntry(entry: LogEntry, current: (ItemRecord | undefined)[]): { records: ItemRecord[]; conflicts: ConflictRecord[] } {
+  /** Joins incoming item states into the current records by each table's policy; losers become conflicts. */
+  private joinItems(
+    items: { table: string; key: string; state: ItemState }[],
+    current: (ItemRecord | undefined)[],
+  ): { records: ItemRecord[]; conflicts: ConflictRecord[] } {
     const records: ItemRecord[] = [];
     const conflicts: ConflictRecord[] = [];
-    entry.items.forEach((item, i) => {
+    items.forEach((item, i) => {
       const runtime = this.tables.get(item.table);
       // An unknown table (config skew between sites during a rolling change) is kept as lww.
       const semantics = runtime?.semantics ?? { conflict: 'lww' as const, fields: {} };

@@ -152,6 +152,60 @@ export function storeSuite(name: string, factory: StoreFactory): void {
       await store.close();
     });
 
+    it('compacts the log up to a vector and reports its floor; a snapshot is one consistent read', async () => {
+      const { store } = await factory.create('s1');
+      await store.open();
+      await store.commit([remote(entry('p.1', 1, 'a')), remote(entry('p.1', 2, 'b')), remote(entry('p.1', 3, 'c'))]);
+      expect(await store.compactLog({ 'p.1': 2 })).toBe(2);
+      expect(store.logFloor()).toEqual({ 'p.1': 2 });
+      expect((await store.readLog({ 'p.1': 2 }, 100, 1 << 20)).map((e) => e.seq)).toEqual([3]);
+      const pages = [];
+      for await (const page of store.snapshot(2)) pages.push(page);
+      expect(pages[0]!.vector).toEqual({ 'p.1': 3 });
+      expect(pages.flatMap((p) => p.items.map((i) => i.key))).toEqual(['a', 'b', 'c']);
+      await store.close();
+    });
+
+    it('advance-vector (end of a snapshot install) moves the vector and the log floor, never the own origin', async () => {
+      const { store } = await factory.create('s1');
+      const id = await store.open();
+      await store.commit([{ kind: 'advance-vector', vector: { 'p.1': 5 } }]);
+      expect(store.vector()).toEqual({ 'p.1': 5 });
+      expect(store.logFloor()).toEqual({ 'p.1': 5 });
+      await expect(store.commit([{ kind: 'advance-vector', vector: { [id.origin]: 3 } }])).rejects.toThrow(/own origin/);
+      await store.close();
+    });
+
+    it('repairs write items without a log entry or a vector change', async () => {
+      const { store } = await factory.create('s1');
+      await store.open();
+      await store.commit([{ kind: 'repair', refs: [{ table: 't', key: 'r' }], merge: () => ({ records: [record('t', 'r', stateFor('q.1:4', 1))], conflicts: [] }) }]);
+      expect((await store.getItem('t', 'r'))?.live).toBe(true);
+      expect(store.vector()).toEqual({});
+      expect(await store.readLog({}, 100, 1 << 20)).toEqual([]);
+      await store.close();
+    });
+
+    it('purges only tombstones whose context the floor covers, and keeps the floor', async () => {
+      const { store, reopen } = await factory.create('s1');
+      await store.open();
+      const tomb = (key: string, dot: string): CommitRequest => ({
+        kind: 'repair',
+        refs: [{ table: 't', key }],
+        merge: () => ({ records: [record('t', key, stateFor(dot, 0), false)], conflicts: [] }),
+      });
+      await store.commit([tomb('old', 'p.1:2'), tomb('new', 'p.1:9'), put('t', 'live')]);
+      expect(await store.purgeTombstones({ 'p.1': 5 }, 100)).toBe(1);
+      expect(await store.getItem('t', 'old')).toBeUndefined();
+      expect(await store.getItem('t', 'new')).toBeDefined();
+      expect(store.gcFloor()).toEqual({ 'p.1': 5 });
+      await store.close();
+      const again = reopen();
+      await again.open();
+      expect(again.gcFloor()).toEqual({ 'p.1': 5 });
+      await again.close();
+    });
+
     it('digests: equal content gives equal digests whatever the write order; tombstones do not count', async () => {
       const a = await factory.create('s1');
       const b = await factory.create('s1');

@@ -65,10 +65,16 @@ export interface RemoteApply {
 export interface RepairApply {
   kind: 'repair';
   refs: ItemRef[];
-  merge(current: (ItemRecord | undefined)[]): ItemRecord[];
+  merge(current: (ItemRecord | undefined)[]): { records: ItemRecord[]; conflicts: ConflictRecord[] };
 }
 
-export type CommitRequest = LocalCommit | RemoteApply | RepairApply;
+/** The end of a snapshot install: the site now has everything the snapshot's vector covers. */
+export interface AdvanceVector {
+  kind: 'advance-vector';
+  vector: VersionVector;
+}
+
+export type CommitRequest = LocalCommit | RemoteApply | RepairApply | AdvanceVector;
 
 export type CommitResult =
   | { kind: 'local'; ok: true; seq: number; records: ItemRecord[] }
@@ -76,7 +82,8 @@ export type CommitResult =
   | { kind: 'remote'; applied: true }
   /** already covered by the vector (a duplicate delivery) */
   | { kind: 'remote'; applied: false; reason: 'duplicate' | 'gap' }
-  | { kind: 'repair'; written: number };
+  | { kind: 'repair'; written: number }
+  | { kind: 'advance-vector' };
 
 export interface ScanRange {
   table: string;
@@ -111,6 +118,18 @@ export interface Store {
   scanAll(table: string, after: string | undefined, limit: number): Promise<ItemRecord[]>;
   /** Current version vector (what this site has applied with no gap). */
   vector(): VersionVector;
+  /** What purged tombstones had seen: the context of a write to a key with no item. */
+  gcFloor(): VersionVector;
+  /** Up to where the log has been compacted per origin: a peer below it needs a snapshot. */
+  logFloor(): VersionVector;
+  /** Removes tombstones whose context the floor covers (causally stable); raises the GC floor. */
+  purgeTombstones(floor: VersionVector, limit: number): Promise<number>;
+  /** Removes log entries every member has (seq <= upTo[origin]). */
+  compactLog(upTo: VersionVector): Promise<number>;
+  /** Drops conflict feed entries recorded before `olderThanMs` (wall ms). */
+  trimConflicts(olderThanMs: number): Promise<number>;
+  /** One consistent read of the vector (first page) and every item, tombstones included. */
+  snapshot(pageItems: number): AsyncIterable<{ vector?: VersionVector; items: { table: string; key: string; state: ItemState }[] }>;
   /**
    * Commits requests in one durable transaction (group commit), in order. A local request that
    * throws is rejected alone; everything else in the batch commits. Resolves after fsync.
@@ -119,7 +138,7 @@ export interface Store {
   /** Entries not covered by `vector`, each origin in seq order, bounded by count and bytes. */
   readLog(vector: VersionVector, entriesMax: number, bytesMax: number): Promise<LogEntry[]>;
   conflicts(table: string, afterId: number, limit: number): Promise<{ id: number; record: ConflictRecord }[]>;
-  /** Per-table digest of live items' canonical content (equal across sites iff contents are). */
+  /** Per-table digest of live items' canonical content (equal across sites iff contents are); tables with no live item are absent. */
   digests(): Promise<Record<string, string>>;
   /** Per-bucket digests of one table (256 buckets by key hash), for anti-entropy. */
   bucketDigests(table: string): Promise<string[]>;

@@ -7,7 +7,7 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { decode, encode } from '@msgpack/msgpack';
 import { assert } from '../../core/assert.js';
-import { originOf, type VersionVector } from '../../core/vector.js';
+import { canonicalVector, dominates, joinVectors, originOf, type VersionVector } from '../../core/vector.js';
 import type { ItemState } from '../../core/item.js';
 import type {
   CommitRequest,
@@ -56,8 +56,14 @@ export class SqliteStore implements Store {
   readonly backend = 'sqlite';
   private db: Database.Database | undefined;
   private vec: VersionVector = {};
+  private floor: VersionVector = {};
+  private compacted: VersionVector = {};
   private identity: StoreIdentity | undefined;
   private stmts!: ReturnType<SqliteStore['prepare']>;
+  /** Per table, 256 bucket digests (XOR of live item hashes), kept in memory and updated per commit. */
+  private buckets = new Map<string, Buffer[]>();
+  /** Digest changes of the transaction in progress, applied once it commits. */
+  private pendingHashes: { table: string; bucket: number; hash: string }[] = [];
 
   constructor(private readonly options: SqliteStoreOptions) {}
 
@@ -81,6 +87,8 @@ export class SqliteStore implements Store {
       CREATE TABLE IF NOT EXISTS vector (origin TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS conflicts (id INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT NULL, key BLOB NOT NULL,
         loser_dot TEXT NOT NULL, body TEXT NOT NULL, at_ms INTEGER NOT NULL, UNIQUE (tbl, key, loser_dot));
+      CREATE INDEX IF NOT EXISTS items_tombstones ON items (tbl, key) WHERE live = 0;
+      CREATE INDEX IF NOT EXISTS conflicts_age ON conflicts (at_ms);
     `);
     this.db = db;
     this.stmts = this.prepare(db);
@@ -110,6 +118,12 @@ export class SqliteStore implements Store {
     this.vec = {};
     for (const r of db.prepare('SELECT origin, seq FROM vector').all() as { origin: string; seq: number }[])
       this.vec[r.origin] = r.seq;
+    this.floor = JSON.parse(meta.get('floor') ?? '{}') as VersionVector;
+    this.compacted = JSON.parse(meta.get('compacted') ?? '{}') as VersionVector;
+    this.buckets.clear();
+    for (const t of this.stmts.tables.all() as { tbl: string }[]) this.bucketsOf(t.tbl);
+    for (const row of this.stmts.liveHashes.iterate() as Iterable<{ tbl: string; bucket: number; hash: string }>)
+      xorInto(this.bucketsOf(row.tbl)[row.bucket]!, row.hash);
     const incarnation = Number(meta.get('incarnation'));
     this.identity = {
       siteId: this.options.siteId,
@@ -136,12 +150,17 @@ export class SqliteStore implements Store {
       putConflict: db.prepare('INSERT OR IGNORE INTO conflicts (tbl, key, loser_dot, body, at_ms) VALUES (?, ?, ?, ?, ?)'),
       trimConflicts: db.prepare('DELETE FROM conflicts WHERE id <= (SELECT MAX(id) FROM conflicts) - ?'),
       readConflicts: db.prepare('SELECT id, body FROM conflicts WHERE tbl = ? AND id > ? ORDER BY id LIMIT ?'),
-      liveHashes: db.prepare('SELECT tbl, hash FROM items WHERE live = 1'),
-      bucketHashes: db.prepare('SELECT bucket, hash FROM items WHERE tbl = ? AND live = 1'),
+      liveHashes: db.prepare('SELECT tbl, bucket, hash FROM items WHERE live = 1'),
+      itemHash: db.prepare('SELECT hash FROM items WHERE tbl = ? AND key = ? AND live = 1'),
       scanAll: db.prepare(
         'SELECT key, state, live, value, version, origin, hash FROM items WHERE tbl = ? AND key > ? ORDER BY key LIMIT ?',
       ),
       tables: db.prepare('SELECT DISTINCT tbl FROM items'),
+      tombstones: db.prepare('SELECT tbl, key, state FROM items WHERE live = 0 AND (tbl > ? OR (tbl = ? AND key > ?)) ORDER BY tbl, key LIMIT ?'),
+      deleteItem: db.prepare('DELETE FROM items WHERE tbl = ? AND key = ? AND live = 0'),
+      compactLog: db.prepare('DELETE FROM log WHERE origin = ? AND seq <= ?'),
+      putMeta: db.prepare('INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v'),
+      trimConflictsByAge: db.prepare('DELETE FROM conflicts WHERE at_ms < ?'),
     };
   }
 
@@ -213,12 +232,96 @@ export class SqliteStore implements Store {
     return { ...this.vec };
   }
 
+  gcFloor(): VersionVector {
+    return { ...this.floor };
+  }
+
+  logFloor(): VersionVector {
+    return { ...this.compacted };
+  }
+
+  async purgeTombstones(floor: VersionVector, limit: number): Promise<number> {
+    const db = this.handle;
+    let purged = 0;
+    let after: { tbl: string; key: Buffer } = { tbl: '', key: Buffer.alloc(0) };
+    const victims: { tbl: string; key: Buffer }[] = [];
+    for (let scanned = 0; scanned < limit * 10 && victims.length < limit; ) {
+      const rows = this.stmts.tombstones.all(after.tbl, after.tbl, after.key, 500) as { tbl: string; key: Buffer; state: Buffer }[];
+      if (rows.length === 0) break;
+      for (const row of rows) {
+        const state = packr.unpack(row.state) as ItemState;
+        if (dominates(floor, state.c)) victims.push({ tbl: row.tbl, key: row.key });
+      }
+      scanned += rows.length;
+      const last = rows[rows.length - 1]!;
+      after = { tbl: last.tbl, key: last.key };
+    }
+    const nextFloor = joinVectors(this.floor, floor);
+    db.transaction(() => {
+      for (const v of victims.slice(0, limit)) purged += this.stmts.deleteItem.run(v.tbl, v.key).changes;
+      this.stmts.putMeta.run('floor', JSON.stringify(canonicalVector(nextFloor)));
+    }).immediate();
+    this.floor = nextFloor;
+    return purged;
+  }
+
+  async compactLog(upTo: VersionVector): Promise<number> {
+    const db = this.handle;
+    let removed = 0;
+    const next = { ...this.compacted };
+    db.transaction(() => {
+      for (const [origin, seq] of Object.entries(upTo)) {
+        if (seq <= (next[origin] ?? 0)) continue;
+        assert(seq <= (this.vec[origin] ?? 0), `cannot compact ${origin} past what this site has`);
+        removed += this.stmts.compactLog.run(origin, seq).changes;
+        next[origin] = seq;
+      }
+      this.stmts.putMeta.run('compacted', JSON.stringify(canonicalVector(next)));
+    }).immediate();
+    this.compacted = next;
+    return removed;
+  }
+
+  async trimConflicts(olderThanMs: number): Promise<number> {
+    return this.handle.transaction(() => this.stmts.trimConflictsByAge.run(olderThanMs).changes).immediate();
+  }
+
+  /**
+   * A consistent snapshot (invariant 4): items, tombstones, contexts and the vector read in one
+   * read transaction on a connection of its own, so writers go on meanwhile. Yields pages.
+   */
+  async *snapshot(pageItems: number): AsyncIterable<{ vector?: VersionVector; items: { table: string; key: string; state: ItemState }[] }> {
+    this.assertOpen();
+    if (this.options.path === ':memory:') throw new Error('snapshots need a store on disk');
+    const reader = new Database(this.options.path, { readonly: true });
+    try {
+      reader.exec('BEGIN');
+      const vector: VersionVector = {};
+      for (const r of reader.prepare('SELECT origin, seq FROM vector').all() as { origin: string; seq: number }[]) vector[r.origin] = r.seq;
+      yield { vector, items: [] };
+      let page: { table: string; key: string; state: ItemState }[] = [];
+      for (const row of reader.prepare('SELECT tbl, key, state FROM items ORDER BY tbl, key').iterate() as Iterable<{ tbl: string; key: Buffer; state: Buffer }>) {
+        page.push({ table: row.tbl, key: row.key.toString('utf8'), state: packr.unpack(row.state) as ItemState });
+        if (page.length >= pageItems) {
+          yield { items: page };
+          page = [];
+        }
+      }
+      if (page.length > 0) yield { items: page };
+      reader.exec('COMMIT');
+    } finally {
+      reader.close();
+    }
+  }
+
   async commit(batch: CommitRequest[]): Promise<CommitResult[]> {
     const db = this.handle;
     const identity = this.identity!;
     const results: CommitResult[] = [];
     let hlcHigh = '';
     const nextVec = { ...this.vec };
+    this.pendingHashes = [];
+    let nextCompacted: VersionVector | undefined;
     const run = db.transaction(() => {
       for (const req of batch) {
         const current = (refs: { table: string; key: string }[]) => refs.map((r) => this.getItemSync(r.table, r.key));
@@ -243,9 +346,20 @@ export class SqliteStore implements Store {
           nextVec[identity.origin] = seq;
           if (built.hlc > hlcHigh) hlcHigh = built.hlc;
           results.push({ kind: 'local', ok: true, seq, records: built.records });
+        } else if (req.kind === 'advance-vector') {
+          for (const [o, seq] of Object.entries(req.vector)) {
+            assert(o !== identity.origin || seq <= (nextVec[o] ?? 0), 'a snapshot never advances this site\'s own origin');
+            if (seq > (nextVec[o] ?? 0)) nextVec[o] = seq;
+          }
+          // entries below a snapshot's vector were never logged here: peers behind it need a snapshot too
+          const others = Object.fromEntries(Object.entries(req.vector).filter(([o]) => o !== identity.origin));
+          nextCompacted = joinVectors(nextCompacted ?? this.compacted, others);
+          this.stmts.putMeta.run('compacted', JSON.stringify(canonicalVector(nextCompacted)));
+          results.push({ kind: 'advance-vector' });
         } else if (req.kind === 'repair') {
-          const records = req.merge(current(req.refs));
+          const { records, conflicts } = req.merge(current(req.refs));
           this.writeRecords(records);
+          this.writeConflicts(conflicts);
           results.push({ kind: 'repair', written: records.length });
         } else {
           const { entry } = req;
@@ -260,9 +374,7 @@ export class SqliteStore implements Store {
           }
           const merged = req.merge(current(entry.items));
           this.writeRecords(merged.records);
-          for (const c of merged.conflicts)
-            this.stmts.putConflict.run(c.table, Buffer.from(c.key, 'utf8'), c.loserDot, JSON.stringify(c), c.atMs);
-          if (merged.conflicts.length > 0) this.stmts.trimConflicts.run(this.options.conflictEntriesMax);
+          this.writeConflicts(merged.conflicts);
           // Invariant 1: every received entry is logged (and so relayed), losers included.
           this.stmts.putLog.run(entry.origin, entry.seq, entry.hlc, packr.pack(entry));
           nextVec[entry.origin] = entry.seq;
@@ -273,15 +385,32 @@ export class SqliteStore implements Store {
       for (const [o, s] of Object.entries(nextVec)) if (this.vec[o] !== s) this.stmts.putVector.run(o, s);
       if (hlcHigh !== '') this.stmts.putHlc.run(hlcHigh, hlcHigh);
     });
-    run.immediate();
+    try {
+      run.immediate();
+    } finally {
+      const changes = this.pendingHashes;
+      this.pendingHashes = [];
+      // only a committed transaction reaches here without throwing; on a throw the changes are dropped
+      if (!db.inTransaction) for (const c of changes) xorInto(this.bucketsOf(c.table)[c.bucket]!, c.hash);
+    }
     this.vec = nextVec;
+    if (nextCompacted) this.compacted = nextCompacted;
     if (hlcHigh > identity.hlcHighWater) identity.hlcHighWater = hlcHigh;
     return results;
+  }
+
+  private writeConflicts(conflicts: ConflictRecord[]): void {
+    for (const c of conflicts) this.stmts.putConflict.run(c.table, Buffer.from(c.key, 'utf8'), c.loserDot, JSON.stringify(c), c.atMs);
+    if (conflicts.length > 0) this.stmts.trimConflicts.run(this.options.conflictEntriesMax);
   }
 
   private writeRecords(records: ItemRecord[]): void {
     for (const r of records) {
       const key = Buffer.from(r.key, 'utf8');
+      const bucket = keyBucket(key);
+      const old = this.stmts.itemHash.get(r.table, key) as { hash: string } | undefined;
+      if (old) this.pendingHashes.push({ table: r.table, bucket, hash: old.hash });
+      if (r.live) this.pendingHashes.push({ table: r.table, bucket, hash: r.hash });
       this.stmts.putItem.run(
         r.table,
         key,
@@ -291,7 +420,7 @@ export class SqliteStore implements Store {
         r.version,
         r.origin,
         r.hash,
-        keyBucket(key),
+        bucket,
       );
     }
   }
@@ -319,14 +448,25 @@ export class SqliteStore implements Store {
     return rows.map((r) => ({ id: r.id, record: JSON.parse(r.body) as ConflictRecord }));
   }
 
+  private bucketsOf(table: string): Buffer[] {
+    let b = this.buckets.get(table);
+    if (!b) {
+      b = Array.from({ length: 256 }, () => Buffer.alloc(16));
+      this.buckets.set(table, b);
+    }
+    return b;
+  }
+
   async digests(): Promise<Record<string, string>> {
     this.assertOpen();
-    const acc = new Map<string, Buffer>();
-    for (const t of this.stmts.tables.all() as { tbl: string }[]) acc.set(t.tbl, Buffer.alloc(16));
-    for (const row of this.stmts.liveHashes.iterate() as Iterable<{ tbl: string; hash: string }>) {
-      xorInto(acc.get(row.tbl)!, row.hash);
+    const out: Record<string, string> = {};
+    for (const table of [...this.buckets.keys()].sort()) {
+      const acc = Buffer.alloc(16);
+      for (const b of this.buckets.get(table)!) xorInto(acc, b.toString('hex'));
+      // a table with no live item has no digest, whether or not tombstones of it exist here
+      if (acc.some((x) => x !== 0)) out[table] = acc.toString('hex');
     }
-    return Object.fromEntries([...acc].sort(([a], [b]) => (a < b ? -1 : 1)).map(([t, b]) => [t, b.toString('hex')]));
+    return out;
   }
 
   async itemsInBuckets(table: string, buckets: number[], after: string | undefined, limit: number): Promise<ItemRecord[]> {
@@ -343,10 +483,7 @@ export class SqliteStore implements Store {
 
   async bucketDigests(table: string): Promise<string[]> {
     this.assertOpen();
-    const buckets = Array.from({ length: 256 }, () => Buffer.alloc(16));
-    for (const row of this.stmts.bucketHashes.iterate(table) as Iterable<{ bucket: number; hash: string }>)
-      xorInto(buckets[row.bucket]!, row.hash);
-    return buckets.map((b) => b.toString('hex'));
+    return (this.buckets.get(table) ?? Array.from({ length: 256 }, () => Buffer.alloc(16))).map((b) => b.toString('hex'));
   }
 }
 

@@ -1,0 +1,99 @@
+// Housekeeping of a site's replicated state, on a schedule:
+// - log compaction: entries every current member has acknowledged are dropped (a member behind
+//   the compacted log later bootstraps from a snapshot);
+// - tombstone GC by causal stability (ARCHITECTURE.md, "Tombstones"): a checkpoint records, per
+//   member Y, the vector Y acknowledged and Y's own seq at that moment. Once this site has every
+//   entry of Y up to that seq (for every Y), no write concurrent with a delete that all members had
+//   seen by the checkpoint can still arrive, so tombstones covered by every checkpoint vector are
+//   purged, and the GC floor (their common context) becomes the context of writes to missing keys.
+//   The naive rule "every vector covers the tombstone" is not used: it resurrects data.
+// - the conflict feed's age bound.
+// Members that have not acknowledged anything since this site started hold everything back.
+import { type VersionVector } from '../core/vector.js';
+import type { Env, TimerHandle } from '../platform/env.js';
+import { limits } from '../limits.js';
+import type { AckMessage } from './protocol.js';
+import type { ReplicaNode } from './replica-node.js';
+
+interface Checkpoint {
+  acks: Map<string, AckMessage>;
+  mine: VersionVector;
+}
+
+export interface HousekeepingOptions {
+  env: Env;
+  node: ReplicaNode;
+  /** the other data sites that are current members */
+  members: () => string[];
+  acks: () => ReadonlyMap<string, AckMessage>;
+  intervalMs: number;
+  /** keep this many entries per origin beyond what all members have (for late readers, backups) */
+  logRetainEntries: number;
+}
+
+export class Housekeeping {
+  readonly id = 'housekeeping';
+  private checkpoint: Checkpoint | undefined;
+  private timer: TimerHandle | undefined;
+  private stopped = false;
+  private round: Promise<unknown> | undefined;
+  purgedTotal = 0;
+  compactedTotal = 0;
+
+  constructor(private readonly options: HousekeepingOptions) {}
+
+  run(): void {
+    const tick = () => {
+      if (this.stopped) return;
+      this.round = this.runOnce().catch((e: unknown) => this.options.env.log.warn({ err: (e as Error).message }, 'housekeeping failed'));
+      void this.round.then(() => {
+        if (!this.stopped) this.timer = this.options.env.timers.after(this.options.intervalMs, tick);
+      });
+    };
+    this.timer = this.options.env.timers.after(this.options.intervalMs, tick);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.timer?.cancel();
+    await this.round;
+  }
+
+  async runOnce(): Promise<{ compacted: number; purged: number }> {
+    const { node } = this.options;
+    const store = node.store;
+    await store.trimConflicts(this.options.env.clock.wallMs() - limits.conflictFeedAgeMsMax);
+    const acks = this.options.acks();
+    const members = this.options.members();
+    if (!members.every((m) => acks.has(m))) return { compacted: 0, purged: 0 };
+    const mine = node.vector();
+
+    // Log compaction: what every member (and this site) has, less a retained tail.
+    const upTo: VersionVector = {};
+    for (const [origin, seq] of Object.entries(mine)) {
+      let min = seq;
+      for (const m of members) min = Math.min(min, acks.get(m)!.vector[origin] ?? 0);
+      const keep = min - this.options.logRetainEntries;
+      if (keep > (store.logFloor()[origin] ?? 0)) upTo[origin] = keep;
+    }
+    const compacted = Object.keys(upTo).length > 0 ? await store.compactLog(upTo) : 0;
+    this.compactedTotal += compacted;
+
+    // Tombstone GC, checkpoint by checkpoint.
+    let purged = 0;
+    const cp = this.checkpoint;
+    if (cp && members.every((m) => cp.acks.has(m) && (mine[cp.acks.get(m)!.origin] ?? 0) >= cp.acks.get(m)!.ownSeq)) {
+      const floor: VersionVector = {};
+      for (const [origin, seq] of Object.entries(cp.mine)) {
+        let min = seq;
+        for (const m of members) min = Math.min(min, cp.acks.get(m)!.vector[origin] ?? 0);
+        if (min > 0) floor[origin] = min;
+      }
+      purged = await store.purgeTombstones(floor, 10_000);
+      this.purgedTotal += purged;
+      this.checkpoint = undefined;
+    }
+    if (!this.checkpoint) this.checkpoint = { acks: new Map(acks), mine };
+    return { compacted, purged };
+  }
+}
