@@ -7,6 +7,7 @@ import { UsageError } from './usage.js';
 import { registerSiteCommand } from './commands/site.js';
 import { registerUpCommand } from './commands/up.js';
 import { registerRouterCommands } from './commands/router.js';
+import { registerStatusCommand } from './commands/status.js';
 
 const program = new Command();
 program
@@ -18,6 +19,7 @@ program
 registerUpCommand(program);
 registerSiteCommand(program);
 registerRouterCommands(program);
+registerStatusCommand(program);
 
 try {
   await program.parseAsync(process.argv);

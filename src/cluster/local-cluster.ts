@@ -90,7 +90,7 @@ export class LocalCluster {
   async waitHealthy(timeoutMs: number): Promise<void> {
     const deadline = performance.now() + timeoutMs;
     const urls = this.options.config.sites.map((s) => ({ id: s.id, url: `${s.url}/ready` }));
-    if (this.options.withRouter) urls.push({ id: 'router', url: `http://${this.options.config.router.listen}/_tandem/router/status` });
+    if (this.options.withRouter) urls.push({ id: 'router', url: `http://${this.options.config.router.listen}/_tandem/router/ready` });
     for (const { id, url } of urls) {
       for (let delay = 25; ; delay = Math.min(delay * 2, 250)) {
         const proc = this.procs.get(id);

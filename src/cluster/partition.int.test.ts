@@ -19,7 +19,7 @@ afterAll(async () => {
   await mesh?.stop();
 });
 
-async function call(method: string, url: string, body?: unknown): Promise<{ status: number; json: any }> {
+async function call(method: string, url: string, body?: unknown): Promise<{ status: number; json: any }> /* eslint-disable-line @typescript-eslint/no-explicit-any -- test JSON */ {
   const res = await request(url, {
     method: method as 'GET',
     headers: body === undefined ? {} : { 'content-type': 'application/json' },

@@ -22,7 +22,7 @@ export function loadCustomMerge(modulePath: string, configPath: string | undefin
   try {
     source = readFileSync(file, 'utf8');
   } catch (e) {
-    throw new Error(`tables.${table}.merge: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw new Error(`tables.${table}.merge: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { cause: e });
   }
   const context = vm.createContext({ module: { exports: {} as Record<string, unknown> }, exports: {} as Record<string, unknown>, __input: undefined });
   try {
@@ -30,7 +30,7 @@ export function loadCustomMerge(modulePath: string, configPath: string | undefin
       filename: file,
     }).runInContext(context, { timeout: 1_000 });
   } catch (e) {
-    throw new Error(`tables.${table}.merge: ${file} failed to load: ${(e as Error).message}`);
+    throw new Error(`tables.${table}.merge: ${file} failed to load: ${(e as Error).message}`, { cause: e });
   }
   if (typeof (context as { __merge?: unknown }).__merge !== 'function')
     throw new Error(`tables.${table}.merge: ${file} does not export a merge function`);

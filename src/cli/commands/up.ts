@@ -19,11 +19,10 @@ export function registerUpCommand(program: Command): void {
       const config = opts.config ? loadConfigFile(opts.config) : demoConfig({ sites: opts.sites, basePort: opts.basePort });
       // the cluster's copy of the config lives in the data dir: make module paths absolute first
       for (const t of Object.values(config.tables)) if (t.merge !== undefined) t.merge = resolve(dirname(resolve(opts.config!)), t.merge);
-      const withRouter = program.commands.some((c) => c.name() === 'router');
       const cluster = new LocalCluster({
         config,
         dataDir: opts.dataDir,
-        withRouter,
+        withRouter: true,
         onExit: (id, code, signal) => process.stderr.write(`tandem up: ${id} exited (${signal ?? code}); see ${opts.dataDir}/logs/${id}.log\n`),
       });
       let stopping = false;
@@ -43,10 +42,8 @@ export function registerUpCommand(program: Command): void {
         process.exit(1);
       }
       for (const s of config.sites) process.stdout.write(`site ${s.id.padEnd(12)} ${s.url}\n`);
-      if (withRouter) {
-        process.stdout.write(`router       http://${config.router.listen}\n`);
-        if (config.router.dns) process.stdout.write(`dns          ${config.router.dns.listen} (udp+tcp) ${config.router.dns.name}.${config.router.dns.zone}\n`);
-      }
+      process.stdout.write(`router       http://${config.router.listen}\n`);
+      if (config.router.dns) process.stdout.write(`dns          ${config.router.dns.listen} (udp+tcp) ${config.router.dns.name}.${config.router.dns.zone}\n`);
       process.stdout.write(`data         ${opts.dataDir}  (logs in ${opts.dataDir}/logs)\n`);
     });
 }
