@@ -27,9 +27,12 @@ export const limits = {
   peerRequestTimeoutMs: 5_000,
   backoffMsMin: 50,
   backoffMsMax: 5_000,
+  /** Peer links retry sooner: a failed connect is cheap, and heal time is bounded by it. */
+  peerBackoffMsMax: 500,
 } as const;
 
 assert(limits.itemBodyBytesMax < limits.requestBodyBytesMax, 'an item must fit in a request');
 assert(limits.groupCommitWritesMax <= limits.writeQueueMax, 'a group commit never exceeds the write queue');
 assert(limits.scanLimitDefault <= limits.scanLimitMax, 'default scan limit within the max');
 assert(limits.backoffMsMin < limits.backoffMsMax, 'backoff range');
+assert(limits.backoffMsMin < limits.peerBackoffMsMax, 'peer backoff range');

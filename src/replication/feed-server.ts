@@ -25,6 +25,8 @@ export interface FeedServerOptions {
   auth: PeerAuthConfig;
   heartbeatMs: number;
   onAck: (ack: AckMessage) => void;
+  /** the latest vector a peer acknowledged: what it already has from any source */
+  ackedBy: (site: string) => AckMessage | undefined;
   /** extra peer routes (anti-entropy, snapshots) */
   extraRoutes?: Record<string, (req: IncomingRequest, from: string) => Promise<TransportResponse>>;
 }
@@ -47,7 +49,7 @@ export function feedServer(options: FeedServerOptions): RequestHandler {
         const behind = Object.entries(floor).find(([o, seq]) => (body.vector[o] ?? 0) < seq);
         if (behind)
           return problem(410, 'snapshot-required', `this site's log starts after ${behind[0]}:${behind[1]}; bootstrap from a snapshot`);
-        return { status: 200, headers: { 'content-type': 'application/x-tandem-feed' }, body: feedStream(options, body.vector, req.signal) };
+        return { status: 200, headers: { 'content-type': 'application/x-tandem-feed' }, body: feedStream(options, auth.site, body, req.signal) };
       }
       if (req.method === 'POST' && path === '/v1/peer/ack') {
         const ack = decodeMessage<AckMessage>(req.body);
@@ -67,15 +69,22 @@ export function feedServer(options: FeedServerOptions): RequestHandler {
   };
 }
 
-async function* feedStream(options: FeedServerOptions, from: VersionVector, signal: AbortSignal): AsyncIterable<Uint8Array> {
+async function* feedStream(options: FeedServerOptions, peer: string, request: FeedRequest, signal: AbortSignal): AsyncIterable<Uint8Array> {
   const { env, node } = options;
-  const cursor: VersionVector = { ...from };
+  const cursor: VersionVector = { ...request.vector };
+  // Never echo the puller's own writes back to it.
+  if (typeof request.origin === 'string') cursor[request.origin] = Number.MAX_SAFE_INTEGER;
   let wake: (() => void) | undefined;
   const unsubscribe = node.onCommit(() => wake?.());
   const onAbort = () => wake?.();
   signal.addEventListener('abort', onAbort);
   try {
     while (!signal.aborted) {
+      // What the puller got meanwhile from other peers need not be sent again.
+      // (Only an ack of the same incarnation counts: a wiped and reborn peer starts from nothing.)
+      const ack = options.ackedBy(peer);
+      if (ack !== undefined && ack.origin === request.origin)
+        for (const [o, seq] of Object.entries(ack.vector)) if (seq > (cursor[o] ?? 0)) cursor[o] = seq;
       const entries = await node.store.readLog(cursor, limits.feedBatchEntriesMax, limits.feedBatchBytesMax);
       if (entries.length > 0) {
         for (const e of entries) {

@@ -8,7 +8,7 @@ import { Backoff } from '../platform/backoff.js';
 import { readBody, type Env } from '../platform/env.js';
 import { limits } from '../limits.js';
 import { peerHeader, signPeerRequest, type PeerAuthConfig } from './auth.js';
-import { encodeMessage, protocolVersion, readFrames } from './protocol.js';
+import { encodeMessage, protocolVersion, readFrames, type FeedRequest } from './protocol.js';
 import type { ReplicaNode } from './replica-node.js';
 
 /** Refusals (410) with no progress from other peers before this puller installs a snapshot. */
@@ -46,7 +46,7 @@ export class PeerPuller {
 
   constructor(private readonly options: PeerPullerOptions) {
     this.id = `puller:${options.peer}`;
-    this.backoff = new Backoff(options.env.random, limits.backoffMsMin, limits.backoffMsMax);
+    this.backoff = new Backoff(options.env.random, limits.backoffMsMin, limits.peerBackoffMsMax);
     this.log = options.env.log.child({ component: 'puller', peer: options.peer });
   }
 
@@ -141,7 +141,7 @@ export class PeerPuller {
           'content-type': 'application/msgpack',
           [peerHeader]: signPeerRequest(auth, node.siteId, env.clock.wallMs(), 'POST', path),
         },
-        body: encodeMessage({ v: protocolVersion, site: node.siteId, vector: node.vector() }),
+        body: encodeMessage({ v: protocolVersion, site: node.siteId, vector: node.vector(), origin: node.origin } satisfies FeedRequest),
         signal: ac.signal,
       });
       if (res.status === 410) {

@@ -17,6 +17,8 @@ export interface FeedRequest {
   site: string;
   /** what the puller already has: serve entries not covered by it */
   vector: VersionVector;
+  /** the puller's own origin: it has all of its own entries, so they are never sent back */
+  origin?: string;
 }
 
 export type FeedFrame =

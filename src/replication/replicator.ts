@@ -92,6 +92,7 @@ export class Replicator {
       auth: this.auth,
       heartbeatMs: this.heartbeatMs,
       onAck: (ack) => this.receiveAck(ack),
+      ackedBy: (site) => this.acksReceived.get(site),
       extraRoutes: this.antiEntropy.routes(),
     });
   }

@@ -15,7 +15,7 @@ storeSuite('sqlite', {
   },
 });
 
-it('sqlite: runs with synchronous=FULL in WAL mode and refuses a data dir of another site', async () => {
+it('sqlite: runs in WAL mode (fdatasync per commit) and refuses a data dir of another site', async () => {
   const path = join(mkdtempSync(join(tmpdir(), 'tandem-store-')), 'store.db');
   const store = new SqliteStore({ path, siteId: 'a', wallMs: () => 1, conflictEntriesMax: 10 });
   await store.open();

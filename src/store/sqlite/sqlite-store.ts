@@ -1,8 +1,11 @@
-// The embedded Store: SQLite through better-sqlite3, WAL journal, synchronous=FULL (asserted at
-// open: a commit returns only after fsync). One transaction per group commit. Keys are stored as
+// The embedded Store: SQLite through better-sqlite3 in WAL mode. Durability equals
+// synchronous=FULL, without blocking the event loop: SQLite runs with synchronous=NORMAL (asserted
+// at open) and every commit then fdatasyncs the WAL file on the libuv thread pool; commit() resolves
+// only after that, so nothing is acknowledged before it is on disk, while the site keeps serving
+// reads and replication during the sync. One transaction per group commit. Keys are stored as
 // UTF-8 BLOBs so SQLite's memcmp order is the UTF-8 byte order the API promises for scans.
 import { createHash } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { closeSync, fdatasync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { decode, encode } from '@msgpack/msgpack';
@@ -57,6 +60,8 @@ export class SqliteStore implements Store {
   private db: Database.Database | undefined;
   private vec: VersionVector = {};
   private floor: VersionVector = {};
+  /** the WAL file, fdatasync'ed after every commit (durability 'full') */
+  private walFd: number | undefined;
   private compacted: VersionVector = {};
   private identity: StoreIdentity | undefined;
   private stmts!: ReturnType<SqliteStore['prepare']>;
@@ -73,9 +78,10 @@ export class SqliteStore implements Store {
     const db = new Database(this.options.path);
     db.pragma('journal_mode = WAL');
     const full = (this.options.durability ?? 'full') === 'full';
-    db.pragma(full ? 'synchronous = FULL' : 'synchronous = OFF');
+    db.pragma(full ? 'synchronous = NORMAL' : 'synchronous = OFF');
     const sync = db.pragma('synchronous', { simple: true });
-    assert(!full || sync === 2, `SQLite synchronous must be FULL (2), got ${String(sync)}`);
+    const mode = db.pragma('journal_mode', { simple: true });
+    assert(!full || (sync === 1 && mode === 'wal'), `SQLite must run WAL with synchronous=NORMAL plus a WAL fdatasync per commit, got ${String(mode)}/${String(sync)}`);
     db.exec(`
       CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS items (
@@ -146,7 +152,7 @@ export class SqliteStore implements Store {
       putLog: db.prepare('INSERT INTO log (origin, seq, hlc, body) VALUES (?, ?, ?, ?)'),
       putVector: db.prepare('INSERT INTO vector (origin, seq) VALUES (?, ?) ON CONFLICT (origin) DO UPDATE SET seq = excluded.seq'),
       putHlc: db.prepare("UPDATE meta SET v = ? WHERE k = 'hlc' AND v < ?"),
-      readLog: db.prepare('SELECT body FROM log WHERE origin = ? AND seq > ? ORDER BY seq LIMIT ?'),
+      readLog: db.prepare('SELECT body FROM log WHERE origin = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?'),
       putConflict: db.prepare('INSERT OR IGNORE INTO conflicts (tbl, key, loser_dot, body, at_ms) VALUES (?, ?, ?, ?, ?)'),
       trimConflicts: db.prepare('DELETE FROM conflicts WHERE id <= (SELECT MAX(id) FROM conflicts) - ?'),
       readConflicts: db.prepare('SELECT id, body FROM conflicts WHERE tbl = ? AND id > ? ORDER BY id LIMIT ?'),
@@ -173,7 +179,18 @@ export class SqliteStore implements Store {
     return this.db;
   }
 
+  private async syncWal(): Promise<void> {
+    if ((this.options.durability ?? 'full') !== 'full' || this.options.path === ':memory:') return;
+    this.walFd ??= openSync(`${this.options.path}-wal`, 'r');
+    const fd = this.walFd;
+    await new Promise<void>((resolve, reject) => fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+  }
+
   async close(): Promise<void> {
+    if (this.walFd !== undefined) {
+      closeSync(this.walFd);
+      this.walFd = undefined;
+    }
     if (this.db === undefined) return;
     this.db.close();
     this.db = undefined;
@@ -385,14 +402,17 @@ export class SqliteStore implements Store {
       for (const [o, s] of Object.entries(nextVec)) if (this.vec[o] !== s) this.stmts.putVector.run(o, s);
       if (hlcHigh !== '') this.stmts.putHlc.run(hlcHigh, hlcHigh);
     });
+    let committed = false;
     try {
       run.immediate();
+      committed = true;
     } finally {
       const changes = this.pendingHashes;
       this.pendingHashes = [];
-      // only a committed transaction reaches here without throwing; on a throw the changes are dropped
-      if (!db.inTransaction) for (const c of changes) xorInto(this.bucketsOf(c.table)[c.bucket]!, c.hash);
+      // a transaction that threw was rolled back: its digest changes are dropped
+      if (committed) for (const c of changes) xorInto(this.bucketsOf(c.table)[c.bucket]!, c.hash);
     }
+    await this.syncWal();
     this.vec = nextVec;
     if (nextCompacted) this.compacted = nextCompacted;
     if (hlcHigh > identity.hlcHighWater) identity.hlcHighWater = hlcHigh;
@@ -431,7 +451,8 @@ export class SqliteStore implements Store {
     let bytes = 0;
     for (const origin of Object.keys(this.vec).sort()) {
       if ((this.vec[origin] ?? 0) <= (vector[origin] ?? 0)) continue;
-      const rows = this.stmts.readLog.all(origin, vector[origin] ?? 0, entriesMax - out.length) as { body: Buffer }[];
+      // only what is durable here (this.vec moves after the WAL sync) is served to peers
+      const rows = this.stmts.readLog.all(origin, vector[origin] ?? 0, this.vec[origin], entriesMax - out.length) as { body: Buffer }[];
       for (const row of rows) {
         if (out.length > 0 && bytes + row.body.byteLength > bytesMax) return out;
         bytes += row.body.byteLength;
