@@ -21,6 +21,8 @@ export const limits = {
   feedBatchEntriesMax: 512,
   feedBatchBytesMax: 1024 * 1024,
   clockSkewMsMax: 60_000,
+  /** SQLite WAL pages between automatic checkpoints. */
+  walCheckpointPages: 10_000,
   conflictFeedEntriesMax: 100_000,
   conflictFeedAgeMsMax: 7 * 24 * 3600 * 1000,
   shutdownDrainMsMax: 5_000,

@@ -71,8 +71,9 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     forceCloseConnections: false,
   });
 
-  app.addHook('onResponse', async (req, reply) => {
+  app.addHook('onResponse', (req, reply, done) => {
     metrics.requests.inc({ route: req.routeOptions.url ?? 'unmatched', method: req.method, status: String(reply.statusCode) });
+    done();
   });
 
   app.setErrorHandler((error: unknown, req, reply) => {
@@ -105,10 +106,11 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
 
   const siteHeader = (reply: FastifyReply) => reply.header('tandem-site', node.siteId);
 
-  app.addHook('onRequest', async (req, reply) => {
+  app.addHook('onRequest', (req, reply, done) => {
     siteHeader(reply);
     if (!node.serving && !req.url.startsWith('/health'))
-      throw RequestError.unavailable('not-serving', 'this site is starting or shutting down');
+      return done(RequestError.unavailable('not-serving', 'this site is starting or shutting down'));
+    done();
   });
 
   // ---------- health, status, metrics ----------

@@ -247,7 +247,8 @@ export class SiteNode {
         const records = ops.map((o, i) => {
           const state = applyLocalWrite(runtimes[i]!.semantics, current[i]?.state, o.itemOp, stamp, floor);
           const rec = buildRecord(o.table, o.key, runtimes[i]!.semantics, state);
-          if (rec.live && Buffer.byteLength(canonicalJson(rec.value!)) > limits.itemBodyBytesMax)
+          // a PUT's value was bounded when validated; a PATCH can grow an item past the bound
+          if (o.itemOp.op === 'patch' && rec.live && Buffer.byteLength(canonicalJson(rec.value!)) > limits.itemBodyBytesMax)
             throw RequestError.tooLarge(`item ${o.key} would exceed ${limits.itemBodyBytesMax} bytes`);
           return rec;
         });

@@ -1,0 +1,464 @@
+// Write benchmark (issue 2): durable single-item PUTs over HTTP to a real `tandem site` process,
+// against an empty handler on the same HTTP stack (bench/empty-server.ts) measured in the same
+// run. Each target runs in its own process; the closed-loop load generator (bench/load.ts) runs
+// here. Reports writes/s, p50/p99, the ratio site/empty, CPU used by each process, the site's
+// group-commit size and duration from /metrics, and the disk's fsync cost.
+// `npm run bench -- write [--seconds S] [--warmup S] [--connections N] [--out FILE]
+//   [--data-dir DIR] [--profile-site DIR] [--wait-quiet S] [--keep]`. Bounded: about
+// 2 × (wait-quiet + warmup + seconds) + 5 s. On a shared machine other work skews the figures: the
+// bench waits (bounded) for the CPU to be quiet before each target and reports what else ran.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { closeSync, createWriteStream, fdatasyncSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readFileSync, realpathSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { cliEntry } from '../cluster/local-cluster.js';
+import { freePortRange } from '../cluster/ports.js';
+import { demoConfig } from '../config/demo.js';
+import { realClock, realTimers } from '../platform/real/real-env.js';
+import { runLoad, type LoadRequest, type LoadResult } from './load.js';
+
+interface WriteBenchArgs {
+  seconds: number;
+  warmupS: number;
+  connections: number;
+  out: string;
+  /** parent of the temporary data dir; default: the OS temp dir unless it is tmpfs */
+  dataDir: string | undefined;
+  /** write a V8 CPU profile of the site process into this directory */
+  profileSiteDir: string | undefined;
+  keep: boolean;
+  /** before each target, wait up to this long for other processes to leave the CPU alone */
+  waitQuietS: number;
+}
+
+interface TargetReport extends LoadResult {
+  /**
+   * CPU seconds per wall second (1.0 = one core) in the window: the server process, this client
+   * process, and everything else on the machine (other work skews the figures; see the warning).
+   */
+  cpu: { server: number | null; client: number; other: number | null };
+}
+
+interface CommitMetrics {
+  commits: number;
+  meanSize: number | null;
+  meanMs: number | null;
+}
+
+const table = 'profiles';
+const targetWritesPerSecond = 5_000;
+const targetRatioToEmpty = 0.3;
+/** Above this many cores busy with other work, the machine is not quiet enough to trust a run. */
+const foreignCoresMax = 0.25;
+const usage =
+  'write bench: --seconds 1..120, --warmup 0..30, --connections 1..1024, --out FILE, --data-dir DIR, --profile-site DIR, --wait-quiet 0..600, --keep';
+
+function parseArgs(args: string[]): WriteBenchArgs {
+  const out: WriteBenchArgs = {
+    seconds: 10,
+    warmupS: 2,
+    connections: 64,
+    out: 'bench-results/write.json',
+    dataDir: undefined,
+    profileSiteDir: undefined,
+    keep: false,
+    waitQuietS: 30,
+  };
+  for (let i = 0; i < args.length; i++) {
+    const flag = args[i]!;
+    const value = args[i + 1];
+    const num = Number(value);
+    if (flag === '--keep') {
+      out.keep = true;
+      continue;
+    }
+    if (flag === '--seconds' && num >= 1 && num <= 120) out.seconds = num;
+    else if (flag === '--warmup' && num >= 0 && num <= 30) out.warmupS = num;
+    else if (flag === '--wait-quiet' && num >= 0 && num <= 600) out.waitQuietS = num;
+    else if (flag === '--connections' && Number.isInteger(num) && num >= 1 && num <= 1024) out.connections = num;
+    else if (flag === '--out' && value !== undefined) out.out = value;
+    else if (flag === '--data-dir' && value !== undefined) out.dataDir = value;
+    else if (flag === '--profile-site' && value !== undefined) out.profileSiteDir = resolve(value);
+    else throw new BenchUsageError(`bad flag ${flag} ${value ?? ''}\n${usage}`);
+    i += 1;
+  }
+  return out;
+}
+
+export class BenchUsageError extends Error {
+  override name = 'BenchUsageError';
+}
+
+/** A small JSON object of about 100 bytes, different for every write. */
+function itemBody(connection: number, n: number): string {
+  const id = `${connection}-${n}`;
+  return JSON.stringify({ name: `user ${id}`.padEnd(24, '.'), email: `bench-${id}@example.com`.padEnd(32, '.'), n, active: true, tags: ['a', 'b'] });
+}
+
+function writeRequest(connection: number, n: number): LoadRequest {
+  return {
+    method: 'PUT',
+    path: `/v1/tables/${table}/items/${encodeURIComponent(`bench-${connection}-${n}`)}`,
+    headers: { 'content-type': 'application/json' },
+    body: itemBody(connection, n),
+  };
+}
+
+/** The file system type holding `path` (longest mount point that contains it), from /proc/mounts. */
+function fsTypeOf(path: string): string | undefined {
+  let mounts: string;
+  try {
+    mounts = readFileSync('/proc/mounts', 'utf8');
+  } catch {
+    return undefined;
+  }
+  const real = realpathSync(path);
+  let best: { point: string; type: string } | undefined;
+  for (const line of mounts.split('\n')) {
+    const [, point, type] = line.split(' ');
+    if (point === undefined || type === undefined) continue;
+    const inside = real === point || real.startsWith(point.endsWith('/') ? point : `${point}/`);
+    if (inside && (best === undefined || point.length > best.point.length)) best = { point, type };
+  }
+  return best?.type;
+}
+
+/** The base directory for the site's data: on disk, never tmpfs (fsync there costs nothing). */
+function dataParent(requested: string | undefined): string {
+  if (requested !== undefined) {
+    mkdirSync(requested, { recursive: true });
+    return requested;
+  }
+  const tmp = tmpdir();
+  if (fsTypeOf(tmp) !== 'tmpfs') return tmp;
+  const local = resolve('.bench');
+  mkdirSync(local, { recursive: true });
+  return local;
+}
+
+const clockTicksPerSecond = (() => {
+  const res = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
+  const n = Number(res.stdout?.trim());
+  return Number.isFinite(n) && n > 0 ? n : 100;
+})();
+
+/** CPU seconds (user + system) used so far by process `pid`, from /proc; undefined off Linux. */
+function processCpuSeconds(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // After the command name: state is field 3, utime field 14, stime field 15 (1-based).
+    return (Number(fields[11]) + Number(fields[12])) / clockTicksPerSecond;
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU seconds all cores have spent busy since boot, from /proc/stat; undefined off Linux. */
+function machineBusySeconds(): number | undefined {
+  try {
+    const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal …: busy is all but idle and iowait
+    const total = fields.slice(0, 8).reduce((a, b) => a + b, 0);
+    return (total - fields[3]! - fields[4]!) / clockTicksPerSecond;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Cores busy with work other than ours, sampled over `ms`: the machine should be quiet. */
+async function foreignCpuCores(ms: number): Promise<number | undefined> {
+  const busy0 = machineBusySeconds();
+  const own0 = ownCpuSeconds();
+  await realTimers.sleep(ms);
+  const busy1 = machineBusySeconds();
+  if (busy0 === undefined || busy1 === undefined) return undefined;
+  return round((busy1 - busy0 - (ownCpuSeconds() - own0)) / (ms / 1000), 2);
+}
+
+/** Waits (bounded) until other processes use at most `foreignCoresMax`; returns the last sample. */
+async function waitQuiet(waitS: number): Promise<number | undefined> {
+  const deadline = realClock.monotonicMs() + waitS * 1000;
+  let warned = false;
+  for (;;) {
+    const foreign = await foreignCpuCores(1_000);
+    if (foreign === undefined || foreign <= foreignCoresMax || realClock.monotonicMs() >= deadline) return foreign;
+    if (!warned) process.stderr.write(`write bench: other processes keep ${foreign} cores busy; waiting up to ${waitS} s for quiet\n`);
+    warned = true;
+  }
+}
+
+function ownCpuSeconds(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+}
+
+/** Runs the load against `url` while sampling the CPU of the server process and of this one. */
+async function measureTarget(url: string, serverPid: number | undefined, args: WriteBenchArgs, onMeasureStart?: () => void): Promise<TargetReport> {
+  let startCpu: { server: number | undefined; client: number; machine: number | undefined; atMs: number } | undefined;
+  const result = await runLoad({
+    url,
+    connections: args.connections,
+    warmupS: args.warmupS,
+    durationS: args.seconds,
+    request: writeRequest,
+    onMeasureStart: () => {
+      startCpu = { server: processCpuSeconds(serverPid), client: ownCpuSeconds(), machine: machineBusySeconds(), atMs: realClock.monotonicMs() };
+      onMeasureStart?.();
+    },
+  });
+  const endServer = processCpuSeconds(serverPid);
+  const endClient = ownCpuSeconds();
+  const endMachine = machineBusySeconds();
+  const cores = (from: number | undefined, to: number | undefined): number | null =>
+    from === undefined || to === undefined || startCpu === undefined
+      ? null
+      : round((to - from) / ((realClock.monotonicMs() - startCpu.atMs) / 1000), 2);
+  const server = cores(startCpu?.server, endServer);
+  const client = cores(startCpu?.client, endClient) ?? 0;
+  const machine = cores(startCpu?.machine, endMachine);
+  const other = machine === null || server === null ? null : round(Math.max(0, machine - server - client), 2);
+  return { ...result, cpu: { server, client, other } };
+}
+
+/**
+ * Spawns a process and resolves with the first stdout match of `pattern`. Output goes on to
+ * `logPath` (if given); only a bounded tail is kept here, for the error message.
+ */
+function spawnUntil(command: string, args: string[], pattern: RegExp, timeoutMs: number, logPath?: string): Promise<{ child: ChildProcess; match: RegExpMatchArray }> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const log = logPath === undefined ? undefined : createWriteStream(logPath, { flags: 'a' });
+    const tailBytesMax = 4096;
+    let out = '';
+    let err = '';
+    let started = false;
+    const timer = realTimers.after(timeoutMs, () => {
+      child.kill('SIGKILL');
+      reject(new Error(`${args.join(' ')} did not start within ${timeoutMs} ms: ${err}`));
+    });
+    child.stdout!.on('data', (chunk: Buffer) => {
+      log?.write(chunk);
+      if (started) return;
+      out = (out + chunk.toString()).slice(-tailBytesMax);
+      const m = pattern.exec(out);
+      if (m) {
+        started = true;
+        timer.cancel();
+        resolvePromise({ child, match: m });
+      }
+    });
+    child.stderr!.on('data', (chunk: Buffer) => {
+      log?.write(chunk);
+      err = (err + chunk.toString()).slice(-tailBytesMax);
+    });
+    child.once('exit', (code, signal) => {
+      timer.cancel();
+      log?.end();
+      if (!started) reject(new Error(`${args.join(' ')} exited with ${code ?? signal}: ${err}`));
+    });
+  });
+}
+
+/**
+ * One `tandem site` process (the built CLI) on a 1-site demo config and a fresh data dir; with
+ * `profileDir`, node writes a V8 CPU profile of it there when it exits.
+ */
+async function startSiteProcess(work: string, profileDir: string | undefined): Promise<{ child: ChildProcess; url: string; logPath: string }> {
+  const basePort = await freePortRange(1);
+  const config = demoConfig({ sites: 1, basePort });
+  const site = config.sites[0]!;
+  const configPath = join(work, 'cluster.json');
+  writeFileSync(configPath, JSON.stringify(config, null, 2));
+  const logPath = join(work, 'site.log');
+  const profile = profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profileDir}`];
+  if (profileDir !== undefined) mkdirSync(profileDir, { recursive: true });
+  const { child } = await spawnUntil(
+    process.execPath,
+    [...profile, cliEntry, 'site', '--config', configPath, '--site', site.id, '--data-dir', join(work, 'data')],
+    /^site \S+ (http\S+)$/m,
+    30_000,
+    logPath,
+  );
+  await waitReady(site.url, 30_000);
+  return { child, url: site.url, logPath };
+}
+
+async function waitReady(url: string, timeoutMs: number): Promise<void> {
+  const deadline = realClock.monotonicMs() + timeoutMs;
+  for (;;) {
+    try {
+      const res = await fetch(`${url}/ready`, { signal: AbortSignal.timeout(1_000) });
+      await res.arrayBuffer();
+      if (res.ok) return;
+    } catch {
+      // not listening yet
+    }
+    if (realClock.monotonicMs() > deadline) throw new Error(`${url} was not ready within ${timeoutMs} ms`);
+    await realTimers.sleep(50);
+  }
+}
+
+async function stopChild(child: ChildProcess, graceMs: number): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  child.kill('SIGTERM');
+  const timer = realTimers.after(graceMs, () => child.kill('SIGKILL'));
+  await exited;
+  timer.cancel();
+}
+
+async function fetchMetrics(url: string): Promise<Map<string, number>> {
+  const res = await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(5_000) });
+  const text = await res.text();
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#') || line === '') continue;
+    const space = line.lastIndexOf(' ');
+    out.set(line.slice(0, space), Number(line.slice(space + 1)));
+  }
+  return out;
+}
+
+function commitMetrics(before: Map<string, number> | undefined, after: Map<string, number>): CommitMetrics {
+  const delta = (name: string) => (after.get(name) ?? 0) - (before?.get(name) ?? 0);
+  const commits = delta('tandem_group_commit_size_count');
+  return {
+    commits,
+    meanSize: commits === 0 ? null : round(delta('tandem_group_commit_size_sum') / commits, 1),
+    meanMs: commits === 0 ? null : round(delta('tandem_group_commit_ms_sum') / delta('tandem_group_commit_ms_count'), 3),
+  };
+}
+
+/** The disk's cost of making an appended page durable, the floor under every group commit. */
+function measureFsync(dir: string, iterations = 200): { fsyncMs: number; fdatasyncMs: number } {
+  const path = join(dir, 'fsync-probe');
+  const page = Buffer.alloc(4096, 7);
+  const probe = (sync: (fd: number) => void) => {
+    const fd = openSync(path, 'w');
+    const samples: number[] = [];
+    try {
+      for (let i = 0; i < iterations; i++) {
+        writeSync(fd, page);
+        const t0 = realClock.monotonicMs();
+        sync(fd);
+        samples.push(realClock.monotonicMs() - t0);
+      }
+    } finally {
+      closeSync(fd);
+    }
+    samples.sort((a, b) => a - b);
+    return round(samples[Math.floor(samples.length / 2)]!, 3);
+  };
+  const result = { fsyncMs: probe(fsyncSync), fdatasyncMs: probe(fdatasyncSync) };
+  rmSync(path, { force: true });
+  return result;
+}
+
+function round(x: number, digits: number): number {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
+
+export async function runWriteBench(argv: string[]): Promise<void> {
+  const args = parseArgs(argv);
+  const here = dirname(fileURLToPath(import.meta.url));
+  const parent = dataParent(args.dataDir);
+  const work = mkdtempSync(join(parent, 'tandem-write-bench-'));
+  const fsType = fsTypeOf(work) ?? 'unknown';
+  const children: ChildProcess[] = [];
+  try {
+    process.stderr.write(`write bench: data in ${work} (${fsType}); ${args.connections} connections, ${args.warmupS} s warm-up + ${args.seconds} s per target\n`);
+    if (fsType === 'tmpfs') process.stderr.write('write bench: warning: the data dir is on tmpfs, fsync is free there; pass --data-dir on a disk\n');
+    const fsync = measureFsync(work);
+
+    // Empty handler first, alone on the machine.
+    const empty = await spawnUntil(process.execPath, [join(here, 'empty-server.js'), '--port', '0'], /listening (\d+)/, 15_000);
+    children.push(empty.child);
+    const emptyUrl = `http://127.0.0.1:${empty.match[1]!}`;
+    await waitQuiet(args.waitQuietS);
+    const emptyResult = await measureTarget(emptyUrl, empty.child.pid, args);
+    await stopChild(empty.child, 5_000);
+
+    // Then the site node, with a fresh data dir.
+    const site = await startSiteProcess(work, args.profileSiteDir);
+    children.push(site.child);
+    await waitQuiet(args.waitQuietS);
+    let metricsBefore: Promise<Map<string, number> | undefined> = Promise.resolve(undefined);
+    const siteResult = await measureTarget(site.url, site.child.pid, args, () => {
+      metricsBefore = fetchMetrics(site.url).catch(() => undefined);
+    });
+    const commits = commitMetrics(await metricsBefore, await fetchMetrics(site.url));
+    await stopChild(site.child, 15_000);
+    if (site.child.exitCode !== 0) process.stderr.write(`write bench: the site exited with ${site.child.exitCode ?? site.child.signalCode}; see ${site.logPath} (kept with --keep)\n`);
+
+    const ratio = emptyResult.rps === 0 ? 0 : round(siteResult.rps / emptyResult.rps, 3);
+    const passWrites = siteResult.rps >= targetWritesPerSecond;
+    const passRatio = ratio >= targetRatioToEmpty;
+    const busiest = Math.max(siteResult.cpu.other ?? 0, emptyResult.cpu.other ?? 0);
+    const report = {
+      bench: 'write',
+      at: new Date().toISOString(),
+      node: process.version,
+      cpus: cpus().length,
+      cpuModel: cpus()[0]?.model ?? 'unknown',
+      connections: args.connections,
+      warmupS: args.warmupS,
+      seconds: args.seconds,
+      bodyBytes: Buffer.byteLength(itemBody(0, 0)),
+      dataDir: work,
+      fsType,
+      disk: fsync,
+      quiet: busiest <= foreignCoresMax,
+      site: { ...roundLoad(siteResult), groupCommit: commits },
+      empty: roundLoad(emptyResult),
+      ratio,
+      targets: { writesPerSecondMin: targetWritesPerSecond, ratioToEmptyMin: targetRatioToEmpty },
+      pass: { writesPerSecond: passWrites, ratioToEmpty: passRatio, all: passWrites && passRatio },
+    };
+    mkdirSync(dirname(resolve(args.out)), { recursive: true });
+    writeFileSync(args.out, JSON.stringify(report, null, 2) + '\n');
+
+    const row = (name: string, r: TargetReport) =>
+      [
+        name.padEnd(14),
+        Math.round(r.rps).toString().padStart(9),
+        r.p50Ms.toFixed(2).padStart(8),
+        r.p90Ms.toFixed(2).padStart(8),
+        r.p99Ms.toFixed(2).padStart(8),
+        r.maxMs.toFixed(1).padStart(8),
+        String(r.errors + r.non2xx).padStart(6),
+        (r.cpu.server === null ? '-' : r.cpu.server.toFixed(2)).padStart(7),
+        r.cpu.client.toFixed(2).padStart(7),
+        (r.cpu.other === null ? '-' : r.cpu.other.toFixed(2)).padStart(7),
+      ].join(' ');
+    const lines = [
+      `${'target'.padEnd(14)} ${'writes/s'.padStart(9)} ${'p50 ms'.padStart(8)} ${'p90 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'max ms'.padStart(8)} ${'errs'.padStart(6)} ${'srv cpu'.padStart(7)} ${'cli cpu'.padStart(7)} ${'oth cpu'.padStart(7)}`,
+      row('tandem site', siteResult),
+      row('empty handler', emptyResult),
+      '',
+      `ratio site/empty        ${ratio.toFixed(3)}   (target >= ${targetRatioToEmpty}: ${passRatio ? 'PASS' : 'FAIL'})`,
+      `durable writes/s        ${Math.round(siteResult.rps)}   (target >= ${targetWritesPerSecond}: ${passWrites ? 'PASS' : 'FAIL'})`,
+      `group commit            ${commits.commits} commits, mean ${commits.meanSize ?? '-'} writes, mean ${commits.meanMs ?? '-'} ms`,
+      `disk (median of 200)    fsync ${fsync.fsyncMs} ms, fdatasync ${fsync.fdatasyncMs} ms (${fsType})`,
+      `cpu: cores used by the server process, this client process and anything else during the window; ${cpus().length} cores here`,
+      ...(busiest > foreignCoresMax ? [`WARNING: other processes used up to ${busiest} cores during the run; the machine was not quiet, run again`] : []),
+    ];
+    process.stdout.write(`${lines.join('\n')}\n${JSON.stringify(report)}\n`);
+    process.stderr.write(`write bench: report written to ${args.out}\n`);
+  } finally {
+    for (const c of children) await stopChild(c, 2_000);
+    if (!args.keep) rmSync(work, { recursive: true, force: true });
+    else process.stderr.write(`write bench: kept ${work}\n`);
+  }
+}
+
+function roundLoad(r: TargetReport): TargetReport {
+  return { ...r, rps: Math.round(r.rps), p50Ms: round(r.p50Ms, 3), p90Ms: round(r.p90Ms, 3), p99Ms: round(r.p99Ms, 3), maxMs: round(r.maxMs, 3) };
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  await runWriteBench(process.argv.slice(2));
+}
