@@ -163,7 +163,6 @@ export class SqliteStore implements Store {
       trimConflicts: db.prepare('DELETE FROM conflicts WHERE id <= (SELECT MAX(id) FROM conflicts) - ?'),
       readConflicts: db.prepare('SELECT id, body FROM conflicts WHERE tbl = ? AND id > ? ORDER BY id LIMIT ?'),
       liveHashes: db.prepare('SELECT tbl, bucket, hash FROM items WHERE live = 1'),
-      itemHash: db.prepare('SELECT hash FROM items WHERE tbl = ? AND key = ? AND live = 1'),
       scanAll: db.prepare(
         'SELECT key, state, live, value, version, origin, hash FROM items WHERE tbl = ? AND key > ? ORDER BY key LIMIT ?',
       ),
@@ -351,8 +350,9 @@ export class SqliteStore implements Store {
         if (req.kind === 'local') {
           const seq = (nextVec[identity.origin] ?? 0) + 1;
           let built: { records: ItemRecord[]; hlc: string };
+          const before = current(req.refs);
           try {
-            built = req.build(current(req.refs), seq);
+            built = req.build(before, seq);
           } catch (error) {
             results.push({ kind: 'local', ok: false, error });
             continue;
@@ -364,7 +364,7 @@ export class SqliteStore implements Store {
             hlc: built.hlc,
             items: built.records.map((r) => ({ table: r.table, key: r.key, state: r.state })),
           };
-          this.writeRecords(built.records);
+          this.writeRecords(built.records, before);
           this.stmts.putLog.run(entry.origin, entry.seq, entry.hlc, packr.pack(entry));
           nextVec[identity.origin] = seq;
           if (built.hlc > hlcHigh) hlcHigh = built.hlc;
@@ -380,8 +380,9 @@ export class SqliteStore implements Store {
           this.stmts.putMeta.run('compacted', JSON.stringify(canonicalVector(nextCompacted)));
           results.push({ kind: 'advance-vector' });
         } else if (req.kind === 'repair') {
-          const { records, conflicts } = req.merge(current(req.refs));
-          this.writeRecords(records);
+          const before = current(req.refs);
+          const { records, conflicts } = req.merge(before);
+          this.writeRecords(records, before);
           this.writeConflicts(conflicts);
           results.push({ kind: 'repair', written: records.length });
         } else {
@@ -395,8 +396,9 @@ export class SqliteStore implements Store {
             results.push({ kind: 'remote', applied: false, reason: 'gap' });
             continue;
           }
-          const merged = req.merge(current(entry.items));
-          this.writeRecords(merged.records);
+          const before = current(entry.items);
+          const merged = req.merge(before);
+          this.writeRecords(merged.records, before);
           this.writeConflicts(merged.conflicts);
           // Invariant 1: every received entry is logged (and so relayed), losers included.
           this.stmts.putLog.run(entry.origin, entry.seq, entry.hlc, packr.pack(entry));
@@ -430,12 +432,14 @@ export class SqliteStore implements Store {
     if (conflicts.length > 0) this.stmts.trimConflicts.run(this.options.conflictEntriesMax);
   }
 
-  private writeRecords(records: ItemRecord[]): void {
+  /** Writes records; `before` holds what these items were when this request read them. */
+  private writeRecords(records: ItemRecord[], before: (ItemRecord | undefined)[]): void {
+    const previous = new Map(before.filter((b) => b !== undefined).map((b) => [`${b!.table}\u0000${b!.key}`, b!]));
     for (const r of records) {
       const key = Buffer.from(r.key, 'utf8');
       const bucket = keyBucket(key);
-      const old = this.stmts.itemHash.get(r.table, key) as { hash: string } | undefined;
-      if (old) this.pendingHashes.push({ table: r.table, bucket, hash: old.hash });
+      const old = previous.get(`${r.table}\u0000${r.key}`);
+      if (old?.live) this.pendingHashes.push({ table: r.table, bucket, hash: old.hash });
       if (r.live) this.pendingHashes.push({ table: r.table, bucket, hash: r.hash });
       this.stmts.putItem.run(
         r.table,
