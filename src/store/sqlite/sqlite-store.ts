@@ -493,7 +493,7 @@ export class SqliteStore implements Store {
     const out: Record<string, string> = {};
     for (const table of [...this.buckets.keys()].sort()) {
       const acc = Buffer.alloc(16);
-      for (const b of this.buckets.get(table)!) xorInto(acc, b.toString('hex'));
+      for (const b of this.buckets.get(table)!) for (let i = 0; i < 16; i++) acc[i]! ^= b[i]!;
       // a table with no live item has no digest, whether or not tombstones of it exist here
       if (acc.some((x) => x !== 0)) out[table] = acc.toString('hex');
     }
