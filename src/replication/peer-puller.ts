@@ -8,11 +8,14 @@ import { Backoff } from '../platform/backoff.js';
 import { readBody, type Env } from '../platform/env.js';
 import { limits } from '../limits.js';
 import { peerHeader, signPeerRequest, type PeerAuthConfig } from './auth.js';
-import { encodeMessage, protocolVersion, readFrames, type FeedRequest } from './protocol.js';
+import { encodeMessage, protocolVersion, readFrames, type FeedFrame, type FeedRequest } from './protocol.js';
+import type { LogEntry } from '../store/types.js';
 import type { ReplicaNode } from './replica-node.js';
 
 /** Refusals (410) with no progress from other peers before this puller installs a snapshot. */
 const snapshotAfterRefusals = 3;
+/** Entries received and not yet applied, per link, before the puller stops reading. */
+const pendingEntriesMax = 4 * 512;
 
 export interface PeerLinkStatus {
   connected: boolean;
@@ -42,6 +45,7 @@ export class PeerPuller {
   private readonly log;
   entriesApplied = 0;
   private snapshotRequired = 0;
+  private sleeping: AbortController | undefined;
   private snapshotRequiredAt = '';
 
   constructor(private readonly options: PeerPullerOptions) {
@@ -68,8 +72,16 @@ export class PeerPuller {
     return this.running;
   }
 
+  /** The peer was just heard from (its ack arrived): reconnect now instead of after the backoff. */
+  wake(): void {
+    if (this.sleeping === undefined) return;
+    this.backoff.reset();
+    this.sleeping.abort(new Error('peer is back'));
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
+    this.sleeping?.abort(new Error('stopping'));
     this.current?.abort(new Error('stopping'));
     await this.running;
   }
@@ -84,11 +96,13 @@ export class PeerPuller {
       }
       this.connected = false;
       if (this.stopped) break;
+      this.sleeping = new AbortController();
       try {
-        await env.timers.sleep(this.backoff.next());
+        await env.timers.sleep(this.backoff.next(), this.sleeping.signal);
       } catch {
-        // sleep aborted: loop checks stopped
+        // woken early (the peer is back, or we are stopping): the loop decides
       }
+      this.sleeping = undefined;
     }
   }
 
@@ -121,6 +135,77 @@ export class PeerPuller {
       } else throw new Error(`unexpected ${frame.t} frame in a snapshot`);
     }
     throw new Error('snapshot stream ended early');
+  }
+
+  /**
+   * Reads frames while the previous ones are being applied, and applies everything that arrived
+   * meanwhile as one batch: one transaction (and one fsync) per turn instead of one per frame, so a
+   * busy link catches up rather than queueing behind its own commits. Bounded: reading pauses while
+   * more than `pendingEntriesMax` entries wait.
+   */
+  private async applyFrames(frames: AsyncIterable<FeedFrame>, onFrame: () => void): Promise<void> {
+    const { node } = this.options;
+    const iterator = frames[Symbol.asyncIterator]();
+    let pending: LogEntry[] = [];
+    let pendingOldestMs = 0;
+    let applying: Promise<void> | undefined;
+    let failure: unknown;
+    // a read still in flight when this returns fails with the aborted stream: nobody needs that error
+    const readNext = () => {
+      const p = iterator.next();
+      p.catch(() => undefined);
+      return p;
+    };
+    let next: Promise<IteratorResult<FeedFrame>> | undefined = readNext();
+    const apply = (entries: LogEntry[], oldestMs: number) =>
+      node.applyRemote(entries).then(
+        (result) => {
+          this.entriesApplied += result.applied;
+          this.options.onBatchApplied?.(this.options.peer, result.applied);
+          if (result.gaps > 0) failure = new Error(`peer feed had ${result.gaps} entries after a gap; reconnecting`);
+          this.oldestPendingMs = pending.length > 0 ? pendingOldestMs : oldestMs;
+        },
+        (e: unknown) => {
+          failure = e;
+        },
+      );
+    let lastOldestMs = 0;
+    for (;;) {
+      if (failure !== undefined) throw failure;
+      if (next === undefined && applying === undefined && pending.length === 0) return;
+      const step = await Promise.race([
+        ...(next ? [next.then((r) => ({ frame: r }))] : []),
+        ...(applying ? [applying.then(() => ({ applied: true as const }))] : []),
+      ]);
+      if ('applied' in step) applying = undefined;
+      else {
+        const r = step.frame;
+        next = undefined;
+        if (r.done) {
+          if (applying) await applying;
+          if (pending.length > 0 && failure === undefined) await apply(pending, lastOldestMs);
+          if (failure !== undefined) throw failure;
+          return;
+        }
+        onFrame();
+        const frame = r.value;
+        if (frame.t === 'snapshot-page' || frame.t === 'snapshot-end') throw new Error('unexpected snapshot frame on a feed');
+        this.peerVector = frame.vector;
+        lastOldestMs = frame.oldestMs;
+        if (frame.t === 'batch' && frame.entries.length > 0) {
+          if (pending.length === 0) pendingOldestMs = hlcMs(hlcFromHex(frame.entries[0]!.hlc));
+          this.oldestPendingMs = Math.min(this.oldestPendingMs || pendingOldestMs, pendingOldestMs);
+          pending.push(...frame.entries);
+        } else if (applying === undefined && pending.length === 0) this.oldestPendingMs = frame.oldestMs;
+        if (pending.length <= pendingEntriesMax) next = readNext();
+      }
+      if (applying === undefined && pending.length > 0) {
+        const batch = pending;
+        pending = [];
+        applying = apply(batch, lastOldestMs);
+        if (next === undefined) next = readNext();
+      }
+    }
   }
 
   private async pullOnce(): Promise<void> {
@@ -164,22 +249,7 @@ export class PeerPuller {
       }
       this.connected = true;
       this.backoff.reset();
-      for await (const frame of readFrames(res.body)) {
-        resetStall();
-        if (frame.t === 'snapshot-page' || frame.t === 'snapshot-end') throw new Error('unexpected snapshot frame on a feed');
-        if (frame.t === 'batch' && frame.entries.length > 0) {
-          this.oldestPendingMs = hlcMs(hlcFromHex(frame.entries[0]!.hlc));
-          this.peerVector = frame.vector;
-          const result = await node.applyRemote(frame.entries);
-          this.entriesApplied += result.applied;
-          this.options.onBatchApplied?.(this.options.peer, result.applied);
-          if (result.gaps > 0) throw new Error(`peer feed had ${result.gaps} entries after a gap; reconnecting`);
-          this.oldestPendingMs = frame.oldestMs;
-        } else {
-          this.peerVector = frame.vector;
-          this.oldestPendingMs = frame.oldestMs;
-        }
-      }
+      await this.applyFrames(readFrames(res.body), resetStall);
     } finally {
       stall.cancel();
       this.current = undefined;

@@ -188,6 +188,7 @@ export class Replicator {
   private receiveAck(ack: AckMessage): void {
     if (!this.options.config.sites.some((s) => s.id === ack.site)) return;
     this.acksReceived.set(ack.site, ack);
+    this.pullers.get(ack.site)?.wake();
     for (const w of [...this.waiters]) if (this.countHolding(w.seq) >= w.needed) w.resolve(true);
   }
 
