@@ -22,11 +22,10 @@
 // 2.5 min at worst with the defaults). The CPU used by the sites, this process and anything else
 // is reported: on a shared or small machine the figures measure contention as much as Tandem. Prints a table, a JSON line, writes bench-results/replication.json,
 // PASS/FAIL against the targets; it is a measurement, so it exits 0 either way.
-import { mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { spawnSync } from 'node:child_process';
 import * as hdr from 'hdr-histogram-js';
 import { Client, Pool } from 'undici';
 import { LocalCluster } from '../cluster/local-cluster.js';
@@ -35,6 +34,7 @@ import { demoConfig } from '../config/demo.js';
 import type { ClusterConfig } from '../config/schema.js';
 import { LinkMesh } from '../drill/link-proxy.js';
 import { realClock, realTimers } from '../platform/real/real-env.js';
+import { BenchUsageError, dataParent, foreignCoresMax, fsTypeOf, machineBusySeconds, ownCpuSeconds, processCpuSeconds, round, waitQuiet } from './machine.js';
 
 // ---------- arguments ----------
 
@@ -53,10 +53,6 @@ interface ReplicationBenchArgs {
   keep: boolean;
   /** before each part, wait up to this long for other processes to leave the CPU alone */
   waitQuietS: number;
-}
-
-export class BenchUsageError extends Error {
-  override name = 'BenchUsageError';
 }
 
 const usage =
@@ -123,7 +119,6 @@ const healPollMs = 20;
 /** After convergence, how long to go on watching for links that have not reconnected yet. */
 const linkWaitAfterHealMs = 8_000;
 /** Above this many cores busy with other work during a part, its figures are flagged. */
-const foreignCoresMax = 0.25;
 const conflictPagesMax = 500;
 const latencyUsMax = 60_000_000;
 
@@ -131,11 +126,6 @@ const latencyUsMax = 60_000_000;
 
 const now = (): number => realClock.monotonicMs();
 const sleep = (ms: number): Promise<void> => realTimers.sleep(ms);
-
-function round(x: number, digits: number): number {
-  const f = 10 ** digits;
-  return Math.round(x * f) / f;
-}
 
 function newHistogram(): hdr.Histogram {
   return hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: latencyUsMax, numberOfSignificantValueDigits: 3, autoResize: false });
@@ -175,94 +165,6 @@ function sortedJson(v: unknown): string {
     .sort()
     .map((k) => `${JSON.stringify(k)}:${sortedJson(o[k])}`)
     .join(',')}}`;
-}
-
-/** The file system type holding `path` (longest mount point containing it), from /proc/mounts. */
-function fsTypeOf(path: string): string | undefined {
-  let mounts: string;
-  try {
-    mounts = readFileSync('/proc/mounts', 'utf8');
-  } catch {
-    return undefined;
-  }
-  const real = realpathSync(path);
-  let best: { point: string; type: string } | undefined;
-  for (const line of mounts.split('\n')) {
-    const [, point, type] = line.split(' ');
-    if (point === undefined || type === undefined) continue;
-    const inside = real === point || real.startsWith(point.endsWith('/') ? point : `${point}/`);
-    if (inside && (best === undefined || point.length > best.point.length)) best = { point, type };
-  }
-  return best?.type;
-}
-
-/** Where the data dirs go: on a disk, never tmpfs (fsync there costs nothing). */
-function dataParent(requested: string | undefined): string {
-  if (requested !== undefined) {
-    mkdirSync(requested, { recursive: true });
-    return requested;
-  }
-  const tmp = tmpdir();
-  if (fsTypeOf(tmp) !== 'tmpfs') return tmp;
-  const local = resolve('.bench');
-  mkdirSync(local, { recursive: true });
-  return local;
-}
-
-const clockTicksPerSecond = (() => {
-  const res = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
-  const n = Number(res.stdout?.trim());
-  return Number.isFinite(n) && n > 0 ? n : 100;
-})();
-
-/** CPU seconds (user + system) used so far by process `pid`, from /proc; undefined off Linux. */
-function processCpuSeconds(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / clockTicksPerSecond;
-  } catch {
-    return undefined;
-  }
-}
-
-/** CPU seconds all cores have spent busy since boot; undefined off Linux. */
-function machineBusySeconds(): number | undefined {
-  try {
-    const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-    const total = fields.slice(0, 8).reduce((a, b) => a + b, 0);
-    return (total - fields[3]! - fields[4]!) / clockTicksPerSecond;
-  } catch {
-    return undefined;
-  }
-}
-
-function ownCpuSeconds(): number {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1e6;
-}
-
-/** Cores busy with work other than this process, sampled over `ms`. */
-async function foreignCpuCores(ms: number): Promise<number | undefined> {
-  const busy0 = machineBusySeconds();
-  const own0 = ownCpuSeconds();
-  await sleep(ms);
-  const busy1 = machineBusySeconds();
-  if (busy0 === undefined || busy1 === undefined) return undefined;
-  return round(Math.max(0, busy1 - busy0 - (ownCpuSeconds() - own0)) / (ms / 1000), 2);
-}
-
-/** Waits (bounded) until other processes use at most `foreignCoresMax`; returns the last sample. */
-async function waitQuiet(waitS: number, part: string): Promise<number | undefined> {
-  const deadline = now() + waitS * 1000;
-  let warned = false;
-  for (;;) {
-    const foreign = await foreignCpuCores(1_000);
-    if (foreign === undefined || foreign <= foreignCoresMax || now() >= deadline) return foreign;
-    if (!warned) process.stderr.write(`replication bench: other processes keep ${foreign} cores busy; waiting up to ${waitS} s before the ${part} part\n`);
-    warned = true;
-  }
 }
 
 interface CpuSample {
@@ -978,7 +880,7 @@ export async function runReplicationBench(argv: string[]): Promise<void> {
   let healReport: HealReport | undefined;
   try {
     if (args.only !== 'heal') {
-      await waitQuiet(args.waitQuietS, 'lag');
+      await waitQuiet(args.waitQuietS, 'replication bench (lag part)');
       const c = await startCluster(parent, 'lag', false);
       dirs.push(c.dataDir);
       try {
@@ -988,7 +890,7 @@ export async function runReplicationBench(argv: string[]): Promise<void> {
       }
     }
     if (args.only !== 'lag') {
-      await waitQuiet(args.waitQuietS, 'heal');
+      await waitQuiet(args.waitQuietS, 'replication bench (heal part)');
       const c = await startCluster(parent, 'heal', true);
       dirs.push(c.dataDir);
       try {

@@ -7,15 +7,16 @@
 //   [--data-dir DIR] [--profile-site DIR] [--wait-quiet S] [--keep]`. Bounded: about
 // 2 × (wait-quiet + warmup + seconds) + 5 s. On a shared machine other work skews the figures: the
 // bench waits (bounded) for the CPU to be quiet before each target and reports what else ran.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, createWriteStream, fdatasyncSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readFileSync, realpathSync, rmSync, writeFileSync, writeSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, createWriteStream, fdatasyncSync, fsyncSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { cliEntry } from '../cluster/local-cluster.js';
 import { freePortRange } from '../cluster/ports.js';
 import { demoConfig } from '../config/demo.js';
 import { realClock, realTimers } from '../platform/real/real-env.js';
+import { BenchUsageError, dataParent, foreignCoresMax, fsTypeOf, machineBusySeconds, ownCpuSeconds, processCpuSeconds, round, waitQuiet } from './machine.js';
 import { runLoad, type LoadRequest, type LoadResult } from './load.js';
 
 interface WriteBenchArgs {
@@ -50,7 +51,6 @@ const table = 'profiles';
 const targetWritesPerSecond = 5_000;
 const targetRatioToEmpty = 0.3;
 /** Above this many cores busy with other work, the machine is not quiet enough to trust a run. */
-const foreignCoresMax = 0.25;
 const usage =
   'write bench: --seconds 1..120, --warmup 0..30, --connections 1..1024, --out FILE, --data-dir DIR, --profile-site DIR, --wait-quiet 0..600, --keep';
 
@@ -86,10 +86,6 @@ function parseArgs(args: string[]): WriteBenchArgs {
   return out;
 }
 
-export class BenchUsageError extends Error {
-  override name = 'BenchUsageError';
-}
-
 /** A small JSON object of about 100 bytes, different for every write. */
 function itemBody(connection: number, n: number): string {
   const id = `${connection}-${n}`;
@@ -103,96 +99,6 @@ function writeRequest(connection: number, n: number): LoadRequest {
     headers: { 'content-type': 'application/json' },
     body: itemBody(connection, n),
   };
-}
-
-/** The file system type holding `path` (longest mount point that contains it), from /proc/mounts. */
-function fsTypeOf(path: string): string | undefined {
-  let mounts: string;
-  try {
-    mounts = readFileSync('/proc/mounts', 'utf8');
-  } catch {
-    return undefined;
-  }
-  const real = realpathSync(path);
-  let best: { point: string; type: string } | undefined;
-  for (const line of mounts.split('\n')) {
-    const [, point, type] = line.split(' ');
-    if (point === undefined || type === undefined) continue;
-    const inside = real === point || real.startsWith(point.endsWith('/') ? point : `${point}/`);
-    if (inside && (best === undefined || point.length > best.point.length)) best = { point, type };
-  }
-  return best?.type;
-}
-
-/** The base directory for the site's data: on disk, never tmpfs (fsync there costs nothing). */
-function dataParent(requested: string | undefined): string {
-  if (requested !== undefined) {
-    mkdirSync(requested, { recursive: true });
-    return requested;
-  }
-  const tmp = tmpdir();
-  if (fsTypeOf(tmp) !== 'tmpfs') return tmp;
-  const local = resolve('.bench');
-  mkdirSync(local, { recursive: true });
-  return local;
-}
-
-const clockTicksPerSecond = (() => {
-  const res = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
-  const n = Number(res.stdout?.trim());
-  return Number.isFinite(n) && n > 0 ? n : 100;
-})();
-
-/** CPU seconds (user + system) used so far by process `pid`, from /proc; undefined off Linux. */
-function processCpuSeconds(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // After the command name: state is field 3, utime field 14, stime field 15 (1-based).
-    return (Number(fields[11]) + Number(fields[12])) / clockTicksPerSecond;
-  } catch {
-    return undefined;
-  }
-}
-
-/** CPU seconds all cores have spent busy since boot, from /proc/stat; undefined off Linux. */
-function machineBusySeconds(): number | undefined {
-  try {
-    const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-    // user nice system idle iowait irq softirq steal …: busy is all but idle and iowait
-    const total = fields.slice(0, 8).reduce((a, b) => a + b, 0);
-    return (total - fields[3]! - fields[4]!) / clockTicksPerSecond;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Cores busy with work other than ours, sampled over `ms`: the machine should be quiet. */
-async function foreignCpuCores(ms: number): Promise<number | undefined> {
-  const busy0 = machineBusySeconds();
-  const own0 = ownCpuSeconds();
-  await realTimers.sleep(ms);
-  const busy1 = machineBusySeconds();
-  if (busy0 === undefined || busy1 === undefined) return undefined;
-  return round((busy1 - busy0 - (ownCpuSeconds() - own0)) / (ms / 1000), 2);
-}
-
-/** Waits (bounded) until other processes use at most `foreignCoresMax`; returns the last sample. */
-async function waitQuiet(waitS: number): Promise<number | undefined> {
-  const deadline = realClock.monotonicMs() + waitS * 1000;
-  let warned = false;
-  for (;;) {
-    const foreign = await foreignCpuCores(1_000);
-    if (foreign === undefined || foreign <= foreignCoresMax || realClock.monotonicMs() >= deadline) return foreign;
-    if (!warned) process.stderr.write(`write bench: other processes keep ${foreign} cores busy; waiting up to ${waitS} s for quiet\n`);
-    warned = true;
-  }
-}
-
-function ownCpuSeconds(): number {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1e6;
 }
 
 /** Runs the load against `url` while sampling the CPU of the server process and of this one. */
@@ -357,11 +263,6 @@ function measureFsync(dir: string, iterations = 200): { fsyncMs: number; fdatasy
   return result;
 }
 
-function round(x: number, digits: number): number {
-  const f = 10 ** digits;
-  return Math.round(x * f) / f;
-}
-
 export async function runWriteBench(argv: string[]): Promise<void> {
   const args = parseArgs(argv);
   const here = dirname(fileURLToPath(import.meta.url));
@@ -378,14 +279,14 @@ export async function runWriteBench(argv: string[]): Promise<void> {
     const empty = await spawnUntil(process.execPath, [join(here, 'empty-server.js'), '--port', '0'], /listening (\d+)/, 15_000);
     children.push(empty.child);
     const emptyUrl = `http://127.0.0.1:${empty.match[1]!}`;
-    await waitQuiet(args.waitQuietS);
+    await waitQuiet(args.waitQuietS, 'write bench');
     const emptyResult = await measureTarget(emptyUrl, empty.child.pid, args);
     await stopChild(empty.child, 5_000);
 
     // Then the site node, with a fresh data dir.
     const site = await startSiteProcess(work, args.profileSiteDir);
     children.push(site.child);
-    await waitQuiet(args.waitQuietS);
+    await waitQuiet(args.waitQuietS, 'write bench');
     let metricsBefore: Promise<Map<string, number> | undefined> = Promise.resolve(undefined);
     const siteResult = await measureTarget(site.url, site.child.pid, args, () => {
       metricsBefore = fetchMetrics(site.url).catch(() => undefined);

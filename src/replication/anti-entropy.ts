@@ -5,7 +5,8 @@
 // local item has seen removed (entries covered by its context are dropped by the join).
 import { vectorsEqual, type VersionVector } from '../core/vector.js';
 import type { ItemState } from '../core/item.js';
-import { readBody, type Env, type IncomingRequest, type TimerHandle, type TransportResponse } from '../platform/env.js';
+import { readBody, type Env, type IncomingRequest, type TransportResponse } from '../platform/env.js';
+import { Periodic } from '../platform/periodic.js';
 import { limits } from '../limits.js';
 import { peerHeader, signPeerRequest, type PeerAuthConfig } from './auth.js';
 import { decodeMessage, encodeMessage, protocolVersion } from './protocol.js';
@@ -43,28 +44,19 @@ export interface AntiEntropyOptions {
 
 export class AntiEntropy {
   readonly id = 'anti-entropy';
-  private timer: TimerHandle | undefined;
-  private stopped = false;
-  private round: Promise<unknown> | undefined;
+  private readonly schedule: Periodic;
   repairsTotal = 0;
 
-  constructor(private readonly options: AntiEntropyOptions) {}
-
-  run(): void {
-    const tick = () => {
-      if (this.stopped) return;
-      this.round = this.compareWithAll().catch(() => undefined);
-      void this.round.then(() => {
-        if (!this.stopped) this.timer = this.options.env.timers.after(this.options.intervalMs, tick);
-      });
-    };
-    this.timer = this.options.env.timers.after(this.options.intervalMs, tick);
+  constructor(private readonly options: AntiEntropyOptions) {
+    this.schedule = new Periodic(options.env.timers, options.env.log, this.id, options.intervalMs, () => this.compareWithAll());
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    this.timer?.cancel();
-    await this.round;
+  run(): void {
+    this.schedule.start();
+  }
+
+  stop(): Promise<void> {
+    return this.schedule.stop();
   }
 
   /** One round with every peer; returns the number of items repaired. */

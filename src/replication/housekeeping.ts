@@ -10,7 +10,8 @@
 // - the conflict feed's age bound.
 // Members that have not acknowledged anything since this site started hold everything back.
 import { type VersionVector } from '../core/vector.js';
-import type { Env, TimerHandle } from '../platform/env.js';
+import type { Env } from '../platform/env.js';
+import { Periodic } from '../platform/periodic.js';
 import { limits } from '../limits.js';
 import type { AckMessage } from './protocol.js';
 import type { ReplicaNode } from './replica-node.js';
@@ -34,29 +35,20 @@ export interface HousekeepingOptions {
 export class Housekeeping {
   readonly id = 'housekeeping';
   private checkpoint: Checkpoint | undefined;
-  private timer: TimerHandle | undefined;
-  private stopped = false;
-  private round: Promise<unknown> | undefined;
+  private readonly schedule: Periodic;
   purgedTotal = 0;
   compactedTotal = 0;
 
-  constructor(private readonly options: HousekeepingOptions) {}
-
-  run(): void {
-    const tick = () => {
-      if (this.stopped) return;
-      this.round = this.runOnce().catch((e: unknown) => this.options.env.log.warn({ err: (e as Error).message }, 'housekeeping failed'));
-      void this.round.then(() => {
-        if (!this.stopped) this.timer = this.options.env.timers.after(this.options.intervalMs, tick);
-      });
-    };
-    this.timer = this.options.env.timers.after(this.options.intervalMs, tick);
+  constructor(private readonly options: HousekeepingOptions) {
+    this.schedule = new Periodic(options.env.timers, options.env.log, this.id, options.intervalMs, () => this.runOnce());
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    this.timer?.cancel();
-    await this.round;
+  run(): void {
+    this.schedule.start();
+  }
+
+  stop(): Promise<void> {
+    return this.schedule.stop();
   }
 
   async runOnce(): Promise<{ compacted: number; purged: number }> {
