@@ -31,10 +31,20 @@ export interface FeedServerOptions {
   extraRoutes?: Record<string, (req: IncomingRequest, from: string) => Promise<TransportResponse>>;
 }
 
-export function feedServer(options: FeedServerOptions): RequestHandler {
+export interface FeedServer {
+  handler: RequestHandler;
+  /** Ends every open feed (shutdown): pullers reconnect elsewhere instead of holding the server open. */
+  closeFeeds(): void;
+}
+
+export function feedServer(options: FeedServerOptions): FeedServer {
   const { env } = options;
   const log = env.log.child({ component: 'feed-server' });
-  return async (req) => {
+  const open = new Set<AbortController>();
+  const closeFeeds = () => {
+    for (const ac of open) ac.abort(new Error('site stopping'));
+  };
+  const handler: RequestHandler = async (req) => {
     const path = req.path.split('?')[0]!;
     const auth = verifyPeerRequest(options.auth, req.headers[peerHeader], env.clock.wallMs(), req.method, path);
     if (!auth.ok) {
@@ -49,7 +59,8 @@ export function feedServer(options: FeedServerOptions): RequestHandler {
         const behind = Object.entries(floor).find(([o, seq]) => (body.vector[o] ?? 0) < seq);
         if (behind)
           return problem(410, 'snapshot-required', `this site's log starts after ${behind[0]}:${behind[1]}; bootstrap from a snapshot`);
-        return { status: 200, headers: { 'content-type': 'application/x-tandem-feed' }, body: feedStream(options, auth.site, body, req.signal) };
+        const stream = feedStream(options, auth.site, body, req.signal, open);
+        return { status: 200, headers: { 'content-type': 'application/x-tandem-feed' }, body: stream };
       }
       if (req.method === 'POST' && path === '/v1/peer/ack') {
         const ack = decodeMessage<AckMessage>(req.body);
@@ -67,9 +78,20 @@ export function feedServer(options: FeedServerOptions): RequestHandler {
       return problem(400, 'bad-request', `malformed peer request: ${(e as Error).message}`);
     }
   };
+  return { handler, closeFeeds };
 }
 
-async function* feedStream(options: FeedServerOptions, peer: string, request: FeedRequest, signal: AbortSignal): AsyncIterable<Uint8Array> {
+async function* feedStream(
+  options: FeedServerOptions,
+  peer: string,
+  request: FeedRequest,
+  callerSignal: AbortSignal,
+  /** the open feeds of this server, so shutdown can end them */
+  open: Set<AbortController>,
+): AsyncIterable<Uint8Array> {
+  const closing = new AbortController();
+  open.add(closing);
+  const signal = AbortSignal.any([callerSignal, closing.signal]);
   const { env, node } = options;
   const cursor: VersionVector = { ...request.vector };
   // Never echo the puller's own writes back to it.
@@ -116,6 +138,7 @@ async function* feedStream(options: FeedServerOptions, peer: string, request: Fe
   } finally {
     unsubscribe();
     signal.removeEventListener('abort', onAbort);
+    open.delete(closing);
   }
 }
 

@@ -6,7 +6,7 @@ import type { VersionVector } from '../core/vector.js';
 import { readBody, type Env, type RequestHandler, type TimerHandle } from '../platform/env.js';
 import { limits } from '../limits.js';
 import { peerHeader, signPeerRequest, type PeerAuthConfig } from './auth.js';
-import { feedServer } from './feed-server.js';
+import { feedServer, type FeedServer } from './feed-server.js';
 import { PeerPuller, type PeerLinkStatus } from './peer-puller.js';
 import { encodeMessage, protocolVersion, type AckMessage } from './protocol.js';
 import type { ReplicaNode } from './replica-node.js';
@@ -49,6 +49,7 @@ interface DurabilityWaiter {
 export class Replicator {
   readonly id = 'replicator';
   readonly handler: RequestHandler;
+  private readonly feeds: FeedServer;
   readonly auth: PeerAuthConfig;
   readonly pullers = new Map<string, PeerPuller>();
   readonly antiEntropy: AntiEntropy;
@@ -86,7 +87,7 @@ export class Replicator {
       intervalMs: options.housekeepingIntervalMs ?? 10_000,
       logRetainEntries: options.logRetainEntries ?? 10_000,
     });
-    this.handler = feedServer({
+    this.feeds = feedServer({
       env,
       node,
       auth: this.auth,
@@ -95,6 +96,7 @@ export class Replicator {
       ackedBy: (site) => this.acksReceived.get(site),
       extraRoutes: this.antiEntropy.routes(),
     });
+    this.handler = this.feeds.handler;
   }
 
   get peers(): string[] {
@@ -123,6 +125,7 @@ export class Replicator {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.feeds.closeFeeds();
     this.unsubscribe?.();
     this.heartbeat?.cancel();
     for (const s of this.ackState.values()) s.timer?.cancel();
