@@ -223,7 +223,6 @@ class ProxyExchange implements Dispatcher.DispatchHandler {
   /** Some attempt may have reached an upstream (and applied a write). */
   private maybeApplied = false;
   private lastFailure: UpstreamFailure | 'status' = 'not-sent';
-  private status = 0;
 
   constructor(
     private readonly proxy: HttpProxy,
@@ -350,7 +349,6 @@ class ProxyExchange implements Dispatcher.DispatchHandler {
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
     if (statusCode < 200) return;
     const { table } = this.proxy;
-    this.status = statusCode;
     if (isPassiveFailureStatus(statusCode)) table.report(this.current.id, 'requestFailed');
     else if (statusCode !== 503) table.report(this.current.id, 'requestSucceeded');
     if (isRetryableStatus(statusCode) && mayRetryAfter(this.retryClass, 'status') && this.canRetry()) {
