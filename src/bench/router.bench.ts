@@ -7,7 +7,6 @@
 // `node dist/bench/router.bench.js` after `npm run build`. Bounded: about 35 s with the defaults.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -15,6 +14,7 @@ import * as hdr from 'hdr-histogram-js';
 import { Pool } from 'undici';
 import { realClock, realTimers } from '../platform/real/real-env.js';
 import { stubSiteScript } from '../router/testing/stub-site.js';
+import { freePort } from '../cluster/ports.js';
 
 interface BenchArgs {
   durationS: number;
@@ -48,14 +48,6 @@ function parseArgs(args: string[]): BenchArgs {
     i += 1;
   }
   return out;
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }
 
 /** Spawns a process and resolves with the first stdout line that matches. */

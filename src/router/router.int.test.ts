@@ -7,7 +7,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Agent, request } from 'undici';
@@ -15,6 +14,7 @@ import { silentLogger } from '../platform/env.js';
 import { realClock, realRandom, realTimers, realTransport } from '../platform/real/real-env.js';
 import { startRouter, type RunningRouter } from './index.js';
 import { sleep, stubSiteScript, waitFor } from './testing/stub-site.js';
+import { freePort } from '../cluster/ports.js';
 
 const mainJs = resolve(import.meta.dirname, '../../dist/cli/main.js');
 /** Whether the built `tandem` runs this subcommand (dist/ is built by `npm test`; it may be absent or stale). */
@@ -29,14 +29,6 @@ afterAll(() => {
   for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
   rmSync(dir, { recursive: true, force: true });
 });
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 interface SiteProcess {
   id: string;

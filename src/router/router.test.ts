@@ -2,12 +2,11 @@
 // health, dials, policies, the status API, metrics and graceful stop.
 import { afterEach, describe, expect, it } from 'vitest';
 import { request } from 'undici';
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { silentLogger, type Env } from '../platform/env.js';
 import { realClock, realRandom, realTimers, realTransport } from '../platform/real/real-env.js';
 import { startRouter, type RunningRouter } from './index.js';
 import { routerTestConfig, seededRandom, sleep, startStubSite, waitFor, type StubSite } from './testing/stub-site.js';
+import { freePort as deadPort } from '../cluster/ports.js';
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -38,15 +37,6 @@ async function get(r: RunningRouter, path: string, headers: Record<string, strin
   const res = await request(`${r.url}${path}`, { headers });
   const text = await res.body.text();
   return { status: res.statusCode, headers: res.headers, text, json: () => JSON.parse(text) as Record<string, unknown> };
-}
-
-/** A port with nothing listening on it. */
-async function deadPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
 }
 
 describe('router: proxy', () => {
