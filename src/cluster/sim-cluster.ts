@@ -74,10 +74,6 @@ export class SimCluster {
     return this.live.get(id);
   }
 
-  isUp(id: string): boolean {
-    return this.live.has(id);
-  }
-
   async start(id: string): Promise<SimSite> {
     const env = this.world.envFor(id);
     const store = new SqliteStore({

@@ -15,9 +15,7 @@
 // earlier writes to the same item. So equal contexts mean equal states, and the context hash
 // identifies the state (it is part of the version, the ETag).
 import { createHash } from 'node:crypto';
-import { assert } from './assert.js';
 import { canonicalJson, type JsonValue } from './canonical-json.js';
-import { hlcFromHex, type Hlc } from './hlc.js';
 import { canonicalVector, covers, joinVectors, type Dot, type VersionVector } from './vector.js';
 
 /** One register value (or a whole-item value in `lww` / `custom`), stamped by the write that made it. */
@@ -70,10 +68,6 @@ export function compareStamps(a: { h: string; s: string; d: Dot }, b: { h: strin
   if (a.s !== b.s) return a.s < b.s ? -1 : 1;
   if (a.d !== b.d) return a.d < b.d ? -1 : 1;
   return 0;
-}
-
-export function stampHlc(w: WriteStamp): Hlc {
-  return hlcFromHex(w.h);
 }
 
 /** Join of two dotted collections: keep what both have, and what the other side has not seen. */
@@ -206,25 +200,3 @@ export function versionOf(state: ItemState): string {
   return `${state.w.h}-${state.w.s}-${contextHash(state.c)}`;
 }
 
-export interface ParsedVersion {
-  h: string;
-  s: string;
-  hash: string;
-}
-
-export function parseVersion(version: string): ParsedVersion | undefined {
-  const m = /^([0-9a-f]{16})-([a-z0-9-]{1,32})-([0-9a-f]{12})$/.exec(version);
-  return m ? { h: m[1]!, s: m[2]!, hash: m[3]! } : undefined;
-}
-
-/** Every dot that an entry of this state carries (for invariants and repairs). */
-export function entryDots(state: ItemState): Dot[] {
-  const dots: Dot[] = [...state.x];
-  for (const sibs of Object.values(state.r)) for (const sib of sibs) dots.push(sib.d);
-  for (const field of Object.values(state.s)) for (const ds of Object.values(field)) dots.push(...ds);
-  return dots;
-}
-
-export function assertStateWellFormed(state: ItemState): void {
-  for (const d of entryDots(state)) assert(covers(state.c, d), `entry dot ${d} not covered by its context`);
-}

@@ -12,12 +12,6 @@ export function originOf(siteId: string, incarnation: number): Origin {
   return `${siteId}.${incarnation.toString(36)}`;
 }
 
-export function siteOfOrigin(origin: Origin): string {
-  const i = origin.lastIndexOf('.');
-  assert(i > 0, `malformed origin: ${origin}`);
-  return origin.slice(0, i);
-}
-
 export function dotOf(origin: Origin, seq: number): Dot {
   return `${origin}:${seq}`;
 }

@@ -45,7 +45,6 @@ export interface AntiEntropyOptions {
 export class AntiEntropy {
   readonly id = 'anti-entropy';
   private readonly schedule: Periodic;
-  repairsTotal = 0;
 
   constructor(private readonly options: AntiEntropyOptions) {
     this.schedule = new Periodic(options.env.timers, options.env.log, this.id, options.intervalMs, () => this.compareWithAll());
@@ -93,7 +92,6 @@ export class AntiEntropy {
       }
     }
     if (repaired > 0) {
-      this.repairsTotal += repaired;
       this.options.onRepaired?.(repaired);
       this.options.env.log.warn({ peer, repaired }, 'anti-entropy repaired items');
     }

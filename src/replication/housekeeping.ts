@@ -36,8 +36,6 @@ export class Housekeeping {
   readonly id = 'housekeeping';
   private checkpoint: Checkpoint | undefined;
   private readonly schedule: Periodic;
-  purgedTotal = 0;
-  compactedTotal = 0;
 
   constructor(private readonly options: HousekeepingOptions) {
     this.schedule = new Periodic(options.env.timers, options.env.log, this.id, options.intervalMs, () => this.runOnce());
@@ -69,7 +67,6 @@ export class Housekeeping {
       if (keep > (store.logFloor()[origin] ?? 0)) upTo[origin] = keep;
     }
     const compacted = Object.keys(upTo).length > 0 ? await store.compactLog(upTo) : 0;
-    this.compactedTotal += compacted;
 
     // Tombstone GC, checkpoint by checkpoint.
     let purged = 0;
@@ -82,7 +79,6 @@ export class Housekeeping {
         if (min > 0) floor[origin] = min;
       }
       purged = await store.purgeTombstones(floor, 10_000);
-      this.purgedTotal += purged;
       this.checkpoint = undefined;
     }
     if (!this.checkpoint) this.checkpoint = { acks: new Map(acks), mine };

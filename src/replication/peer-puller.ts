@@ -30,7 +30,6 @@ export interface PeerPullerOptions {
   peerUrl: string;
   auth: PeerAuthConfig;
   heartbeatMs: number;
-  onBatchApplied?: (peer: string, applied: number) => void;
 }
 
 export class PeerPuller {
@@ -43,7 +42,6 @@ export class PeerPuller {
   private running: Promise<void> | undefined;
   private readonly backoff: Backoff;
   private readonly log;
-  entriesApplied = 0;
   private snapshotRequired = 0;
   private sleeping: AbortController | undefined;
   private snapshotRequiredAt = '';
@@ -60,11 +58,6 @@ export class PeerPuller {
     for (const [o, s] of Object.entries(this.peerVector)) lagEntries += Math.max(0, s - (mine[o] ?? 0));
     const lagMs = lagEntries > 0 && this.oldestPendingMs > 0 ? Math.max(0, this.options.env.clock.wallMs() - this.oldestPendingMs) : 0;
     return { connected: this.connected, lagEntries, lagMs: Math.round(lagMs) };
-  }
-
-  /** The peer's vector as of its last frame (what it has). */
-  get knownPeerVector(): VersionVector {
-    return this.peerVector;
   }
 
   run(): Promise<void> {
@@ -160,8 +153,6 @@ export class PeerPuller {
     const apply = (entries: LogEntry[], oldestMs: number) =>
       node.applyRemote(entries).then(
         (result) => {
-          this.entriesApplied += result.applied;
-          this.options.onBatchApplied?.(this.options.peer, result.applied);
           if (result.gaps > 0) failure = new Error(`peer feed had ${result.gaps} entries after a gap; reconnecting`);
           this.oldestPendingMs = pending.length > 0 ? pendingOldestMs : oldestMs;
         },

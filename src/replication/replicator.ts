@@ -2,7 +2,6 @@
 // durability waits, per-link status, and the readiness rule "caught up with the peers it can
 // reach". One long-running part with the same face as every other: run() / stop().
 import type { ClusterConfig } from '../config/schema.js';
-import type { VersionVector } from '../core/vector.js';
 import { readBody, type Env, type RequestHandler, type TimerHandle } from '../platform/env.js';
 import { limits } from '../limits.js';
 import { peerHeader, signPeerRequest, type PeerAuthConfig } from './auth.js';
@@ -147,11 +146,6 @@ export class Replicator {
     for (const [peer, s] of Object.entries(this.peerStatus()))
       if (s.connected && s.lagEntries > max) return { ready: false, reason: `catching up with ${peer}: ${s.lagEntries} entries behind` };
     return { ready: true };
-  }
-
-  /** What each peer last told us it has (its ack), for durability and GC. */
-  peerVectors(): Record<string, VersionVector> {
-    return Object.fromEntries([...this.acksReceived].map(([site, ack]) => [site, ack.vector]));
   }
 
   acks(): ReadonlyMap<string, AckMessage> {
