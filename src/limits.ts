@@ -14,7 +14,7 @@ export const limits = {
   setElementsMax: 10_000,
   siblingsMax: 16,
   /** Group commit: most writes folded into one transaction. */
-  groupCommitWritesMax: 512,
+  groupCommitWritesMax: 128,
   /** Pending writes waiting for the next group commit before new ones get 503. */
   writeQueueMax: 10_000,
   /** Replication batches: most entries and bytes per batch on a peer feed. */
@@ -29,6 +29,13 @@ export const limits = {
   peerRequestTimeoutMs: 5_000,
   backoffMsMin: 50,
   backoffMsMax: 5_000,
+  /**
+   * A site acks what it applied to each peer at most this often (quorum writes are acked at once).
+   * Acks let feeds skip what a peer already has, and drive log compaction and tombstone GC.
+   */
+  ackIntervalMs: 50,
+  /** Another origin's entries are relayed to a peer only after this long here (relay-gate.ts). */
+  relayDelayMs: 300,
   /** Peer links retry sooner: a failed connect is cheap, and heal time is bounded by it. */
   peerBackoffMsMax: 500,
 } as const;
@@ -38,3 +45,4 @@ assert(limits.groupCommitWritesMax <= limits.writeQueueMax, 'a group commit neve
 assert(limits.scanLimitDefault <= limits.scanLimitMax, 'default scan limit within the max');
 assert(limits.backoffMsMin < limits.backoffMsMax, 'backoff range');
 assert(limits.backoffMsMin < limits.peerBackoffMsMax, 'peer backoff range');
+assert(limits.relayDelayMs >= 4 * limits.ackIntervalMs, 'a peer acks what it got directly well before it would be relayed');

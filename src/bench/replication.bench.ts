@@ -2,11 +2,17 @@
 //
 // Part 1, lag: three sites, an open-loop writer issuing `--rate` single-item PUTs per second in
 // total (scheduled by time, round-robin over the sites, bounded in-flight per site; writes that
-// cannot be issued on time are counted, not queued), unique keys, ~100-byte bodies. Each ack's dot
-// `<origin>:<seq>` is recorded with its ack time. One poller per site GETs /v1/status back-to-back
-// on one keep-alive connection; the first status whose vector covers a dot (vector[origin] >= seq)
-// makes that write visible at that site. Lag = visible − ack, per (write, peer other than the
-// origin site); its resolution is one poll round trip (reported). Target: p99 <= 50 ms.
+// cannot be issued on time are counted, not queued), unique keys, ~100-byte bodies, after a 5 s
+// warm-up (the JIT is still compiling before). Lag is measured two ways:
+// - at apply (judged against the target, p99 <= 50 ms): every site observes, as it applies a peer's
+//   entry, the time from the write's hlc (taken at the origin before its commit, fsync and ack) to
+//   visible here, into the histogram tandem_replication_visible_lag_ms; the bench diffs the scrapes
+//   of /metrics before and after the window. Nothing polls, so the measurement adds no load; it
+//   counts from before the ack, so it is an upper bound of ack -> visible (one clock on one machine).
+// - polled (a cross-check from outside): each ack's dot `<origin>:<seq>` is recorded with its ack
+//   time; one poller per site GETs /v1/status (every --poll-gap-ms, 10 by default) and the first
+//   status whose vector covers the dot makes the write visible there. Lag = visible − ack per
+//   (write, peer); it adds up to one poll gap and round trip (reported).
 //
 // Part 2, heal: a fresh three-site cluster whose peer traffic all goes through link proxies. One
 // site is isolated for `--partition-seconds` while `--partition-writes` writes land on both sides
@@ -64,9 +70,9 @@ function parseArgs(args: string[]): ReplicationBenchArgs | undefined {
   const out: ReplicationBenchArgs = {
     only: 'all',
     rate: 1_000,
-    warmupS: 2,
+    warmupS: 5,
     seconds: 20,
-    pollGapMs: 0,
+    pollGapMs: 10,
     partitionS: 30,
     partitionWrites: 10_000,
     sharedKeys: 2_000,
@@ -271,6 +277,69 @@ async function fetchMetrics(pool: Pool): Promise<Map<string, number>> {
   return out;
 }
 
+/**
+ * The sites' own lag histograms (tandem_replication_visible_lag_ms: origin write → applied and
+ * visible at the peer, observed by the peer as it applies, no polling) between two scrapes,
+ * summed over every site and origin: quantiles by linear interpolation within a bucket, and the
+ * exact share of entries within the target (the target is a bucket bound).
+ */
+interface ApplyLag {
+  count: number;
+  p50Ms: number | null;
+  p90Ms: number | null;
+  p99Ms: number | null;
+  /** upper bound of the highest non-empty bucket */
+  maxAtMostMs: number | null;
+  withinTarget: number | null;
+}
+
+function applyLag(before: (Map<string, number> | undefined)[], after: (Map<string, number> | undefined)[], targetMs: number): ApplyLag {
+  const byLe = new Map<number, number>();
+  after.forEach((a, i) => {
+    const b = before[i];
+    if (!a || !b) return;
+    for (const [name, v] of a) {
+      if (!name.startsWith('tandem_replication_visible_lag_ms_bucket{')) continue;
+      const le = /le="([^"]*)"/.exec(name)?.[1];
+      if (le === undefined) continue;
+      const bound = le === '+Inf' ? Infinity : Number(le);
+      byLe.set(bound, (byLe.get(bound) ?? 0) + v - (b.get(name) ?? 0));
+    }
+  });
+  const cum = [...byLe].sort(([x], [y]) => x - y);
+  const count = cum.length > 0 ? cum[cum.length - 1]![1] : 0;
+  if (count <= 0) return { count: 0, p50Ms: null, p90Ms: null, p99Ms: null, maxAtMostMs: null, withinTarget: null };
+  const q = (p: number) => {
+    const want = p * count;
+    let prevLe = 0;
+    let prevCum = 0;
+    for (const [le, c] of cum) {
+      if (c >= want) {
+        if (!Number.isFinite(le)) return prevLe;
+        return round(prevLe + ((le - prevLe) * (want - prevCum)) / Math.max(1, c - prevCum), 2);
+      }
+      prevLe = le;
+      prevCum = c;
+    }
+    return prevLe;
+  };
+  let maxAtMostMs = 0;
+  let prev = 0;
+  for (const [le, c] of cum) {
+    if (c > prev) maxAtMostMs = le;
+    prev = c;
+  }
+  const atTarget = cum.find(([le]) => le === targetMs)?.[1];
+  return {
+    count,
+    p50Ms: q(0.5),
+    p90Ms: q(0.9),
+    p99Ms: q(0.99),
+    maxAtMostMs,
+    withinTarget: atTarget === undefined ? null : round(atTarget / count, 4),
+  };
+}
+
 interface SiteActivity {
   /** group commits per second, their mean size (requests) and duration (ms, fsync included) */
   commitsPerSecond: number;
@@ -379,7 +448,7 @@ async function startClusterOnce(parent: string, name: string, withProxies: boole
     config,
     dataDir,
     withRouter: false,
-    env: { TANDEM_LOG_LEVEL: 'warn' },
+    env: { TANDEM_LOG_LEVEL: process.env['TANDEM_LOG_LEVEL'] ?? 'warn' },
     ...(mesh ? { siteEnv: (id: string) => ({ TANDEM_PEER_URLS: JSON.stringify(mesh.peerUrlsFor(id)) }) } : {}),
   });
   try {
@@ -435,6 +504,8 @@ interface LagReport {
   ackLatency: Quantiles;
   lag: Quantiles & { pairs: number; visibleBeforeAck: number; neverVisible: number };
   lagByLink: Record<string, Quantiles>;
+  /** the sites' own measurement (no polling), the one judged against the target */
+  applyLag: ApplyLag;
   poll: { polls: number; errors: number; rttP50Ms: number; rttP99Ms: number; pollsPerSecondPerSite: number };
   cpu: ReturnType<typeof cpuBetween> | undefined;
   sites: Record<string, SiteActivity>;
@@ -621,6 +692,9 @@ async function runLag(c: StartedCluster, args: ReplicationBenchArgs): Promise<La
   await Promise.all(pollers);
   await Promise.all(pollClients.map((cl) => cl.close().catch(() => undefined)));
   const neverVisible = pendingCount();
+  // every measured write has been applied everywhere (or counted in neverVisible): scrape again
+  const metricsDrained = await Promise.all(c.pools.map((p) => fetchMetrics(p).catch(() => undefined)));
+  const atApply = applyLag(metricsBefore, metricsDrained, lagP99TargetMs);
 
   const windowS = (measureEndMs - measureStartMs) / 1000;
   const lagQ = quantiles(lag);
@@ -634,6 +708,7 @@ async function runLag(c: StartedCluster, args: ReplicationBenchArgs): Promise<La
     ackLatency: quantiles(ackLatency),
     lag: { ...lagQ, pairs, visibleBeforeAck, neverVisible },
     lagByLink: Object.fromEntries([...byLink].sort(([a], [b]) => a.localeCompare(b)).map(([k, h]) => [k, quantiles(h)])),
+    applyLag: atApply,
     poll: {
       polls,
       errors: pollErrors,
@@ -643,7 +718,7 @@ async function runLag(c: StartedCluster, args: ReplicationBenchArgs): Promise<La
     },
     cpu: cpuStart ? cpuBetween(cpuStart, cpuEnd) : undefined,
     sites: activity,
-    pass: neverVisible === 0 && pairs > 0 && lagQ.p99Ms <= lagP99TargetMs,
+    pass: neverVisible === 0 && atApply.withinTarget !== null && atApply.withinTarget >= 0.99,
   };
   for (const h of [lag, ackLatency, pollRtt, stats.issueDelay, ...byLink.values()]) h.destroy();
   return report;
@@ -822,10 +897,13 @@ function lagTable(r: LagReport): string[] {
   return [
     `== replication lag: ${r.rateTarget} writes/s target over 3 sites, ${r.warmupS} s warm-up + ${r.seconds} s measured ==`,
     `${'(ms)'.padEnd(22)} ${pad('count', 8)} ${pad('p50', 8)} ${pad('p90', 8)} ${pad('p99', 8)} ${pad('max', 8)}`,
-    row('lag, all (write,peer)', r.lag),
+    row('lag, polled (write,peer)', r.lag),
     ...Object.entries(r.lagByLink).map(([k, q]) => row(`  ${k}`, q)),
     row('write ack latency', r.ackLatency),
+    `${'lag, at apply'.padEnd(22)} ${pad(r.applyLag.count, 8)} ${pad(r.applyLag.p50Ms ?? '-', 8)} ${pad(r.applyLag.p90Ms ?? '-', 8)} ${pad(r.applyLag.p99Ms ?? '-', 8)} ${pad(`<=${r.applyLag.maxAtMostMs ?? '-'}`, 8)}`,
     '',
+    `lag, at apply            each peer's own histogram: origin write (its hlc, before the origin's commit and ack) -> applied and visible; no polling; ${r.applyLag.withinTarget === null ? '-' : (r.applyLag.withinTarget * 100).toFixed(2)}% within ${lagP99TargetMs} ms`,
+    `lag, polled              ack seen by the writer -> first /v1/status of the peer covering the write: adds up to one poll gap + round trip`,
     `achieved writes/s        ${r.achievedWritesPerSecond}  (acked ${r.writes.acked} of ${r.writes.scheduled} scheduled; errors ${r.writes.errors}, non-2xx ${r.writes.non2xx}, skipped ${r.writes.skipped}, late>${lateAfterMs}ms ${r.writes.late}, issue delay p99 ${r.writes.issueDelayP99Ms} ms)`,
     `poll resolution          status round trip p50 ${r.poll.rttP50Ms} ms, p99 ${r.poll.rttP99Ms} ms; ${r.poll.pollsPerSecondPerSite} polls/s per site (gap ${r.pollGapMs} ms), ${r.poll.errors} poll errors`,
     `visible before ack       ${r.lag.visibleBeforeAck} pairs (counted as 0 ms); never visible within ${drainMs} ms: ${r.lag.neverVisible}`,
@@ -838,7 +916,7 @@ function lagTable(r: LagReport): string[] {
           .join(', ')}`,
     ),
     ...(r.cpu?.other != null && r.cpu.other > foreignCoresMax ? [`WARNING: other processes used ${r.cpu.other} cores during the window; the machine was not quiet`] : []),
-    `lag p99 ${r.lag.p99Ms} ms   (target <= ${lagP99TargetMs} ms: ${r.pass ? 'PASS' : 'FAIL'})`,
+    `lag p99 at apply ${r.applyLag.p99Ms ?? '-'} ms, polled ${r.lag.p99Ms} ms   (target p99 <= ${lagP99TargetMs} ms, judged at apply: ${r.pass ? 'PASS' : 'FAIL'})`,
   ];
 }
 

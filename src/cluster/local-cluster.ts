@@ -69,7 +69,10 @@ export class LocalCluster {
       throw new Error(`${id} is already running`);
     const logPath = join(this.options.dataDir, 'logs', `${id}.log`);
     const log = createWriteStream(logPath, { flags: 'a' });
-    const child = spawn(process.execPath, [cliEntry, ...args], {
+    // TANDEM_CHILD_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles the children
+    // (node 20 refuses --cpu-prof in NODE_OPTIONS)
+    const nodeArgs = (process.env['TANDEM_CHILD_NODE_ARGS'] ?? '').split(' ').filter((a) => a !== '');
+    const child = spawn(process.execPath, [...nodeArgs, cliEntry, ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ...this.options.env, ...extraEnv },
     });

@@ -113,8 +113,8 @@ export class SimCluster {
             return identity;
           };
         if (prop === 'commit')
-          return async (batch: CommitRequest[]) => {
-            const results = await target.commit(batch);
+          return async (batch: CommitRequest[], options?: { sync?: boolean }) => {
+            const results = await target.commit(batch, options);
             for (const r of results)
               if (r.kind === 'local' && r.ok)
                 archive.push({ origin, seq: r.seq, hlc: r.records[0]!.state.w.h, items: r.records.map((x) => ({ table: x.table, key: x.key, state: x.state })) });

@@ -14,7 +14,7 @@
 // an origin's writes reach a site in seq order, and each shipped state already contains its origin's
 // earlier writes to the same item. So equal contexts mean equal states, and the context hash
 // identifies the state (it is part of the version, the ETag).
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { canonicalJson, type JsonValue } from './canonical-json.js';
 import { canonicalVector, covers, joinVectors, type Dot, type VersionVector } from './vector.js';
 
@@ -192,7 +192,7 @@ export function counterVisible(c: CounterState): boolean {
 
 /** Hash of the canonical context: identifies the state among all states of this item. */
 export function contextHash(c: VersionVector): string {
-  return createHash('sha256').update(canonicalJson(canonicalVector(c))).digest('hex').slice(0, 12);
+  return hash('sha256', canonicalJson(canonicalVector(c)), 'hex').slice(0, 12);
 }
 
 /** `<hlc hex>-<siteId>-<context hash>`: orders by (hlc, site) and identifies the state. */

@@ -12,6 +12,12 @@ export function originOf(siteId: string, incarnation: number): Origin {
   return `${siteId}.${incarnation.toString(36)}`;
 }
 
+/** The site of an origin (`<siteId>.<incarnation>`). */
+export function siteOfOrigin(origin: Origin): string {
+  const i = origin.lastIndexOf('.');
+  return i < 0 ? origin : origin.slice(0, i);
+}
+
 export function dotOf(origin: Origin, seq: number): Dot {
   return `${origin}:${seq}`;
 }

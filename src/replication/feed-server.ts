@@ -9,15 +9,16 @@ import { limits } from '../limits.js';
 import { peerHeader, verifyPeerRequest, type PeerAuthConfig } from './auth.js';
 import {
   decodeMessage,
+  encodeBatchFrame,
   encodeFrame,
   encodeMessage,
   protocolVersion,
   type AckMessage,
-  type FeedFrame,
   type FeedRequest,
 } from './protocol.js';
 import type { ReplicaNode } from './replica-node.js';
-import type { VersionVector } from '../core/vector.js';
+import { siteOfOrigin, type VersionVector } from '../core/vector.js';
+import type { RelayGate } from './relay-gate.js';
 
 export interface FeedServerOptions {
   env: Env;
@@ -27,6 +28,8 @@ export interface FeedServerOptions {
   onAck: (ack: AckMessage) => void;
   /** the latest vector a peer acknowledged: what it already has from any source */
   ackedBy: (site: string) => AckMessage | undefined;
+  /** how far other origins' entries may be relayed yet (relay-gate.ts) */
+  relay: Pick<RelayGate, 'relayable' | 'relayableAtMs'>;
   /** extra peer routes (anti-entropy, snapshots) */
   extraRoutes?: Record<string, (req: IncomingRequest, from: string) => Promise<TransportResponse>>;
 }
@@ -41,6 +44,8 @@ export function feedServer(options: FeedServerOptions): FeedServer {
   const { env } = options;
   const log = env.log.child({ component: 'feed-server' });
   const open = new Set<AbortController>();
+  /** per peer, wakes its open feeds (an ack can change what may be relayed to it) */
+  const wakers = new Map<string, Set<() => void>>();
   const closeFeeds = () => {
     for (const ac of open) ac.abort(new Error('site stopping'));
   };
@@ -59,13 +64,14 @@ export function feedServer(options: FeedServerOptions): FeedServer {
         const behind = Object.entries(floor).find(([o, seq]) => (body.vector[o] ?? 0) < seq);
         if (behind)
           return problem(410, 'snapshot-required', `this site's log starts after ${behind[0]}:${behind[1]}; bootstrap from a snapshot`);
-        const stream = feedStream(options, auth.site, body, req.signal, open);
+        const stream = feedStream(options, auth.site, body, req.signal, open, wakers);
         return { status: 200, headers: { 'content-type': 'application/x-tandem-feed' }, body: stream };
       }
       if (req.method === 'POST' && path === '/v1/peer/ack') {
         const ack = decodeMessage<AckMessage>(req.body);
         if (!isVector(ack?.vector) || ack.site !== auth.site) return problem(400, 'bad-request', 'malformed ack');
         options.onAck(ack);
+        for (const w of wakers.get(ack.site) ?? []) w();
         return { status: 204, headers: {}, body: empty() };
       }
       if (req.method === 'GET' && path === '/v1/peer/snapshot')
@@ -88,6 +94,7 @@ async function* feedStream(
   callerSignal: AbortSignal,
   /** the open feeds of this server, so shutdown can end them */
   open: Set<AbortController>,
+  wakers: Map<string, Set<() => void>>,
 ): AsyncIterable<Uint8Array> {
   const closing = new AbortController();
   open.add(closing);
@@ -98,8 +105,13 @@ async function* feedStream(
   if (typeof request.origin === 'string') cursor[request.origin] = Number.MAX_SAFE_INTEGER;
   let wake: (() => void) | undefined;
   const unsubscribe = node.onCommit(() => wake?.());
+  const onAck = () => wake?.();
+  let peerWakers = wakers.get(peer);
+  if (!peerWakers) wakers.set(peer, (peerWakers = new Set()));
+  peerWakers.add(onAck);
   const onAbort = () => wake?.();
   signal.addEventListener('abort', onAbort);
+  let lastSentMs = env.clock.monotonicMs();
   try {
     while (!signal.aborted) {
       // What the puller got meanwhile from other peers need not be sent again.
@@ -107,36 +119,56 @@ async function* feedStream(
       const ack = options.ackedBy(peer);
       if (ack !== undefined && ack.origin === request.origin)
         for (const [o, seq] of Object.entries(ack.vector)) if (seq > (cursor[o] ?? 0)) cursor[o] = seq;
-      const entries = await node.store.readLog(cursor, limits.feedBatchEntriesMax, limits.feedBatchBytesMax);
+      // Origins the peer does not pull from directly right now (it says so in its acks) are
+      // relayed at once; the others after the relay delay.
+      const direct = ack?.direct === undefined ? undefined : new Set(ack.direct);
+      // What may be served now: this site's own entries, and other origins' once the relay gate
+      // lets them through. Worked out in memory; the log is read only when there is something.
+      const have = node.vector();
+      const upTo: VersionVector = {};
+      let serve = false;
+      let relayAtMs = Infinity;
+      for (const [o, seq] of Object.entries(have)) {
+        const from = cursor[o] ?? 0;
+        if (seq <= from) continue;
+        const viaOrigin = o !== node.origin && (direct === undefined || direct.has(siteOfOrigin(o)));
+        const last = viaOrigin ? Math.min(seq, options.relay.relayable(o)) : seq;
+        upTo[o] = last;
+        if (last > from) serve = true;
+        if (last < seq) relayAtMs = Math.min(relayAtMs, options.relay.relayableAtMs(o, Math.max(last, from)) ?? Infinity);
+      }
+      const entries = serve ? await node.store.readLogRaw(cursor, limits.feedBatchEntriesMax, limits.feedBatchBytesMax, upTo) : [];
       if (entries.length > 0) {
         for (const e of entries) {
           // Invariant 2 at the sending end: each origin in seq order, no gap.
           assert(e.seq === (cursor[e.origin] ?? 0) + 1, `feed gap for ${e.origin}: ${cursor[e.origin] ?? 0} then ${e.seq}`);
           cursor[e.origin] = e.seq;
         }
-        const frame: FeedFrame = {
-          t: 'batch',
-          v: protocolVersion,
-          entries,
-          vector: node.vector(),
-          oldestMs: hlcMs(hlcFromHex(entries[0]!.hlc)),
-        };
-        yield encodeFrame(frame);
+        lastSentMs = env.clock.monotonicMs();
+        yield encodeBatchFrame(entries.map((e) => e.body), offered(have, upTo), hlcMs(hlcFromHex(entries[0]!.hlc)));
         continue;
       }
-      const woke = await new Promise<boolean>((resolve) => {
-        const timer = env.timers.after(options.heartbeatMs, () => resolve(false));
+      // Nothing to send: sleep until a commit, the next held-back entries come due, or a heartbeat.
+      const now = env.clock.monotonicMs();
+      const heartbeatInMs = lastSentMs + options.heartbeatMs - now;
+      if (heartbeatInMs <= 0) {
+        lastSentMs = now;
+        yield encodeFrame({ t: 'heartbeat', v: protocolVersion, vector: offered(have, upTo), oldestMs: 0, atMs: env.clock.wallMs() });
+        continue;
+      }
+      await new Promise<void>((resolve) => {
+        const timer = env.timers.after(Math.max(1, Math.min(heartbeatInMs, relayAtMs - now)), () => resolve());
         wake = () => {
           timer.cancel();
-          resolve(true);
+          resolve();
         };
       });
       wake = undefined;
-      if (!woke && !signal.aborted)
-        yield encodeFrame({ t: 'heartbeat', v: protocolVersion, vector: node.vector(), oldestMs: 0, atMs: env.clock.wallMs() });
     }
   } finally {
     unsubscribe();
+    peerWakers.delete(onAck);
+    if (peerWakers.size === 0) wakers.delete(peer);
     signal.removeEventListener('abort', onAbort);
     open.delete(closing);
   }
@@ -151,6 +183,17 @@ async function* snapshotStream(options: FeedServerOptions, signal: AbortSignal):
   }
   assert(vector !== undefined, 'a snapshot starts with its vector');
   yield encodeFrame({ t: 'snapshot-end', v: protocolVersion, vector });
+}
+
+/**
+ * The vector a feed reports: what this site holds, less the other origins' entries it holds back.
+ * A puller measures its lag on this link against it, so an entry on its way from its own origin is
+ * not counted as owed here too.
+ */
+function offered(have: VersionVector, upTo: VersionVector): VersionVector {
+  const out: VersionVector = { ...have };
+  for (const [o, seq] of Object.entries(upTo)) out[o] = seq;
+  return out;
 }
 
 function isVector(v: unknown): v is VersionVector {

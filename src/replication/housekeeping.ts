@@ -50,13 +50,13 @@ export class Housekeeping {
   }
 
   async runOnce(): Promise<{ compacted: number; purged: number }> {
-    const { node } = this.options;
-    const store = node.store;
+    const store = this.options.node.store;
     await store.trimConflicts(this.options.env.clock.wallMs() - limits.conflictFeedAgeMsMax);
     const acks = this.options.acks();
     const members = this.options.members();
     if (!members.every((m) => acks.has(m))) return { compacted: 0, purged: 0 };
-    const mine = node.vector();
+    // what this site holds durably (peers' entries may be applied and not yet synced)
+    const mine = await store.sync();
 
     // Log compaction: what every member (and this site) has, less a retained tail.
     const upTo: VersionVector = {};

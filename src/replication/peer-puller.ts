@@ -30,6 +30,10 @@ export interface PeerPullerOptions {
   peerUrl: string;
   auth: PeerAuthConfig;
   heartbeatMs: number;
+  /** after each applied batch (e.g. to ack its origins at once when they wait for acks) */
+  onApplied?: (entries: LogEntry[]) => void;
+  /** the pull stream from this peer came up or went down */
+  onConnectedChange?: (connected: boolean) => void;
 }
 
 export class PeerPuller {
@@ -60,6 +64,17 @@ export class PeerPuller {
     return { connected: this.connected, lagEntries, lagMs: Math.round(lagMs) };
   }
 
+  get isConnected(): boolean {
+    return this.connected;
+  }
+
+  private setConnected(connected: boolean): void {
+    if (this.connected === connected) return;
+    this.connected = connected;
+    this.log.info({ connected }, connected ? 'pulling from peer' : 'pull stream from peer lost');
+    this.options.onConnectedChange?.(connected);
+  }
+
   run(): Promise<void> {
     this.running ??= this.loop();
     return this.running;
@@ -87,7 +102,7 @@ export class PeerPuller {
       } catch (e) {
         if (!this.stopped) this.log.debug({ err: (e as Error).message }, 'peer stream ended');
       }
-      this.connected = false;
+      this.setConnected(false);
       if (this.stopped) break;
       this.sleeping = new AbortController();
       try {
@@ -140,6 +155,8 @@ export class PeerPuller {
     const { node } = this.options;
     const iterator = frames[Symbol.asyncIterator]();
     let pending: LogEntry[] = [];
+    // the entries' bytes as received, parallel to `pending` while every frame brought them
+    let pendingRaw: Uint8Array[] | undefined = [];
     let pendingOldestMs = 0;
     let applying: Promise<void> | undefined;
     let failure: unknown;
@@ -150,9 +167,10 @@ export class PeerPuller {
       return p;
     };
     let next: Promise<IteratorResult<FeedFrame>> | undefined = readNext();
-    const apply = (entries: LogEntry[], oldestMs: number) =>
-      node.applyRemote(entries).then(
+    const apply = (entries: LogEntry[], raw: Uint8Array[] | undefined, oldestMs: number) =>
+      node.applyRemote(entries, raw).then(
         (result) => {
+          this.options.onApplied?.(entries);
           if (result.gaps > 0) failure = new Error(`peer feed had ${result.gaps} entries after a gap; reconnecting`);
           this.oldestPendingMs = pending.length > 0 ? pendingOldestMs : oldestMs;
         },
@@ -174,7 +192,7 @@ export class PeerPuller {
         next = undefined;
         if (r.done) {
           if (applying) await applying;
-          if (pending.length > 0 && failure === undefined) await apply(pending, lastOldestMs);
+          if (pending.length > 0 && failure === undefined) await apply(pending, pendingRaw, lastOldestMs);
           if (failure !== undefined) throw failure;
           return;
         }
@@ -187,13 +205,17 @@ export class PeerPuller {
           if (pending.length === 0) pendingOldestMs = hlcMs(hlcFromHex(frame.entries[0]!.hlc));
           this.oldestPendingMs = Math.min(this.oldestPendingMs || pendingOldestMs, pendingOldestMs);
           pending.push(...frame.entries);
+          if (frame.raw !== undefined && frame.raw.length === frame.entries.length) pendingRaw?.push(...frame.raw);
+          else pendingRaw = undefined;
         } else if (applying === undefined && pending.length === 0) this.oldestPendingMs = frame.oldestMs;
         if (pending.length <= pendingEntriesMax) next = readNext();
       }
       if (applying === undefined && pending.length > 0) {
         const batch = pending;
+        const batchRaw = pendingRaw;
         pending = [];
-        applying = apply(batch, lastOldestMs);
+        pendingRaw = [];
+        applying = apply(batch, batchRaw, lastOldestMs);
         if (next === undefined) next = readNext();
       }
     }
@@ -204,6 +226,7 @@ export class PeerPuller {
     const ac = new AbortController();
     this.current = ac;
     const path = '/v1/peer/feed';
+    this.log.debug({ at: env.clock.wallMs() }, 'pull attempt');
     let stall = env.timers.after(this.options.heartbeatMs * 4, () => ac.abort(new Error('peer stream stalled')));
     const resetStall = () => {
       stall.cancel();
@@ -238,7 +261,7 @@ export class PeerPuller {
         if (res.status === 401) this.log.error({ status: res.status, detail: text.slice(0, 200) }, 'peer refused our credentials');
         throw new Error(`peer answered ${res.status}`);
       }
-      this.connected = true;
+      this.setConnected(true);
       this.backoff.reset();
       await this.applyFrames(readFrames(res.body), resetStall);
     } finally {

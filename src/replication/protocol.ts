@@ -4,6 +4,7 @@
 // behind or ahead, and an unknown field is ignored by an old reader.
 import { decode, encode } from '@msgpack/msgpack';
 import { assert } from '../core/assert.js';
+import { containerAt, RawWriter, valueEnd } from '../platform/msgpack-raw.js';
 import type { VersionVector } from '../core/vector.js';
 import type { ItemState } from '../core/item.js';
 import type { LogEntry } from '../store/types.js';
@@ -22,7 +23,8 @@ export interface FeedRequest {
 }
 
 export type FeedFrame =
-  | { t: 'batch'; v: number; entries: LogEntry[]; vector: VersionVector; oldestMs: number }
+  /** `raw`: each entry's bytes as they were on the wire (set by readFrames, never sent) */
+  | { t: 'batch'; v: number; entries: LogEntry[]; raw?: Uint8Array[]; vector: VersionVector; oldestMs: number }
   | { t: 'heartbeat'; v: number; vector: VersionVector; oldestMs: number; atMs: number }
   /** a snapshot stream (bootstrap): pages of item states, then the vector they amount to */
   | { t: 'snapshot-page'; v: number; items: { table: string; key: string; state: ItemState }[] }
@@ -38,6 +40,11 @@ export interface AckMessage {
   /** the reporter's own origin and its seq when it sent this ack (tombstone stability) */
   origin: string;
   ownSeq: number;
+  /**
+   * The sites whose feed the reporter is connected to now: it gets their entries straight from
+   * them. Entries of any other origin are relayed to it at once (relay-gate.ts).
+   */
+  direct?: string[];
 }
 
 export function encodeMessage(value: unknown): Uint8Array {
@@ -57,6 +64,51 @@ export function encodeFrame(frame: FeedFrame): Uint8Array {
   return out;
 }
 
+/**
+ * A batch frame from log entries as stored (log-codec.ts), spliced without decoding them: the same
+ * bytes as encodeFrame of the decoded batch.
+ */
+export function encodeBatchFrame(rawEntries: Uint8Array[], vector: VersionVector, oldestMs: number): Uint8Array {
+  const w = new RawWriter(4).map(5).str('t').str('batch').str('v').uint(protocolVersion);
+  w.str('entries').array(rawEntries.length);
+  for (const e of rawEntries) w.raw(e);
+  w.str('vector').raw(encode(vector)).str('oldestMs').raw(encode(oldestMs));
+  assert(w.byteLength <= frameBytesMax, `frame of ${w.byteLength} bytes exceeds ${frameBytesMax}`);
+  const out = w.finish();
+  out.writeUInt32BE(w.byteLength, 0);
+  return out;
+}
+
+/**
+ * Decodes one frame body. The entries of a batch are decoded one by one and their bytes kept
+ * (`raw`), so a receiver logs exactly what its peer logged.
+ */
+function decodeFrame(body: Uint8Array): FeedFrame {
+  const { size, body: first } = containerAt(body, 0, 'map');
+  const out: Record<string, unknown> = {};
+  let at = first;
+  for (let i = 0; i < size; i++) {
+    const keyEnd = valueEnd(body, at);
+    const key = decode(body.subarray(at, keyEnd));
+    const end = valueEnd(body, keyEnd);
+    if (key === 'entries') {
+      const list = containerAt(body, keyEnd, 'array');
+      const raw: Uint8Array[] = [];
+      let e = list.body;
+      for (let j = 0; j < list.size; j++) {
+        const eEnd = valueEnd(body, e);
+        raw.push(body.slice(e, eEnd));
+        e = eEnd;
+      }
+      out['entries'] = raw.map((r) => decode(r));
+      out['raw'] = raw;
+    } else if (typeof key === 'string') out[key] = decode(body.subarray(keyEnd, end));
+    at = end;
+  }
+  if (at !== body.byteLength) throw new Error('peer sent a frame with trailing bytes');
+  return out as unknown as FeedFrame;
+}
+
 /** Splits a byte stream into frames; throws on a frame that is too large or malformed. */
 export async function* readFrames(body: AsyncIterable<Uint8Array>): AsyncIterable<FeedFrame> {
   let buf = new Uint8Array(0);
@@ -69,7 +121,7 @@ export async function* readFrames(body: AsyncIterable<Uint8Array>): AsyncIterabl
       const len = new DataView(buf.buffer, buf.byteOffset, buf.byteLength).getUint32(0);
       if (len > frameBytesMax) throw new Error(`peer sent a frame of ${len} bytes (max ${frameBytesMax})`);
       if (buf.byteLength < 4 + len) break;
-      const frame = decode(buf.subarray(4, 4 + len)) as FeedFrame;
+      const frame = decodeFrame(buf.subarray(4, 4 + len));
       buf = buf.slice(4 + len);
       if (frame === null || typeof frame !== 'object' || !frameKinds.has(frame.t))
         throw new Error('peer sent a malformed frame');

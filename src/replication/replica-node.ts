@@ -7,7 +7,8 @@ export interface ReplicaNode {
   readonly origin: string;
   readonly store: Store;
   vector(): VersionVector;
-  applyRemote(entries: LogEntry[]): Promise<{ applied: number; duplicates: number; gaps: number }>;
+  /** `raw[i]`, when given, is entry i's bytes as its peer sent them: logged as they are */
+  applyRemote(entries: LogEntry[], raw?: Uint8Array[]): Promise<{ applied: number; duplicates: number; gaps: number }>;
   /** Joins peers' item states into local items without logging them or touching the vector (anti-entropy). */
   repairItems(records: { table: string; key: string; state: ItemRecord['state'] }[]): Promise<number>;
   /** The end of a snapshot install: everything the snapshot's vector covers is now here. */

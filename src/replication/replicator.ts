@@ -10,6 +10,9 @@ import { PeerPuller, type PeerLinkStatus } from './peer-puller.js';
 import { encodeMessage, protocolVersion, type AckMessage } from './protocol.js';
 import type { ReplicaNode } from './replica-node.js';
 import { AntiEntropy } from './anti-entropy.js';
+import { RelayGate } from './relay-gate.js';
+import { siteOfOrigin, type VersionVector } from '../core/vector.js';
+import type { LogEntry } from '../store/types.js';
 import { Housekeeping } from './housekeeping.js';
 
 export interface ReplicatorOptions {
@@ -19,7 +22,10 @@ export interface ReplicatorOptions {
   /** how to reach each peer; defaults to the config's site URLs (tests and drills route through fault proxies) */
   peerUrls?: Record<string, string>;
   heartbeatMs?: number;
-  ackDelayMs?: number;
+  /** lazy acks: at most one per peer this often (quorum-flagged entries are acked at once) */
+  ackIntervalMs?: number;
+  /** relay delay for other origins' entries (relay-gate.ts) */
+  relayDelayMs?: number;
   quorumTimeoutMs?: number;
   /** a site is ready while it lags no reachable peer by more than this many entries */
   readyLagEntriesMax?: number;
@@ -33,10 +39,15 @@ export interface ReplicatorOptions {
   };
 }
 
+/** An applied batch at least this large means the site is catching up. */
+const catchUpBatchEntries = 64;
+
 interface AckState {
   inFlight: boolean;
-  dirty: boolean;
+  /** asked for again while in flight: send again this soon (ms) once it is done */
+  again: number | undefined;
   timer: TimerHandle | undefined;
+  dueAtMs: number;
 }
 
 interface DurabilityWaiter {
@@ -61,12 +72,15 @@ export class Replicator {
   private heartbeat: TimerHandle | undefined;
   private stopped = false;
   private readonly heartbeatMs: number;
+  private readonly ackIntervalMs: number;
+  private relayGate: RelayGate | undefined;
   private readonly log;
 
   constructor(private readonly options: ReplicatorOptions) {
     const { config, node, env } = options;
     this.log = env.log.child({ component: 'replicator' });
     this.heartbeatMs = options.heartbeatMs ?? 1_000;
+    this.ackIntervalMs = options.ackIntervalMs ?? limits.ackIntervalMs;
     this.auth = { cluster: config.cluster, secret: config.secret, knownSites: new Set(config.sites.map((s) => s.id)) };
     this.peerUrls = {};
     for (const s of config.sites) if (s.id !== node.siteId) this.peerUrls[s.id] = options.peerUrls?.[s.id] ?? s.url;
@@ -93,6 +107,11 @@ export class Replicator {
       heartbeatMs: this.heartbeatMs,
       onAck: (ack) => this.receiveAck(ack),
       ackedBy: (site) => this.acksReceived.get(site),
+      // before run() there is no gate yet: relay everything
+      relay: {
+        relayable: (o) => this.relayGate?.relayable(o) ?? Number.MAX_SAFE_INTEGER,
+        relayableAtMs: (o, seq) => this.relayGate?.relayableAtMs(o, seq),
+      },
       extraRoutes: this.antiEntropy.routes(),
     });
     this.handler = this.feeds.handler;
@@ -104,15 +123,32 @@ export class Replicator {
 
   run(): void {
     const { env, node } = this.options;
+    const gate = new RelayGate(this.options.relayDelayMs ?? limits.relayDelayMs, () => env.clock.monotonicMs(), node.origin, node.vector());
+    this.relayGate = gate;
     for (const [peer, url] of Object.entries(this.peerUrls)) {
-      const puller = new PeerPuller({ env, node, peer, peerUrl: url, auth: this.auth, heartbeatMs: this.heartbeatMs });
+      const puller = new PeerPuller({
+        env,
+        node,
+        peer,
+        peerUrl: url,
+        auth: this.auth,
+        heartbeatMs: this.heartbeatMs,
+        onApplied: (entries) => this.ackWaitingOrigins(entries),
+        // peers relay to this site by what it is connected to: tell them at once
+        onConnectedChange: () => {
+          for (const p of this.peers) this.scheduleAck(p, 1);
+        },
+      });
       this.pullers.set(peer, puller);
       void puller.run();
     }
-    this.unsubscribe = node.onCommit(() => this.scheduleAcks());
+    this.unsubscribe = node.onCommit(() => {
+      gate.record(node.vector());
+      for (const peer of this.peers) this.scheduleAck(peer, this.ackIntervalMs);
+    });
     const beat = () => {
       if (this.stopped) return;
-      this.scheduleAcks();
+      for (const peer of this.peers) this.scheduleAck(peer, 1);
       const metrics = this.options.metrics;
       if (metrics) for (const [p, s] of Object.entries(this.peerStatus())) metrics.setPeer(p, s);
       this.heartbeat = env.timers.after(this.heartbeatMs, beat);
@@ -189,34 +225,60 @@ export class Replicator {
     for (const w of [...this.waiters]) if (this.countHolding(w.seq) >= w.needed) w.resolve(true);
   }
 
-  private scheduleAcks(): void {
-    if (this.stopped) return;
-    for (const peer of this.peers) {
-      let st = this.ackState.get(peer);
-      if (!st) {
-        st = { inFlight: false, dirty: false, timer: undefined };
-        this.ackState.set(peer, st);
-      }
-      if (st.inFlight) {
-        st.dirty = true;
-        continue;
-      }
-      if (st.timer) continue;
-      const state = st;
-      state.timer = this.options.env.timers.after(this.options.ackDelayMs ?? 1, () => {
-        state.timer = undefined;
-        void this.sendAck(peer, state);
-      });
+  /**
+   * Entries whose origin waits for acks (quorum writes): ack their origins now, not lazily. After
+   * a large batch (catching up), ack every peer now: their feeds then skip what came meanwhile.
+   */
+  private ackWaitingOrigins(entries: LogEntry[]): void {
+    if (entries.length >= catchUpBatchEntries) {
+      for (const p of this.peers) this.scheduleAck(p, 1);
+      return;
     }
+    for (const e of entries) {
+      if (!e.awaitsAck) continue;
+      const site = siteOfOrigin(e.origin);
+      if (site in this.peerUrls) this.scheduleAck(site, 1);
+    }
+  }
+
+  /** Sends this site's vector to `peer` within `delayMs` (coalescing: one ack in flight per peer). */
+  private scheduleAck(peer: string, delayMs: number): void {
+    if (this.stopped) return;
+    let st = this.ackState.get(peer);
+    if (!st) {
+      st = { inFlight: false, again: undefined, timer: undefined, dueAtMs: 0 };
+      this.ackState.set(peer, st);
+    }
+    if (st.inFlight) {
+      st.again = Math.min(st.again ?? Infinity, delayMs);
+      return;
+    }
+    const now = this.options.env.clock.monotonicMs();
+    if (st.timer && st.dueAtMs <= now + delayMs) return;
+    st.timer?.cancel();
+    const state = st;
+    state.dueAtMs = now + delayMs;
+    state.timer = this.options.env.timers.after(delayMs, () => {
+      state.timer = undefined;
+      void this.sendAck(peer, state);
+    });
   }
 
   private async sendAck(peer: string, st: AckState): Promise<void> {
     const { env, node } = this.options;
     st.inFlight = true;
-    st.dirty = false;
     const path = '/v1/peer/ack';
-    const vector = node.vector();
-    const ack: AckMessage = { v: protocolVersion, site: node.siteId, vector, origin: node.origin, ownSeq: vector[node.origin] ?? 0 };
+    // an ack says "durable here": what was applied without a sync is synced first
+    let vector: VersionVector;
+    try {
+      vector = await node.store.sync();
+    } catch (e) {
+      this.log.error({ err: (e as Error).message }, 'sync before ack failed');
+      st.inFlight = false;
+      return;
+    }
+    const direct = [...this.pullers].filter(([, p]) => p.isConnected).map(([id]) => id);
+    const ack: AckMessage = { v: protocolVersion, site: node.siteId, vector, origin: node.origin, ownSeq: vector[node.origin] ?? 0, direct };
     const ac = new AbortController();
     const timeout = env.timers.after(limits.peerRequestTimeoutMs, () => ac.abort(new Error('ack timed out')));
     try {
@@ -233,7 +295,9 @@ export class Replicator {
     } finally {
       timeout.cancel();
       st.inFlight = false;
-      if (st.dirty && !this.stopped) this.scheduleAcks();
+      const again = st.again;
+      st.again = undefined;
+      if (again !== undefined) this.scheduleAck(peer, again);
     }
   }
 }

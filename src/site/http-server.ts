@@ -181,6 +181,7 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     const outcome = await node.write(table, key, itemOp, {
       ...(ifMatch !== undefined && ifMatch !== '*' ? { ifMatch } : {}),
       ...(ifNoneMatch?.any ? { ifNoneMatch: true } : {}),
+      ...(durability !== 'local' ? { awaitsAck: true } : {}),
     });
     if (ifMatch === '*' && !outcome.record.live && itemOp.op !== 'delete')
       throw RequestError.preconditionFailed('If-Match: * failed: the item does not exist');
@@ -244,8 +245,8 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
         { path: 'body.ops', message: `items are owned by ${[...owners].join(', ')}` },
       ]);
     }
-    const outcomes = await node.batch(batchOps);
     const level = durability ?? strongestDurability(ops.map((o) => node.table(o.table).config.durability));
+    const outcomes = await node.batch(batchOps, level !== 'local' ? { awaitsAck: true } : {});
     await ensureDurable(outcomes[0]!, level);
     if (outcomes.length > 0) {
       const s = joinSession(session, outcomes[0]!.record.state.c);

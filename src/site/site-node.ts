@@ -3,11 +3,11 @@
 // (http-server.ts) validates requests and calls these methods; replication calls applyRemote.
 import { assert } from '../core/assert.js';
 import { RequestError } from '../core/errors.js';
-import { HybridClock, hlcFromHex, hlcToHex } from '../core/hlc.js';
+import { HybridClock, hlcFromHex, hlcMs, hlcToHex } from '../core/hlc.js';
 import { joinStatesTracked, type ItemState } from '../core/item.js';
 import { applyLocalWrite, type ItemOp } from '../core/write.js';
 import { canonicalJson } from '../core/canonical-json.js';
-import { dominates, dotOf, type VersionVector } from '../core/vector.js';
+import { dominates, dotOf, siteOfOrigin, type VersionVector } from '../core/vector.js';
 import type { ClusterConfig } from '../config/schema.js';
 import type { Env } from '../platform/env.js';
 import { limits } from '../limits.js';
@@ -25,6 +25,8 @@ export type Durability = 'local' | 'quorum' | 'all';
 export interface WriteOptions {
   ifMatch?: string;
   ifNoneMatch?: boolean;
+  /** the caller will wait for peers' acks (quorum or all durability): peers ack this entry at once */
+  awaitsAck?: boolean;
 }
 
 export interface WriteOutcome {
@@ -197,7 +199,7 @@ export class SiteNode {
   }
 
   /** An atomic batch: one log entry, one dot, all items or none. */
-  async batch(ops: BatchOp[]): Promise<WriteOutcome[]> {
+  async batch(ops: BatchOp[], options: Pick<WriteOptions, 'awaitsAck'> = {}): Promise<WriteOutcome[]> {
     const seen = new Set<string>();
     ops.forEach((o, i) => {
       const id = `${o.table}\u0000${o.key}`;
@@ -207,7 +209,7 @@ export class SiteNode {
         ]);
       seen.add(id);
     });
-    return this.commitLocal(ops, {});
+    return this.commitLocal(ops, options);
   }
 
   private async commitLocal(ops: BatchOp[], options: WriteOptions): Promise<WriteOutcome[]> {
@@ -218,6 +220,7 @@ export class SiteNode {
     const result = await this.committer.submit({
       kind: 'local',
       refs: ops.map((o) => ({ table: o.table, key: o.key })),
+      ...(options.awaitsAck ? { awaitsAck: true } : {}),
       build: (current, seq) => {
         const dot = dotOf(identity.origin, seq);
         const runtimes = ops.map((o) => this.table(o.table));
@@ -268,25 +271,40 @@ export class SiteNode {
   }
 
   /** Applies entries from a peer (any origin), joining states by each table's policy. */
-  async applyRemote(entries: LogEntry[]): Promise<{ applied: number; duplicates: number; gaps: number }> {
+  async applyRemote(entries: LogEntry[], raw?: Uint8Array[]): Promise<{ applied: number; duplicates: number; gaps: number }> {
     const clock = this.clock!;
+    assert(raw === undefined || raw.length === entries.length, 'one raw body per entry');
+    // what this site already has (from another peer, usually) is not worth a place in a commit
+    const have = this.vector();
+    let duplicates = 0;
+    const fresh: number[] = [];
+    entries.forEach((e, i) => {
+      if (e.seq <= (have[e.origin] ?? 0)) duplicates++;
+      else fresh.push(i);
+    });
     const results = await Promise.all(
-      entries.map((entry) => {
+      fresh.map((i) => {
+        const entry = entries[i]!;
         clock.observe(hlcFromHex(entry.hlc));
+        const bytes = raw?.[i];
         return this.committer.submit({
           kind: 'remote',
           entry,
+          ...(bytes !== undefined ? { raw: bytes } : {}),
           merge: (current) => this.joinItems(entry.items, current),
         });
       }),
     );
     let applied = 0;
-    let duplicates = 0;
     let gaps = 0;
-    for (const r of results) {
+    const nowMs = this.deps.env.clock.wallMs();
+    for (const [j, r] of results.entries()) {
       assert(r.kind === 'remote', 'remote result');
-      if (r.applied) applied++;
-      else if (r.reason === 'duplicate') duplicates++;
+      if (r.applied) {
+        applied++;
+        const entry = entries[fresh[j]!]!;
+        this.deps.metrics?.replicationLagMs.observe({ origin: siteOfOrigin(entry.origin) }, Math.max(0, nowMs - hlcMs(hlcFromHex(entry.hlc))));
+      } else if (r.reason === 'duplicate') duplicates++;
       else gaps++;
     }
     return { applied, duplicates, gaps };

@@ -1,10 +1,11 @@
 // The Store conformance suite: every backend (SQLite now, PostgreSQL later) must pass it.
 // It checks durability across reopen, atomic group commits, scans in UTF-8 byte order, the log
 // feed, and the replication invariants of ARCHITECTURE.md ("Replication").
+import { decode, encode } from '@msgpack/msgpack';
 import { describe, expect, it } from 'vitest';
 import { emptyState, type ItemState } from '../core/item.js';
 import { dotOf, type VersionVector } from '../core/vector.js';
-import type { CommitRequest, ItemRecord, LogEntry, Store } from './types.js';
+import type { CommitRequest, ItemRecord, LogEntry, RemoteApply, Store } from './types.js';
 
 export interface StoreFactory {
   /** A new, empty store for `siteId` at a fresh location. */
@@ -24,9 +25,10 @@ function record(table: string, key: string, state: ItemState, live = true): Item
   return { table, key, state, live, value: live ? { k: key } : undefined, version: `v-${state.w.d}`, origin: 'x', hash: live ? 'ab'.repeat(16) : '' };
 }
 
-function put(table: string, key: string, value = 1): CommitRequest {
+function put(table: string, key: string, value = 1, awaitsAck = false): CommitRequest {
   return {
     kind: 'local',
+    ...(awaitsAck ? { awaitsAck } : {}),
     refs: [{ table, key }],
     build: (_cur, seq) => ({ records: [record(table, key, stateFor(dotOf('local.1', seq), value))], hlc: '0000000000010000' }),
   };
@@ -149,6 +151,59 @@ export function storeSuite(name: string, factory: StoreFactory): void {
       await store.commit(Array.from({ length: 20 }, (_, i) => put('t', `k${i}`)));
       expect((await store.readLog({}, 5, 1 << 20)).length).toBe(5);
       expect((await store.readLog({}, 100, 1)).length).toBe(1);
+      await store.close();
+    });
+
+    it('caps a feed read per origin with upTo, naming only the origins to serve', async () => {
+      const { store } = await factory.create('s1');
+      const id = await store.open();
+      await store.commit([remote(entry('p.1', 1, 'a')), remote(entry('p.1', 2, 'b')), remote(entry('q.1', 1, 'c')), put('t', 'd')]);
+      const served = await store.readLog({}, 100, 1 << 20, { 'p.1': 1, [id.origin]: 99 });
+      expect(served.map((e) => `${e.origin}:${e.seq}`).sort()).toEqual([`${id.origin}:1`, 'p.1:1'].sort());
+      expect((await store.readLog({ 'p.1': 1 }, 100, 1 << 20, { 'p.1': 2 })).map((e) => `${e.origin}:${e.seq}`)).toEqual(['p.1:2']);
+      await store.close();
+    });
+
+    it('serves raw log bodies that decode to the entries, and logs a received body byte for byte', async () => {
+      const { store } = await factory.create('s1');
+      await store.open();
+      const e1 = entry('p.1', 1, 'a');
+      const raw = encode(e1);
+      await store.commit([{ ...(remote(e1) as RemoteApply), raw }, put('t', 'b')]);
+      const records = await store.readLogRaw({}, 100, 1 << 20);
+      const decoded = await store.readLog({}, 100, 1 << 20);
+      expect(records.map((r) => decode(r.body))).toEqual(decoded);
+      expect(records.map((r) => [r.origin, r.seq, r.hlc])).toEqual(decoded.map((e) => [e.origin, e.seq, e.hlc]));
+      expect(Buffer.from(records.find((r) => r.origin === 'p.1')!.body)).toEqual(Buffer.from(raw));
+      await store.close();
+    });
+
+    it('applies peers\' entries without a sync when asked, and makes them durable at the next sync', async () => {
+      const { store, reopen } = await factory.create('s1');
+      const id = await store.open();
+      await store.commit([remote(entry('p.1', 1, 'a'))], { sync: false });
+      expect(store.vector()).toEqual({ 'p.1': 1 });
+      expect(store.durableVector()).toEqual({});
+      // served to other peers at once: the origin has it durably
+      expect((await store.readLog({}, 100, 1 << 20)).map((e) => e.seq)).toEqual([1]);
+      expect(await store.sync()).toEqual({ 'p.1': 1 });
+      await store.commit([remote(entry('p.1', 2, 'b'))], { sync: false });
+      // a commit with sync covers what came before it
+      await store.commit([put('t', 'c')]);
+      expect(store.durableVector()).toEqual({ 'p.1': 2, [id.origin]: 1 });
+      await expect(store.commit([put('t', 'd')], { sync: false })).rejects.toThrow(/local writes/);
+      await store.close();
+      const again = reopen();
+      await again.open();
+      expect(again.durableVector()).toEqual(again.vector());
+      await again.close();
+    });
+
+    it('flags the log entry of a local write that waits for acks', async () => {
+      const { store } = await factory.create('s1');
+      await store.open();
+      await store.commit([put('t', 'a', 1, true), put('t', 'b')]);
+      expect((await store.readLog({}, 100, 1 << 20)).map((e) => e.awaitsAck)).toEqual([true, undefined]);
       await store.close();
     });
 

@@ -69,7 +69,12 @@ export class GroupCommitter {
     const group = this.queue.splice(0, this.options.writesPerCommitMax);
     const started = this.options.monotonicMs();
     try {
-      const results = await this.options.store.commit(group.map((p) => p.request));
+      // a group of peers' entries only is made durable lazily (Store.commit): the next sync covers it
+      const sync = group.some((p) => p.request.kind === 'local');
+      const results = await this.options.store.commit(
+        group.map((p) => p.request),
+        { sync },
+      );
       assert(results.length === group.length, 'one result per request');
       this.options.onCommit?.(group.length, this.options.monotonicMs() - started);
       group.forEach((p, i) => p.resolve(results[i]!));

@@ -33,6 +33,8 @@ export interface LogEntry {
   /** hlc of the write, 16 hex digits */
   hlc: string;
   items: { table: string; key: string; state: ItemState }[];
+  /** the origin waits for peers' acks of this entry (quorum or all durability): ack it at once */
+  awaitsAck?: true;
 }
 
 export interface ConflictRecord {
@@ -50,14 +52,26 @@ export interface ConflictRecord {
 export interface LocalCommit {
   kind: 'local';
   refs: ItemRef[];
+  /** the writer will wait for peers' acks (quorum or all durability): flags the log entry */
+  awaitsAck?: boolean;
   /** Throws a RequestError to reject this write alone (nothing of it is written). */
   build(current: (ItemRecord | undefined)[], seq: number): { records: ItemRecord[]; hlc: string };
+}
+
+/** A log entry as stored: its MessagePack bytes (log-codec.ts), with the fields a feed needs. */
+export interface LogRecord {
+  origin: string;
+  seq: number;
+  hlc: string;
+  body: Uint8Array;
 }
 
 /** Applying a peer's entry: joins it into the current records. */
 export interface RemoteApply {
   kind: 'remote';
   entry: LogEntry;
+  /** the entry's bytes as received (they decode to `entry`): logged as they are */
+  raw?: Uint8Array;
   merge(current: (ItemRecord | undefined)[]): { records: ItemRecord[]; conflicts: ConflictRecord[] };
 }
 
@@ -118,6 +132,14 @@ export interface Store {
   scanAll(table: string, after: string | undefined, limit: number): Promise<ItemRecord[]>;
   /** Current version vector (what this site has applied with no gap). */
   vector(): VersionVector;
+  /**
+   * The part of vector() that is on disk here: after a crash the store holds at least this. Own
+   * writes are durable when their commit resolves; peers' entries applied by an unsynced commit
+   * become durable at the next sync (or commit with sync).
+   */
+  durableVector(): VersionVector;
+  /** Makes everything committed so far durable; resolves with the durable vector. */
+  sync(): Promise<VersionVector>;
   /** What purged tombstones had seen: the context of a write to a key with no item. */
   gcFloor(): VersionVector;
   /** Up to where the log has been compacted per origin: a peer below it needs a snapshot. */
@@ -132,11 +154,18 @@ export interface Store {
   snapshot(pageItems: number): AsyncIterable<{ vector?: VersionVector; items: { table: string; key: string; state: ItemState }[] }>;
   /**
    * Commits requests in one durable transaction (group commit), in order. A local request that
-   * throws is rejected alone; everything else in the batch commits. Resolves after fsync.
+   * throws is rejected alone; everything else in the batch commits. Resolves after fsync, unless
+   * `sync` is false (allowed only for a batch without local writes: a peer's entries are durable
+   * at their origin, so this site may make them visible first and durable with its next sync).
    */
-  commit(batch: CommitRequest[]): Promise<CommitResult[]>;
-  /** Entries not covered by `vector`, each origin in seq order, bounded by count and bytes. */
-  readLog(vector: VersionVector, entriesMax: number, bytesMax: number): Promise<LogEntry[]>;
+  commit(batch: CommitRequest[], options?: { sync?: boolean }): Promise<CommitResult[]>;
+  /**
+   * Entries not covered by `vector`, each origin in seq order, bounded by count and bytes; with
+   * `upTo`, only origins it names and no further than it says (a feed holding back relays).
+   */
+  readLog(vector: VersionVector, entriesMax: number, bytesMax: number, upTo?: VersionVector): Promise<LogEntry[]>;
+  /** readLog without decoding: what a feed splices into its frames. */
+  readLogRaw(vector: VersionVector, entriesMax: number, bytesMax: number, upTo?: VersionVector): Promise<LogRecord[]>;
   conflicts(table: string, afterId: number, limit: number): Promise<{ id: number; record: ConflictRecord }[]>;
   /** Per-table digest of live items' canonical content (equal across sites iff contents are); tables with no live item are absent. */
   digests(): Promise<Record<string, string>>;

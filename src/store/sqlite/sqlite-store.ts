@@ -4,7 +4,7 @@
 // only after that, so nothing is acknowledged before it is on disk, while the site keeps serving
 // reads and replication during the sync. One transaction per group commit. Keys are stored as
 // UTF-8 BLOBs so SQLite's memcmp order is the UTF-8 byte order the API promises for scans.
-import { closeSync, fdatasync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, constants as fsConstants, fdatasync, fdatasyncSync, fstatSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { Decoder, Encoder } from '@msgpack/msgpack';
@@ -12,12 +12,14 @@ import { assert } from '../../core/assert.js';
 import { limits } from '../../limits.js';
 import { canonicalVector, dominates, joinVectors, originOf, type VersionVector } from '../../core/vector.js';
 import type { ItemState } from '../../core/item.js';
+import { decodeLogEntry, encodeLogEntry } from '../log-codec.js';
 import type {
   CommitRequest,
   CommitResult,
   ConflictRecord,
   ItemRecord,
   LogEntry,
+  LogRecord,
   ScanRange,
   Store,
   StoreIdentity,
@@ -61,6 +63,9 @@ export class SqliteStore implements Store {
   readonly backend = 'sqlite';
   private db: Database.Database | undefined;
   private vec: VersionVector = {};
+  /** what is on disk: vec as of the last WAL sync */
+  private durable: VersionVector = {};
+  private syncing: Promise<void> | undefined;
   private floor: VersionVector = {};
   /** the WAL file, fdatasync'ed after every commit (durability 'full') */
   private walFd: number | undefined;
@@ -82,7 +87,7 @@ export class SqliteStore implements Store {
     // Rarer, larger checkpoints: each group commit appends many pages; checkpointing every ~1,000
     // pages cost ~15% of write throughput. The WAL shrinks back to the limit after a checkpoint.
     db.pragma(`wal_autocheckpoint = ${limits.walCheckpointPages}`);
-    db.pragma(`journal_size_limit = ${limits.walCheckpointPages * 4096}`);
+    db.pragma(`journal_size_limit = ${walBytesFor(db)}`);
     const full = (this.options.durability ?? 'full') === 'full';
     db.pragma(full ? 'synchronous = NORMAL' : 'synchronous = OFF');
     const sync = db.pragma('synchronous', { simple: true });
@@ -144,6 +149,8 @@ export class SqliteStore implements Store {
       hlcHighWater: meta.get('hlc')!,
       created,
     };
+    if (full && this.options.path !== ':memory:') this.walFd = preallocateWal(`${this.options.path}-wal`, walBytesFor(db));
+    this.durable = { ...this.vec };
     return this.identity;
   }
 
@@ -158,7 +165,7 @@ export class SqliteStore implements Store {
       putLog: db.prepare('INSERT INTO log (origin, seq, hlc, body) VALUES (?, ?, ?, ?)'),
       putVector: db.prepare('INSERT INTO vector (origin, seq) VALUES (?, ?) ON CONFLICT (origin) DO UPDATE SET seq = excluded.seq'),
       putHlc: db.prepare("UPDATE meta SET v = ? WHERE k = 'hlc' AND v < ?"),
-      readLog: db.prepare('SELECT body FROM log WHERE origin = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?'),
+      readLog: db.prepare('SELECT seq, hlc, body FROM log WHERE origin = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?'),
       putConflict: db.prepare('INSERT OR IGNORE INTO conflicts (tbl, key, loser_dot, body, at_ms) VALUES (?, ?, ?, ?, ?)'),
       trimConflicts: db.prepare('DELETE FROM conflicts WHERE id <= (SELECT MAX(id) FROM conflicts) - ?'),
       readConflicts: db.prepare('SELECT id, body FROM conflicts WHERE tbl = ? AND id > ? ORDER BY id LIMIT ?'),
@@ -254,6 +261,32 @@ export class SqliteStore implements Store {
     return { ...this.vec };
   }
 
+  durableVector(): VersionVector {
+    return { ...this.durable };
+  }
+
+  async sync(): Promise<VersionVector> {
+    this.assertOpen();
+    const target = { ...this.vec };
+    while (!dominates(this.durable, target)) {
+      if (this.syncing) {
+        await this.syncing;
+        continue;
+      }
+      // everything committed before the fdatasync starts is in the WAL file already
+      const covered = { ...this.vec };
+      this.syncing = this.syncWal()
+        .then(() => {
+          this.durable = joinVectors(this.durable, covered);
+        })
+        .finally(() => {
+          this.syncing = undefined;
+        });
+      await this.syncing;
+    }
+    return { ...this.durable };
+  }
+
   gcFloor(): VersionVector {
     return { ...this.floor };
   }
@@ -336,8 +369,10 @@ export class SqliteStore implements Store {
     }
   }
 
-  async commit(batch: CommitRequest[]): Promise<CommitResult[]> {
+  async commit(batch: CommitRequest[], options: { sync?: boolean } = {}): Promise<CommitResult[]> {
     const db = this.handle;
+    const sync = options.sync ?? true;
+    assert(sync || batch.every((r) => r.kind !== 'local'), 'a batch with local writes is committed with sync');
     const identity = this.identity!;
     const results: CommitResult[] = [];
     let hlcHigh = '';
@@ -358,14 +393,12 @@ export class SqliteStore implements Store {
             continue;
           }
           assert(built.records.length > 0, 'a local write changes at least one item');
-          const entry: LogEntry = {
-            origin: identity.origin,
-            seq,
-            hlc: built.hlc,
-            items: built.records.map((r) => ({ table: r.table, key: r.key, state: r.state })),
-          };
-          this.writeRecords(built.records, before);
-          this.stmts.putLog.run(entry.origin, entry.seq, entry.hlc, packr.pack(entry));
+          const states = this.writeRecords(built.records, before);
+          const body = encodeLogEntry(
+            { origin: identity.origin, seq, hlc: built.hlc, ...(req.awaitsAck ? { awaitsAck: true as const } : {}) },
+            built.records.map((r, i) => ({ table: r.table, key: r.key, state: states[i]! })),
+          );
+          this.stmts.putLog.run(identity.origin, seq, built.hlc, body);
           nextVec[identity.origin] = seq;
           if (built.hlc > hlcHigh) hlcHigh = built.hlc;
           results.push({ kind: 'local', ok: true, seq, records: built.records });
@@ -401,7 +434,7 @@ export class SqliteStore implements Store {
           this.writeRecords(merged.records, before);
           this.writeConflicts(merged.conflicts);
           // Invariant 1: every received entry is logged (and so relayed), losers included.
-          this.stmts.putLog.run(entry.origin, entry.seq, entry.hlc, packr.pack(entry));
+          this.stmts.putLog.run(entry.origin, entry.seq, entry.hlc, req.raw ?? packr.pack(entry));
           nextVec[entry.origin] = entry.seq;
           if (entry.hlc > hlcHigh) hlcHigh = entry.hlc;
           results.push({ kind: 'remote', applied: true });
@@ -420,7 +453,10 @@ export class SqliteStore implements Store {
       // a transaction that threw was rolled back: its digest changes are dropped
       if (committed) for (const c of changes) xorInto(this.bucketsOf(c.table)[c.bucket]!, c.hash);
     }
-    await this.syncWal();
+    if (sync) {
+      await this.syncWal();
+      this.durable = joinVectors(this.durable, nextVec);
+    }
     this.vec = nextVec;
     if (nextCompacted) this.compacted = nextCompacted;
     if (hlcHigh > identity.hlcHighWater) identity.hlcHighWater = hlcHigh;
@@ -432,19 +468,25 @@ export class SqliteStore implements Store {
     if (conflicts.length > 0) this.stmts.trimConflicts.run(this.options.conflictEntriesMax);
   }
 
-  /** Writes records; `before` holds what these items were when this request read them. */
-  private writeRecords(records: ItemRecord[], before: (ItemRecord | undefined)[]): void {
+  /**
+   * Writes records; `before` holds what these items were when this request read them. Returns the
+   * encoded states, in order (a local write's log entry reuses them).
+   */
+  private writeRecords(records: ItemRecord[], before: (ItemRecord | undefined)[]): Buffer[] {
     const previous = new Map(before.filter((b) => b !== undefined).map((b) => [`${b!.table}\u0000${b!.key}`, b!]));
+    const states: Buffer[] = [];
     for (const r of records) {
       const key = Buffer.from(r.key, 'utf8');
       const bucket = keyBucket(key);
       const old = previous.get(`${r.table}\u0000${r.key}`);
       if (old?.live) this.pendingHashes.push({ table: r.table, bucket, hash: old.hash });
       if (r.live) this.pendingHashes.push({ table: r.table, bucket, hash: r.hash });
+      const state = packr.pack(r.state);
+      states.push(state);
       this.stmts.putItem.run(
         r.table,
         key,
-        packr.pack(r.state),
+        state,
         r.live ? 1 : 0,
         r.live ? JSON.stringify(r.value) : null,
         r.version,
@@ -453,20 +495,27 @@ export class SqliteStore implements Store {
         bucket,
       );
     }
+    return states;
   }
 
-  async readLog(vector: VersionVector, entriesMax: number, bytesMax: number): Promise<LogEntry[]> {
+  async readLog(vector: VersionVector, entriesMax: number, bytesMax: number, upTo?: VersionVector): Promise<LogEntry[]> {
+    return (await this.readLogRaw(vector, entriesMax, bytesMax, upTo)).map((r) => decodeLogEntry(r.body));
+  }
+
+  async readLogRaw(vector: VersionVector, entriesMax: number, bytesMax: number, upTo?: VersionVector): Promise<LogRecord[]> {
     this.assertOpen();
-    const out: LogEntry[] = [];
+    const out: LogRecord[] = [];
     let bytes = 0;
     for (const origin of Object.keys(this.vec).sort()) {
-      if ((this.vec[origin] ?? 0) <= (vector[origin] ?? 0)) continue;
-      // only what is durable here (this.vec moves after the WAL sync) is served to peers
-      const rows = this.stmts.readLog.all(origin, vector[origin] ?? 0, this.vec[origin], entriesMax - out.length) as { body: Buffer }[];
+      // Own entries are served once durable (this.vec moves after their commit's sync); a peer's
+      // entries may be relayed before this site has synced them: they are durable at their origin.
+      const last = upTo === undefined ? this.vec[origin]! : Math.min(this.vec[origin]!, upTo[origin] ?? 0);
+      if (last <= (vector[origin] ?? 0)) continue;
+      const rows = this.stmts.readLog.all(origin, vector[origin] ?? 0, last, entriesMax - out.length) as { seq: number; hlc: string; body: Buffer }[];
       for (const row of rows) {
         if (out.length > 0 && bytes + row.body.byteLength > bytesMax) return out;
         bytes += row.body.byteLength;
-        out.push(packr.unpack(row.body) as LogEntry);
+        out.push({ origin, seq: row.seq, hlc: row.hlc, body: row.body });
       }
       if (out.length >= entriesMax) break;
     }
@@ -516,6 +565,31 @@ export class SqliteStore implements Store {
     this.assertOpen();
     return (this.buckets.get(table) ?? Array.from({ length: 256 }, () => Buffer.alloc(16))).map((b) => b.toString('hex'));
   }
+}
+
+/** Room for a full WAL between checkpoints: the pages, their frame headers, and a group commit's overshoot. */
+function walBytesFor(db: Database.Database): number {
+  const pageSize = Number(db.pragma('page_size', { simple: true }));
+  return 32 + (limits.walCheckpointPages + limits.groupCommitWritesMax * 4) * (24 + pageSize);
+}
+
+/**
+ * Extends the WAL file with zeros to `bytes` and returns a descriptor for the per-commit fdatasync.
+ * A WAL that grows needs a journal commit of the file system on every fdatasync; one whose blocks
+ * already exist syncs only data (measured here: ~45% less time and system CPU per sync). Safe for
+ * SQLite: it reads WAL frames only up to the first whose header does not check out, so zeros after
+ * the last frame (or a zero header) read as the end of the log. Done at open, before any write.
+ */
+function preallocateWal(path: string, bytes: number): number {
+  const fd = openSync(path, fsConstants.O_RDWR | fsConstants.O_CREAT, 0o644);
+  let size = fstatSync(fd).size;
+  if (size < bytes) {
+    const zeros = Buffer.alloc(1 << 20);
+    while (size < bytes) size += writeSync(fd, zeros, 0, Math.min(zeros.byteLength, bytes - size), size);
+  }
+  // and whatever the WAL holds from before (a process that died) is on disk from now on
+  fdatasyncSync(fd);
+  return fd;
 }
 
 function rowToRecord(table: string, row: ItemRow): ItemRecord {
