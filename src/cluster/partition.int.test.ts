@@ -1,7 +1,8 @@
 // Three real `tandem site` processes whose peer traffic goes through link fault proxies (real
 // sockets). us-east is cut off from the others; both sides keep writing the same keys; after
 // healing, every site converges (equal vectors and digests), concurrent losers are in the conflict
-// feed, and counters add up every side's increments.
+// feed, and counters add up every side's increments. Then a session read at a site cut off from the
+// session's write is forwarded to a peer that has it.
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -96,5 +97,28 @@ describe('partition and heal with real processes', () => {
     const keysWithLoser = new Set([...losers].map((l) => l.split('|')[0]));
     expect(keysWithLoser.size).toBe(20);
     expect(losers.size).toBe(20);
+
+    // A session read at a site that cannot get the session's write (its pulls are cut; peers still
+    // reach it with their acks) goes, after the bounded wait, to a peer that has the write.
+    mesh.link('eu-west', 'us-east').block();
+    mesh.link('eu-west', 'ap-south').block();
+    const put = await request(`${east}/v1/tables/profiles/items/session-key`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ v: 'after' }),
+    });
+    expect(put.statusCode).toBe(200);
+    const token = put.headers['tandem-session'] as string;
+    await put.body.text();
+    const read = await request(`${west}/v1/tables/profiles/items/session-key`, {
+      headers: { 'tandem-consistency': 'session', 'tandem-session': token },
+    });
+    const body = JSON.parse(await read.body.text());
+    expect(read.statusCode).toBe(200);
+    expect(body.value).toEqual({ v: 'after' });
+    expect(['us-east', 'ap-south']).toContain(read.headers['tandem-site']);
+    // eu-west itself does not have it: an eventual read there still misses it
+    expect((await call('GET', `${west}/v1/tables/profiles/items/session-key`)).status).toBe(404);
+    mesh.healAll();
   });
 });

@@ -182,6 +182,17 @@ async function* snapshotStream(options: FeedServerOptions, signal: AbortSignal):
     if (page.items.length > 0) yield encodeFrame({ t: 'snapshot-page', v: protocolVersion, items: page.items });
   }
   assert(vector !== undefined, 'a snapshot starts with its vector');
+  // The conflict feed goes along (not part of the consistent read: it only ever grows, and a
+  // receiver keys records by (table, key, loser dot), so a record seen twice is kept once).
+  for (const table of Object.keys(options.node.config.tables).sort()) {
+    for (let after = 0; ; ) {
+      if (signal.aborted) return;
+      const rows = await options.node.store.conflicts(table, after, limits.feedBatchEntriesMax);
+      if (rows.length === 0) break;
+      yield encodeFrame({ t: 'snapshot-conflicts', v: protocolVersion, conflicts: rows.map((r) => r.record) });
+      after = rows[rows.length - 1]!.id;
+    }
+  }
   yield encodeFrame({ t: 'snapshot-end', v: protocolVersion, vector });
 }
 

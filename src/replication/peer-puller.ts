@@ -68,6 +68,11 @@ export class PeerPuller {
     return this.connected;
   }
 
+  /** What the peer has, as its feed last said (at least this). */
+  peerHas(): VersionVector {
+    return this.peerVector;
+  }
+
   private setConnected(connected: boolean): void {
     if (this.connected === connected) return;
     this.connected = connected;
@@ -136,6 +141,7 @@ export class PeerPuller {
     let items = 0;
     for await (const frame of readFrames(res.body)) {
       if (frame.t === 'snapshot-page') items += await node.repairItems(frame.items);
+      else if (frame.t === 'snapshot-conflicts') await node.recordConflicts(frame.conflicts);
       else if (frame.t === 'snapshot-end') {
         await node.advanceVector(frame.vector);
         this.log.info({ items }, 'snapshot installed');
@@ -198,7 +204,8 @@ export class PeerPuller {
         }
         onFrame();
         const frame = r.value;
-        if (frame.t === 'snapshot-page' || frame.t === 'snapshot-end') throw new Error('unexpected snapshot frame on a feed');
+        if (frame.t === 'snapshot-page' || frame.t === 'snapshot-conflicts' || frame.t === 'snapshot-end')
+          throw new Error('unexpected snapshot frame on a feed');
         this.peerVector = frame.vector;
         lastOldestMs = frame.oldestMs;
         if (frame.t === 'batch' && frame.entries.length > 0) {

@@ -7,7 +7,7 @@ import { assert } from '../core/assert.js';
 import { containerAt, RawWriter, valueEnd } from '../platform/msgpack-raw.js';
 import type { VersionVector } from '../core/vector.js';
 import type { ItemState } from '../core/item.js';
-import type { LogEntry } from '../store/types.js';
+import type { ConflictRecord, LogEntry } from '../store/types.js';
 
 export const protocolVersion = 1;
 export const frameBytesMax = 8 * 1024 * 1024;
@@ -28,9 +28,11 @@ export type FeedFrame =
   | { t: 'heartbeat'; v: number; vector: VersionVector; oldestMs: number; atMs: number }
   /** a snapshot stream (bootstrap): pages of item states, then the vector they amount to */
   | { t: 'snapshot-page'; v: number; items: { table: string; key: string; state: ItemState }[] }
+  /** the serving site's conflict feed, after the items: a new site starts with the losers known */
+  | { t: 'snapshot-conflicts'; v: number; conflicts: ConflictRecord[] }
   | { t: 'snapshot-end'; v: number; vector: VersionVector };
 
-const frameKinds = new Set(['batch', 'heartbeat', 'snapshot-page', 'snapshot-end']);
+const frameKinds = new Set(['batch', 'heartbeat', 'snapshot-page', 'snapshot-conflicts', 'snapshot-end']);
 
 /** What a puller reports after applying: lets the origin count quorum acks and plan GC. */
 export interface AckMessage {

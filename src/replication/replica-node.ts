@@ -1,16 +1,20 @@
 // What replication needs of a site node (site/ implements it; replication never imports site/).
 import type { VersionVector } from '../core/vector.js';
-import type { ItemRecord, LogEntry, Store } from '../store/types.js';
+import type { ClusterConfig } from '../config/schema.js';
+import type { ConflictRecord, ItemRecord, LogEntry, Store } from '../store/types.js';
 
 export interface ReplicaNode {
   readonly siteId: string;
   readonly origin: string;
   readonly store: Store;
+  readonly config: ClusterConfig;
   vector(): VersionVector;
   /** `raw[i]`, when given, is entry i's bytes as its peer sent them: logged as they are */
   applyRemote(entries: LogEntry[], raw?: Uint8Array[]): Promise<{ applied: number; duplicates: number; gaps: number }>;
   /** Joins peers' item states into local items without logging them or touching the vector (anti-entropy). */
   repairItems(records: { table: string; key: string; state: ItemRecord['state'] }[]): Promise<number>;
+  /** Adds a peer's conflict records (a snapshot install) to this site's conflict feed. */
+  recordConflicts(records: ConflictRecord[]): Promise<void>;
   /** The end of a snapshot install: everything the snapshot's vector covers is now here. */
   advanceVector(vector: VersionVector): Promise<void>;
   /** Called after every durable commit; returns an unsubscribe function. */

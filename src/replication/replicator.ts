@@ -11,7 +11,7 @@ import { encodeMessage, protocolVersion, type AckMessage } from './protocol.js';
 import type { ReplicaNode } from './replica-node.js';
 import { AntiEntropy } from './anti-entropy.js';
 import { RelayGate } from './relay-gate.js';
-import { siteOfOrigin, type VersionVector } from '../core/vector.js';
+import { dominates, siteOfOrigin, type VersionVector } from '../core/vector.js';
 import type { LogEntry } from '../store/types.js';
 import { Housekeeping } from './housekeeping.js';
 
@@ -175,6 +175,17 @@ export class Replicator {
     const out: Record<string, PeerLinkStatus> = {};
     for (const [peer, puller] of this.pullers) out[peer] = puller.status();
     return out;
+  }
+
+  /**
+   * A peer that has everything `token` covers, if this site knows of one: from the feed it pulls
+   * (connected), else from the peer's latest ack (durable there). Where a session read this site
+   * cannot serve yet can be served now.
+   */
+  coveringPeer(token: VersionVector): string | undefined {
+    for (const [peer, puller] of this.pullers) if (puller.isConnected && dominates(puller.peerHas(), token)) return peer;
+    for (const [peer, ack] of this.acksReceived) if (peer in this.peerUrls && dominates(ack.vector, token)) return peer;
+    return undefined;
   }
 
   ready(): { ready: boolean; reason?: string } {

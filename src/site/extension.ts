@@ -33,6 +33,7 @@ export const siteExtension: NonNullable<StartSiteOptions['extend']> = (node, env
     hooks: {
       peers: () => replicator.peerStatus(),
       ready: () => replicator.ready(),
+      coveringPeer: (token) => replicator.coveringPeer(token),
       awaitDurability: (seq, level) => (level === 'local' ? Promise.resolve(true) : replicator.awaitDurability(seq, level)),
       peerHandler: replicator.handler,
     },

@@ -38,6 +38,8 @@ export interface SiteServerHooks {
   ready?: () => { ready: boolean; reason?: string };
   /** waits until the write's entry is durable on enough sites for the durability level */
   awaitDurability?: (seq: number, level: Durability) => Promise<boolean>;
+  /** a connected peer whose vector covers `token` (a session read this site cannot serve yet goes there) */
+  coveringPeer?: (token: VersionVector) => string | undefined;
   /** peer API handler (replication feed, snapshots, repair), mounted under /v1/peer/ */
   peerHandler?: RequestHandler;
   epoch?: () => number;
@@ -158,7 +160,8 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
       const owner = node.writeOwner(table, key);
       if (owner !== undefined) return forward(req, reply, owner);
     }
-    await waitSession(consistency, session);
+    const via = await waitSession(req, consistency, session);
+    if (via !== undefined) return forward(req, reply, via, 'session');
     const rec = await node.get(table, key);
     if (!rec) throw RequestError.notFound(`item ${key} not found in table ${table.name}`);
     if (session !== undefined) reply.header('tandem-session', encodeSession(joinSession(session, rec.state.c)));
@@ -210,7 +213,8 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
         { path: 'header.tandem-consistency', message: 'strong scans are not supported' },
       ]);
     const session = sessionOf(req);
-    await waitSession(consistency, session);
+    const via = await waitSession(req, consistency, session);
+    if (via !== undefined) return forward(req, reply, via, 'session');
     for (const name of ['prefix', 'start', 'end'] as const) {
       const v = str(name);
       if (v !== undefined && Buffer.byteLength(v) > limits.keyBytesMax)
@@ -300,13 +304,20 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     });
   }
 
-  async function waitSession(consistency: Consistency, session: VersionVector | undefined): Promise<void> {
-    if (consistency !== 'session' || session === undefined) return;
-    const ok = await node.waitForSession(session, sessionWaitMs);
-    if (!ok)
-      throw new RequestError(503, 'session-unavailable', 'Session unavailable', `site ${node.siteId} has not yet received this session's writes; retry, or reset the session`, [], {
-        retryAfterS: 1,
-      });
+  /**
+   * Waits (bounded) until this site covers the session token. If it does not, the read goes to a
+   * connected peer that does (returned), unless it was forwarded here already; else 503.
+   */
+  async function waitSession(req: FastifyRequest, consistency: Consistency, session: VersionVector | undefined): Promise<string | undefined> {
+    if (consistency !== 'session' || session === undefined) return undefined;
+    if (await node.waitForSession(session, sessionWaitMs)) return undefined;
+    const covering = header(req, forwardedHeader) === undefined ? hooks.coveringPeer?.(session) : undefined;
+    if (covering !== undefined) return covering;
+    throw sessionUnavailable();
+  }
+
+  function sessionUnavailable(detail = `site ${node.siteId} has not yet received this session's writes, nor has a peer it reaches; retry, or reset the session`) {
+    return new RequestError(503, 'session-unavailable', 'Session unavailable', detail, [], { retryAfterS: 1 });
   }
 
   async function ensureDurable(outcome: WriteOutcome, level: Durability): Promise<void> {
@@ -327,8 +338,9 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     return { key: rec.key, version: rec.version, dot: outcome.dot, origin: rec.origin };
   }
 
-  async function forward(req: FastifyRequest, reply: FastifyReply, owner: string) {
-    if (header(req, forwardedHeader) !== undefined)
+  /** Sends the request on to `owner` (an item's owner, or for 'session' a peer covering the session). */
+  async function forward(req: FastifyRequest, reply: FastifyReply, owner: string, why: 'owner' | 'session' = 'owner') {
+    if (why === 'owner' && header(req, forwardedHeader) !== undefined)
       throw RequestError.unavailable('not-owner', `site ${node.siteId} is not the owner of this item (forwarded by ${header(req, forwardedHeader)})`);
     const site = node.config.sites.find((s) => s.id === owner)!;
     const headers: Record<string, string> = { [forwardedHeader]: node.siteId };
@@ -345,6 +357,7 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
         signal: AbortSignal.timeout(limits.peerRequestTimeoutMs),
       });
     } catch (e) {
+      if (why === 'session') throw sessionUnavailable(`site ${node.siteId} has not yet received this session's writes and ${owner}, which has, did not answer (${(e as Error).message})`);
       throw RequestError.unavailable('owner-unavailable', `the owner ${owner} of this item is unreachable (${(e as Error).message})`);
     }
     const bytes = await readBody(res.body, limits.requestBodyBytesMax);

@@ -310,6 +310,12 @@ export class SiteNode {
     return { applied, duplicates, gaps };
   }
 
+  async recordConflicts(records: ConflictRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    const result = await this.committer.submit({ kind: 'repair', refs: [], merge: () => ({ records: [], conflicts: records }) });
+    assert(result.kind === 'repair', 'repair result');
+  }
+
   async advanceVector(vector: VersionVector): Promise<void> {
     const result = await this.committer.submit({ kind: 'advance-vector', vector });
     assert(result.kind === 'advance-vector', 'advance-vector result');
