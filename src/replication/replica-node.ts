@@ -1,6 +1,7 @@
 // What replication needs of a site node (site/ implements it; replication never imports site/).
 import type { VersionVector } from '../core/vector.js';
 import type { ClusterConfig } from '../config/schema.js';
+import type { Membership } from '../core/membership.js';
 import type { ConflictRecord, ItemRecord, LogEntry, Store } from '../store/types.js';
 
 export interface ReplicaNode {
@@ -8,6 +9,8 @@ export interface ReplicaNode {
   readonly origin: string;
   readonly store: Store;
   readonly config: ClusterConfig;
+  /** the membership in force (core/membership.ts) */
+  membership(): Membership;
   vector(): VersionVector;
   /** `raw[i]`, when given, is entry i's bytes as its peer sent them: logged as they are */
   applyRemote(entries: LogEntry[], raw?: Uint8Array[]): Promise<{ applied: number; duplicates: number; gaps: number }>;

@@ -12,6 +12,7 @@ import type { ReplicaNode } from './replica-node.js';
 import { AntiEntropy } from './anti-entropy.js';
 import { RelayGate } from './relay-gate.js';
 import { dominates, siteOfOrigin, type VersionVector } from '../core/vector.js';
+import { currentPeers } from '../core/membership.js';
 import type { LogEntry } from '../store/types.js';
 import { Housekeeping } from './housekeeping.js';
 
@@ -95,7 +96,8 @@ export class Replicator {
     this.housekeeping = new Housekeeping({
       env,
       node,
-      members: () => Object.keys(this.peerUrls),
+      // compaction and GC wait for current members only (joining or active; never removed ones)
+      members: () => currentPeers(node.membership(), node.siteId).filter((p) => p in this.peerUrls),
       acks: () => this.acksReceived,
       intervalMs: options.housekeepingIntervalMs ?? 10_000,
       logRetainEntries: options.logRetainEntries ?? 10_000,
@@ -117,15 +119,18 @@ export class Replicator {
     this.handler = this.feeds.handler;
   }
 
+  /** The current members this site replicates with. */
   get peers(): string[] {
-    return Object.keys(this.peerUrls);
+    const current = new Set(currentPeers(this.options.node.membership(), this.options.node.siteId));
+    return Object.keys(this.peerUrls).filter((p) => current.has(p));
   }
 
   run(): void {
     const { env, node } = this.options;
     const gate = new RelayGate(this.options.relayDelayMs ?? limits.relayDelayMs, () => env.clock.monotonicMs(), node.origin, node.vector());
     this.relayGate = gate;
-    for (const [peer, url] of Object.entries(this.peerUrls)) {
+    for (const peer of this.peers) {
+      const url = this.peerUrls[peer]!;
       const puller = new PeerPuller({
         env,
         node,
@@ -204,7 +209,8 @@ export class Replicator {
    * (`quorum`) or every one (`all`), this site included; false after the timeout.
    */
   awaitDurability(seq: number, level: 'quorum' | 'all'): Promise<boolean> {
-    const n = this.options.config.sites.length;
+    // current data members, this site included (it holds the write)
+    const n = this.peers.length + 1;
     const needed = level === 'all' ? n : Math.floor(n / 2) + 1;
     if (this.countHolding(seq) >= needed) return Promise.resolve(true);
     return new Promise<boolean>((resolve) => {
@@ -225,7 +231,8 @@ export class Replicator {
   private countHolding(seq: number): number {
     const origin = this.options.node.origin;
     let count = 1; // this site has it durably: the local commit came first
-    for (const ack of this.acksReceived.values()) if ((ack.vector[origin] ?? 0) >= seq) count++;
+    const current = new Set(this.peers);
+    for (const ack of this.acksReceived.values()) if (current.has(ack.site) && (ack.vector[origin] ?? 0) >= seq) count++;
     return count;
   }
 

@@ -127,7 +127,7 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
   app.get('/v1/status', async () => ({
     site: node.siteId,
     origin: node.origin,
-    epoch: hooks.epoch?.() ?? 0,
+    epoch: hooks.epoch?.() ?? Math.max(0, node.membership().epoch),
     vector: canonicalVector(node.vector()),
     peers: hooks.peers?.() ?? {},
     digests: await node.store.digests(),

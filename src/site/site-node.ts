@@ -18,6 +18,7 @@ import { buildTables, ownerOf, type TableRuntime } from './tables.js';
 import type { SiteMetrics } from './metrics.js';
 import { loadCustomMerge } from './custom-merge.js';
 import type { CustomMerge } from '../core/materialize.js';
+import type { Membership } from '../core/membership.js';
 
 export type Consistency = 'eventual' | 'session' | 'strong';
 export type Durability = 'local' | 'quorum' | 'all';
@@ -109,12 +110,24 @@ export class SiteNode {
     return this.deps.store;
   }
 
+  private configMembership(): Membership {
+    return { epoch: 0, members: this.deps.config.sites.map((s) => ({ site: s.id, state: 'active' as const })) };
+  }
+
+  /** The membership in force: the newest topology epoch's, or the config's sites (epoch 0). */
+  membership(): Membership {
+    const stored = this.deps.store.membership();
+    return stored.epoch > 0 ? stored : this.configMembership();
+  }
+
   get serving(): boolean {
     return this.identity !== undefined && !this.stopping;
   }
 
   async start(): Promise<StoreIdentity> {
     this.identity = await this.deps.store.open();
+    // Until a topology epoch says otherwise, the members are the config's sites, all active.
+    if (this.deps.store.membership().epoch < 0) await this.deps.store.setMembership(this.configMembership());
     this.clock = new HybridClock({
       wallMs: () => this.deps.env.clock.wallMs(),
       skewMsMax: limits.clockSkewMsMax,

@@ -199,6 +199,24 @@ export function storeSuite(name: string, factory: StoreFactory): void {
       await again.close();
     });
 
+    it('keeps the membership of the newest epoch, durably, and refuses an older one', async () => {
+      const { store, reopen } = await factory.create('s1');
+      await store.open();
+      expect(store.membership()).toEqual({ epoch: -1, members: [] });
+      const first = { epoch: 0, members: [{ site: 's2', state: 'active' as const }, { site: 's1', state: 'active' as const }] };
+      expect(await store.setMembership(first)).toBe(true);
+      expect(store.membership()).toEqual({ epoch: 0, members: [{ site: 's1', state: 'active' }, { site: 's2', state: 'active' }] });
+      const next = { epoch: 3, members: [{ site: 's1', state: 'active' as const }, { site: 's2', state: 'removed' as const }, { site: 's3', state: 'joining' as const }] };
+      expect(await store.setMembership(next)).toBe(true);
+      expect(await store.setMembership({ epoch: 2, members: [] })).toBe(false);
+      await expect(store.setMembership({ epoch: 4, members: [{ site: 's1', state: 'gone' as never }] })).rejects.toThrow(/member state/);
+      await store.close();
+      const again = reopen();
+      await again.open();
+      expect(again.membership()).toEqual(next);
+      await again.close();
+    });
+
     it('flags the log entry of a local write that waits for acks', async () => {
       const { store } = await factory.create('s1');
       await store.open();

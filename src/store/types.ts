@@ -6,6 +6,7 @@
 import type { JsonValue } from '../core/canonical-json.js';
 import type { ItemState } from '../core/item.js';
 import type { Origin, VersionVector } from '../core/vector.js';
+import type { Membership } from '../core/membership.js';
 
 export type JsonObject = { [k: string]: JsonValue };
 
@@ -142,6 +143,13 @@ export interface Store {
   sync(): Promise<VersionVector>;
   /** What purged tombstones had seen: the context of a write to a key with no item. */
   gcFloor(): VersionVector;
+  /** The membership as of the latest topology epoch stored here (epoch -1 and none before any). */
+  membership(): Membership;
+  /**
+   * Stores a membership of a newer epoch (durably). An older epoch is refused (returns false); the
+   * same epoch again is a no-op.
+   */
+  setMembership(next: Membership): Promise<boolean>;
   /** Up to where the log has been compacted per origin: a peer below it needs a snapshot. */
   logFloor(): VersionVector;
   /** Removes tombstones whose context the floor covers (causally stable); raises the GC floor. */

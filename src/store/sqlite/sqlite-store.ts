@@ -12,6 +12,7 @@ import { assert } from '../../core/assert.js';
 import { limits } from '../../limits.js';
 import { canonicalVector, dominates, joinVectors, originOf, type VersionVector } from '../../core/vector.js';
 import type { ItemState } from '../../core/item.js';
+import { memberStates, type Member, type Membership } from '../../core/membership.js';
 import { decodeLogEntry, encodeLogEntry } from '../log-codec.js';
 import type {
   CommitRequest,
@@ -67,6 +68,7 @@ export class SqliteStore implements Store {
   private durable: VersionVector = {};
   private syncing: Promise<void> | undefined;
   private floor: VersionVector = {};
+  private members: Membership = { epoch: -1, members: [] };
   /** the WAL file, fdatasync'ed after every commit (durability 'full') */
   private walFd: number | undefined;
   private compacted: VersionVector = {};
@@ -102,6 +104,7 @@ export class SqliteStore implements Store {
       CREATE TABLE IF NOT EXISTS log (origin TEXT NOT NULL, seq INTEGER NOT NULL, hlc TEXT NOT NULL, body BLOB NOT NULL,
         PRIMARY KEY (origin, seq)) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS vector (origin TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS members (site TEXT PRIMARY KEY, state TEXT NOT NULL) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS conflicts (id INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT NULL, key BLOB NOT NULL,
         loser_dot TEXT NOT NULL, body TEXT NOT NULL, at_ms INTEGER NOT NULL, UNIQUE (tbl, key, loser_dot));
       CREATE INDEX IF NOT EXISTS items_tombstones ON items (tbl, key) WHERE live = 0;
@@ -136,6 +139,10 @@ export class SqliteStore implements Store {
     for (const r of db.prepare('SELECT origin, seq FROM vector').all() as { origin: string; seq: number }[])
       this.vec[r.origin] = r.seq;
     this.floor = JSON.parse(meta.get('floor') ?? '{}') as VersionVector;
+    this.members = {
+      epoch: Number(meta.get('members_epoch') ?? -1),
+      members: (db.prepare('SELECT site, state FROM members ORDER BY site').all() as Member[]).map((m) => ({ site: m.site, state: m.state })),
+    };
     this.compacted = JSON.parse(meta.get('compacted') ?? '{}') as VersionVector;
     this.buckets.clear();
     for (const t of this.stmts.tables.all() as { tbl: string }[]) this.bucketsOf(t.tbl);
@@ -289,6 +296,29 @@ export class SqliteStore implements Store {
 
   gcFloor(): VersionVector {
     return { ...this.floor };
+  }
+
+  membership(): Membership {
+    return { epoch: this.members.epoch, members: this.members.members.map((m) => ({ ...m })) };
+  }
+
+  async setMembership(next: Membership): Promise<boolean> {
+    const db = this.handle;
+    assert(Number.isSafeInteger(next.epoch) && next.epoch >= 0, `membership epoch must be a non-negative integer, got ${next.epoch}`);
+    assert(new Set(next.members.map((m) => m.site)).size === next.members.length, 'a site appears once in a membership');
+    for (const m of next.members) assert(memberStates.includes(m.state), `unknown member state ${String(m.state)}`);
+    if (next.epoch < this.members.epoch) return false;
+    if (next.epoch === this.members.epoch) return true;
+    const members = [...next.members].sort((a, b) => (a.site < b.site ? -1 : a.site > b.site ? 1 : 0)).map((m) => ({ site: m.site, state: m.state }));
+    db.transaction(() => {
+      db.prepare('DELETE FROM members').run();
+      const put = db.prepare('INSERT INTO members (site, state) VALUES (?, ?)');
+      for (const m of members) put.run(m.site, m.state);
+      this.stmts.putMeta.run('members_epoch', String(next.epoch));
+    }).immediate();
+    await this.syncWal();
+    this.members = { epoch: next.epoch, members };
+    return true;
   }
 
   logFloor(): VersionVector {
