@@ -12,7 +12,7 @@ import { closeSync, createWriteStream, fdatasyncSync, fsyncSync, mkdirSync, mkdt
 import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { cliEntry } from '../cluster/local-cluster.js';
+import { childNodeArgs, cliEntry } from '../cluster/local-cluster.js';
 import { freePortRange } from '../cluster/ports.js';
 import { demoConfig } from '../config/demo.js';
 import { realClock, realTimers } from '../platform/real/real-env.js';
@@ -183,7 +183,7 @@ async function startSiteProcess(work: string, profileDir: string | undefined): P
   if (profileDir !== undefined) mkdirSync(profileDir, { recursive: true });
   const { child } = await spawnUntil(
     process.execPath,
-    [...profile, cliEntry, 'site', '--config', configPath, '--site', site.id, '--data-dir', join(work, 'data')],
+    [...childNodeArgs(), ...profile, cliEntry, 'site', '--config', configPath, '--site', site.id, '--data-dir', join(work, 'data')],
     /^site \S+ (http\S+)$/m,
     30_000,
     logPath,

@@ -29,6 +29,14 @@ export interface LocalClusterOptions {
   onExit?: (id: string, code: number | null, signal: NodeJS.Signals | null) => void;
 }
 
+/**
+ * Node flags for the site and router processes Tandem starts: TANDEM_CHILD_NODE_ARGS, e.g.
+ * "--cpu-prof --cpu-prof-dir=/tmp/prof" (node 20 refuses --cpu-prof in NODE_OPTIONS).
+ */
+export function childNodeArgs(): string[] {
+  return (process.env['TANDEM_CHILD_NODE_ARGS'] ?? '').split(' ').filter((a) => a !== '');
+}
+
 export class LocalCluster {
   readonly configPath: string;
   private readonly procs = new Map<string, ManagedProcess>();
@@ -69,10 +77,7 @@ export class LocalCluster {
       throw new Error(`${id} is already running`);
     const logPath = join(this.options.dataDir, 'logs', `${id}.log`);
     const log = createWriteStream(logPath, { flags: 'a' });
-    // TANDEM_CHILD_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles the children
-    // (node 20 refuses --cpu-prof in NODE_OPTIONS)
-    const nodeArgs = (process.env['TANDEM_CHILD_NODE_ARGS'] ?? '').split(' ').filter((a) => a !== '');
-    const child = spawn(process.execPath, [...nodeArgs, cliEntry, ...args], {
+    const child = spawn(process.execPath, [...childNodeArgs(), cliEntry, ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ...this.options.env, ...extraEnv },
     });
