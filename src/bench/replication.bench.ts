@@ -14,14 +14,15 @@
 //   status whose vector covers the dot makes the write visible there. Lag = visible − ack per
 //   (write, peer); it adds up to one poll gap and round trip (reported).
 //
-// Part 2, heal: a fresh three-site cluster whose peer traffic all goes through link proxies. One
+// Part 2, heal: a fresh three-site cluster whose peer traffic all goes through link proxies, warmed
+// up by `--heal-warmup` (5) s of connected writes with conflicts, as a live cluster would be. One
 // site is isolated for `--partition-seconds` while `--partition-writes` writes land on both sides
 // (`--shared-keys` keys written on both sides, so conflicts arise); then every link heals and the
 // time until all sites show identical `digests` and `vector` in /v1/status is measured (polled
 // every ~20 ms). Target: <= 2 s. Conflicts recorded by all sites are counted from the feed.
 //
 // `npm run bench -- replication [--only lag|heal] [--rate N] [--warmup S] [--seconds S]
-//   [--poll-gap-ms MS] [--partition-seconds S] [--partition-writes N] [--shared-keys N]
+//   [--poll-gap-ms MS] [--partition-seconds S] [--heal-warmup S] [--partition-writes N] [--shared-keys N]
 //   [--out FILE] [--data-dir DIR] [--wait-quiet S] [--keep]`, or `node dist/bench/replication.bench.js …`.
 // Bounded: per part up to --wait-quiet (10 s) for other work to leave the CPU, ~5 s of start-up;
 // then warmup + seconds + ≤ 5 s drain, and partition + ≤ 20 s heal watch (≈ 70 s typical, under
@@ -52,6 +53,8 @@ interface ReplicationBenchArgs {
   /** pause between a poller's status requests; 0 = back-to-back */
   pollGapMs: number;
   partitionS: number;
+  /** connected traffic (with conflicts) before the partition, so the cluster runs warm like a live one */
+  healWarmupS: number;
   partitionWrites: number;
   sharedKeys: number;
   out: string;
@@ -63,7 +66,7 @@ interface ReplicationBenchArgs {
 
 const usage =
   'replication bench: --only lag|heal, --rate 1..5000, --warmup 0..30, --seconds 1..60, --poll-gap-ms 0..1000, ' +
-  '--partition-seconds 1..60, --partition-writes 0..50000, --shared-keys 0..25000, --out FILE, --data-dir DIR, --wait-quiet 0..60, --keep';
+  '--partition-seconds 1..60, --heal-warmup 0..60, --partition-writes 0..50000, --shared-keys 0..25000, --out FILE, --data-dir DIR, --wait-quiet 0..60, --keep';
 
 function parseArgs(args: string[]): ReplicationBenchArgs | undefined {
   if (args.includes('--help') || args.includes('-h')) return undefined;
@@ -74,6 +77,7 @@ function parseArgs(args: string[]): ReplicationBenchArgs | undefined {
     seconds: 20,
     pollGapMs: 10,
     partitionS: 30,
+    healWarmupS: 5,
     partitionWrites: 10_000,
     sharedKeys: 2_000,
     out: 'bench-results/replication.json',
@@ -96,6 +100,7 @@ function parseArgs(args: string[]): ReplicationBenchArgs | undefined {
     else if (flag === '--seconds' && num >= 1 && num <= 60) out.seconds = num;
     else if (flag === '--poll-gap-ms' && num >= 0 && num <= 1_000) out.pollGapMs = num;
     else if (flag === '--partition-seconds' && num >= 1 && num <= 60) out.partitionS = num;
+    else if (flag === '--heal-warmup' && num >= 0 && num <= 60) out.healWarmupS = num;
     else if (flag === '--partition-writes' && int && num >= 0 && num <= 50_000) out.partitionWrites = num;
     else if (flag === '--shared-keys' && int && num >= 0 && num <= 25_000) out.sharedKeys = num;
     else if (flag === '--out' && value !== undefined) out.out = value;
@@ -729,6 +734,8 @@ async function runLag(c: StartedCluster, args: ReplicationBenchArgs): Promise<La
 interface HealReport {
   isolated: string;
   partitionS: number;
+  /** connected writes before the partition (healWarmup), and whether the sites agreed after them */
+  warmup: { writes: number; converged: boolean };
   writes: { planned: number; acked: number; errors: number; non2xx: number; isolatedSide: number; majoritySide: number; writeSeconds: number };
   sharedKeys: number;
   divergedAtHeal: boolean;
@@ -762,6 +769,42 @@ async function countConflicts(pool: Pool): Promise<number> {
   return total;
 }
 
+/**
+ * Connected traffic before the partition: 500 writes/s over every site, half of them pairs on the
+ * same key at two sites (conflicts), then until the vectors agree. A site in production has been
+ * replicating and recording conflicts before a partition; a cluster started a moment ago has not
+ * (its catch-up paths would be cold in the JIT, which is not what the heal time is about).
+ */
+async function healWarmup(c: StartedCluster, seconds: number): Promise<{ writes: number; converged: boolean }> {
+  if (seconds <= 0) return { writes: 0, converged: true };
+  const n = c.pools.length;
+  const total = Math.round(500 * seconds);
+  const tag = `warm-${now().toString(36).replace('.', '')}`;
+  const start = now();
+  const outstanding = new Set<Promise<void>>();
+  let writes = 0;
+  for (let i = 0; i < total; i++) {
+    const due = start + i * 2;
+    if (due - now() >= 1) await sleep(due - now());
+    const site = i % n;
+    const key = i % 4 < 2 ? `${tag}-shared-${i >> 2}` : `${tag}-solo-${i}`;
+    const p = put(c.pools[site]!, key, itemBody(tag, i)).then((r) => {
+      if (r.ok) writes += 1;
+    });
+    outstanding.add(p);
+    void p.finally(() => outstanding.delete(p));
+    while (outstanding.size >= inflightPerSiteMax * n) await Promise.race(outstanding);
+  }
+  await Promise.all([...outstanding]);
+  const deadline = now() + 15_000;
+  while (now() < deadline) {
+    const ss = await Promise.all(c.pools.map((p) => getJson<StatusBody>(p, '/v1/status', 2_000).catch(() => undefined)));
+    if (ss.every((x) => x !== undefined) && new Set(ss.map((x) => sortedJson(x!.vector))).size === 1) return { writes, converged: true };
+    await sleep(50);
+  }
+  return { writes, converged: false };
+}
+
 async function runHeal(c: StartedCluster, args: ReplicationBenchArgs): Promise<HealReport> {
   const mesh = c.mesh!;
   const sites = c.config.sites.map((s) => s.id);
@@ -769,6 +812,7 @@ async function runHeal(c: StartedCluster, args: ReplicationBenchArgs): Promise<H
   const isolated = sites[isolatedIdx]!;
   const majority = sites.filter((_, i) => i !== isolatedIdx).map((id) => sites.indexOf(id));
   if (!(await waitLinksConnected(c, 10_000))) process.stderr.write('replication bench: warning: not every peer link was connected before the partition\n');
+  const warmup = await healWarmup(c, args.healWarmupS);
 
   mesh.isolate(isolated);
   const partitionStart = now();
@@ -861,6 +905,7 @@ async function runHeal(c: StartedCluster, args: ReplicationBenchArgs): Promise<H
   return {
     isolated,
     partitionS: args.partitionS,
+    warmup,
     writes: w,
     sharedKeys: args.sharedKeys,
     divergedAtHeal,
@@ -924,6 +969,7 @@ function healTable(r: HealReport): string[] {
   const ms = (x: number | null) => (x === null ? `not within ${healTimeoutMs} ms` : `${x} ms`);
   return [
     `== heal after partition: ${r.isolated} isolated for ${r.partitionS} s, all peer traffic through link proxies ==`,
+    `warm-up                  ${r.warmup.writes} connected writes before the partition (half of them conflicting pairs); ${r.warmup.converged ? 'sites agreed' : 'sites did NOT agree within 15 s'}`,
     `writes during partition  ${r.writes.acked} acked of ${r.writes.planned} in ${r.writes.writeSeconds} s (isolated side ${r.writes.isolatedSide}, majority side ${r.writes.majoritySide}; errors ${r.writes.errors}, non-2xx ${r.writes.non2xx}), ${r.sharedKeys} keys written on both sides`,
     `diverged at heal         ${r.divergedAtHeal ? 'yes' : 'NO (partition had no effect?)'}`,
     `links reconnected        ${ms(r.linksConnectedMs)}  (puller->peer: ${Object.entries(r.linkReconnectMs)
