@@ -26,6 +26,8 @@ export interface FeedServerOptions {
   auth: PeerAuthConfig;
   heartbeatMs: number;
   onAck: (ack: AckMessage) => void;
+  /** a peer just reached this site (a pull or an ack): it is up, whatever our backoff thought */
+  onPeerSeen?: (site: string) => void;
   /** the latest vector a peer acknowledged: what it already has from any source */
   ackedBy: (site: string) => AckMessage | undefined;
   /** how far other origins' entries may be relayed yet (relay-gate.ts) */
@@ -60,6 +62,7 @@ export function feedServer(options: FeedServerOptions): FeedServer {
       if (req.method === 'POST' && path === '/v1/peer/feed') {
         const body = decodeMessage<FeedRequest>(req.body);
         if (!isVector(body?.vector) || body.site !== auth.site) return problem(400, 'bad-request', 'malformed feed request');
+        options.onPeerSeen?.(auth.site);
         const floor = options.node.store.logFloor();
         const behind = Object.entries(floor).find(([o, seq]) => (body.vector[o] ?? 0) < seq);
         if (behind)

@@ -108,6 +108,8 @@ export class Replicator {
       auth: this.auth,
       heartbeatMs: this.heartbeatMs,
       onAck: (ack) => this.receiveAck(ack),
+      // a peer that pulls from us is up: pull from it now rather than after our backoff
+      onPeerSeen: (site) => this.pullers.get(site)?.wake(),
       ackedBy: (site) => this.acksReceived.get(site),
       // before run() there is no gate yet: relay everything
       relay: {
