@@ -14,7 +14,7 @@ export const limits = {
   setElementsMax: 10_000,
   siblingsMax: 16,
   /** Group commit: most writes folded into one transaction. */
-  groupCommitWritesMax: 128,
+  groupCommitWritesMax: 256,
   /** Pending writes waiting for the next group commit before new ones get 503. */
   writeQueueMax: 10_000,
   /** Replication batches: most entries and bytes per batch on a peer feed. */
