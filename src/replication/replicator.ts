@@ -190,8 +190,9 @@ export class Replicator {
    * cannot serve yet can be served now.
    */
   coveringPeer(token: VersionVector): string | undefined {
-    for (const [peer, puller] of this.pullers) if (puller.isConnected && dominates(puller.peerHas(), token)) return peer;
-    for (const [peer, ack] of this.acksReceived) if (peer in this.peerUrls && dominates(ack.vector, token)) return peer;
+    const current = new Set(this.peers);
+    for (const [peer, puller] of this.pullers) if (current.has(peer) && puller.isConnected && dominates(puller.peerHas(), token)) return peer;
+    for (const [peer, ack] of this.acksReceived) if (current.has(peer) && dominates(ack.vector, token)) return peer;
     return undefined;
   }
 
