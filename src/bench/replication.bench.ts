@@ -477,10 +477,15 @@ async function stopCluster(c: StartedCluster): Promise<void> {
 }
 
 /** Waits (bounded) until every site reports every peer link connected; returns whether it did. */
+/** Every site's /v1/status, in site order; undefined for a site that did not answer. */
+function siteStatuses(c: StartedCluster, timeoutMs = 5_000): Promise<(StatusBody | undefined)[]> {
+  return Promise.all(c.pools.map((p) => getJson<StatusBody>(p, '/v1/status', timeoutMs).catch(() => undefined)));
+}
+
 async function waitLinksConnected(c: StartedCluster, timeoutMs: number): Promise<boolean> {
   const deadline = now() + timeoutMs;
   while (now() < deadline) {
-    const statuses = await Promise.all(c.pools.map((p) => getJson<StatusBody>(p, '/v1/status').catch(() => undefined)));
+    const statuses = await siteStatuses(c);
     if (statuses.every((s) => s !== undefined && Object.keys(s.peers).length === c.config.sites.length - 1 && Object.values(s.peers).every((l) => l.connected)))
       return true;
     await sleep(50);
@@ -798,7 +803,7 @@ async function healWarmup(c: StartedCluster, seconds: number): Promise<{ writes:
   await Promise.all([...outstanding]);
   const deadline = now() + 15_000;
   while (now() < deadline) {
-    const ss = await Promise.all(c.pools.map((p) => getJson<StatusBody>(p, '/v1/status', 2_000).catch(() => undefined)));
+    const ss = await siteStatuses(c, 2_000);
     if (ss.every((x) => x !== undefined) && new Set(ss.map((x) => sortedJson(x!.vector))).size === 1) return { writes, converged: true };
     await sleep(50);
   }
@@ -854,7 +859,7 @@ async function runHeal(c: StartedCluster, args: ReplicationBenchArgs): Promise<H
   const remaining = partitionStart + args.partitionS * 1000 - now();
   if (remaining > 0) await sleep(remaining);
 
-  const statuses = async () => Promise.all(c.pools.map((p) => getJson<StatusBody>(p, '/v1/status', 2_000).catch(() => undefined)));
+  const statuses = () => siteStatuses(c, 2_000);
   const before = await statuses();
   const divergedAtHeal = new Set(before.map((s) => (s ? sortedJson(s.digests) : 'none'))).size > 1;
 

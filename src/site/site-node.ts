@@ -18,7 +18,7 @@ import { buildTables, ownerOf, type TableRuntime } from './tables.js';
 import type { SiteMetrics } from './metrics.js';
 import { loadCustomMerge } from './custom-merge.js';
 import type { CustomMerge } from '../core/materialize.js';
-import type { Membership } from '../core/membership.js';
+import type { Member, Membership } from '../core/membership.js';
 
 export type Consistency = 'eventual' | 'session' | 'strong';
 export type Durability = 'local' | 'quorum' | 'all';
@@ -70,6 +70,8 @@ export class SiteNode {
   private sessionWaiters = new Set<SessionWaiter>();
   private commitListeners = new Set<() => void>();
   private stopping = false;
+  /** the config's sites, all active: the members until a topology epoch says otherwise */
+  private readonly configMembers: Member[];
   private readonly log;
 
   constructor(private readonly deps: SiteNodeDeps) {
@@ -82,6 +84,7 @@ export class SiteNode {
     for (const [name, t] of Object.entries(deps.config.tables))
       if (t.conflict === 'custom') merges[name] = loadCustomMerge(t.merge!, deps.configPath, t.mergeTimeoutMs, name).merge;
     this.tables = buildTables(deps.config, merges);
+    this.configMembers = deps.config.sites.map((s) => ({ site: s.id, state: 'active' }));
     this.log = deps.env.log.child({ site: deps.siteId });
     this.committer = new GroupCommitter({
       store: deps.store,
@@ -110,14 +113,10 @@ export class SiteNode {
     return this.deps.store;
   }
 
-  private configMembership(): Membership {
-    return { epoch: 0, members: this.deps.config.sites.map((s) => ({ site: s.id, state: 'active' as const })) };
-  }
-
   /** The membership in force: the newest topology epoch's, or the config's sites (epoch 0). */
   membership(): Membership {
     const stored = this.deps.store.membership();
-    return stored.epoch > 0 ? stored : this.configMembership();
+    return stored.epoch > 0 ? stored : { epoch: 0, members: this.configMembers.map((m) => ({ ...m })) };
   }
 
   get serving(): boolean {
@@ -127,7 +126,7 @@ export class SiteNode {
   async start(): Promise<StoreIdentity> {
     this.identity = await this.deps.store.open();
     // Until a topology epoch says otherwise, the members are the config's sites, all active.
-    if (this.deps.store.membership().epoch < 0) await this.deps.store.setMembership(this.configMembership());
+    if (this.deps.store.membership().epoch < 0) await this.deps.store.setMembership({ epoch: 0, members: this.configMembers });
     this.clock = new HybridClock({
       wallMs: () => this.deps.env.clock.wallMs(),
       skewMsMax: limits.clockSkewMsMax,
