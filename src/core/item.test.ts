@@ -5,7 +5,7 @@ import fc from 'fast-check';
 import { joinStates, versionOf, type ItemState } from './item.js';
 import { applyLocalWrite, type ItemOp } from './write.js';
 import { materialize, type TableSemantics } from './materialize.js';
-import { hlcOf } from './hlc.js';
+import { hlcFromHex, hlcOf } from './hlc.js';
 import { dotOf } from './vector.js';
 import { RequestError } from './errors.js';
 
@@ -26,7 +26,12 @@ class Replica {
     this.seq += 1;
     this.ms += 1;
     const origin = `${this.site}.1`;
-    this.state = applyLocalWrite(this.table, this.state, op, { dot: dotOf(origin, this.seq), hlc: hlcOf(this.ms, 0), site: this.site, origin });
+    // as a site's clock does (HybridClock.tickAfter): a write is stamped after the item it changes,
+    // so a causal successor always has the higher hlc, whatever the wall clocks say
+    const after = this.state ? hlcFromHex(this.state.w.h) : 0n;
+    const own = hlcOf(this.ms, 0);
+    const hlc = own > after ? own : after + 1n;
+    this.state = applyLocalWrite(this.table, this.state, op, { dot: dotOf(origin, this.seq), hlc, site: this.site, origin });
     return this.state;
   }
   receive(s: ItemState): void {
