@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { canonicalJson, type JsonValue } from './canonical-json.js';
+import { canonicalJson, sameJson, type JsonValue } from './canonical-json.js';
 
 /** The plain definition: sort every object's keys, recurse. */
 function reference(value: JsonValue): string {
@@ -32,5 +32,22 @@ describe('canonicalJson (RFC 8785)', () => {
   it('refuses non-finite numbers, wherever they are', () => {
     expect(() => canonicalJson({ a: [1, { b: Number.NaN }] })).toThrow(/non-finite/);
     expect(() => canonicalJson({ z: 1, a: Infinity })).toThrow(/non-finite/);
+  });
+});
+
+describe('sameJson', () => {
+  it('is true exactly when two values encode alike: same structure, same key order', () => {
+    fc.assert(
+      fc.property(fc.jsonValue({ maxDepth: 4 }), fc.jsonValue({ maxDepth: 4 }), (a, b) => {
+        expect(sameJson(a, structuredClone(a))).toBe(true);
+        expect(sameJson(a, b)).toBe(JSON.stringify(a) === JSON.stringify(b));
+      }),
+      { numRuns: 500 },
+    );
+    expect(sameJson({ a: 1, b: 2 }, { b: 2, a: 1 })).toBe(false);
+    expect(sameJson({ a: undefined }, {})).toBe(false);
+    expect(sameJson([1, [2]], [1, [2]])).toBe(true);
+    expect(sameJson([], {})).toBe(false);
+    expect(sameJson(null, {})).toBe(false);
   });
 });

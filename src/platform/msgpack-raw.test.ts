@@ -2,7 +2,7 @@ import { decode, encode } from '@msgpack/msgpack';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { containerAt, RawWriter, valueEnd } from './msgpack-raw.js';
-import { decodeLogEntry, encodeLogEntry } from '../store/log-codec.js';
+import { decodeLogEntry, encodeLogEntry, logEntryStateBytes } from '../store/log-codec.js';
 
 // @msgpack/msgpack refuses a __proto__ key when decoding
 const key = (maxLength: number) => fc.string({ maxLength }).filter((k) => k !== '__proto__');
@@ -74,5 +74,26 @@ describe('msgpack-raw', () => {
     const bytes = encodeLogEntry(entry, [{ table: 't', key: 'k', state: encode(state) }]);
     expect(decodeLogEntry(bytes)).toEqual(entry);
     expect(Buffer.from(bytes)).toEqual(Buffer.from(encode(entry)));
+  });
+
+  it("finds each item's encoded state in a log entry, whatever the states and the fields around them", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.record({ table: key(10), key: key(40), state: fc.dictionary(key(5), value, { maxKeys: 6 }) }), { minLength: 1, maxLength: 5 }),
+        fc.boolean(),
+        (items, awaitsAck) => {
+          const head = { origin: 'a.1', seq: 7, hlc: '0000000000010000', ...(awaitsAck ? { awaitsAck: true as const } : {}) };
+          const bytes = encodeLogEntry(head, items.map((it) => ({ table: it.table, key: it.key, state: encode(it.state) })));
+          const states = logEntryStateBytes(bytes);
+          expect(states.map((s) => Buffer.from(s))).toEqual(items.map((it) => Buffer.from(encode(it.state))));
+          // the same from the plain encoding of the entry object (a peer's bytes need not be spliced)
+          const plain = encode({ ...head, items });
+          expect(logEntryStateBytes(plain).map((s) => Buffer.from(s))).toEqual(items.map((it) => Buffer.from(encode(it.state))));
+        },
+      ),
+      { numRuns: 300 },
+    );
+    expect(() => logEntryStateBytes(encode([1, 2]))).toThrow(/map/);
+    expect(() => logEntryStateBytes(encode({ items: [{ table: 't', key: 'k' }] }))).toThrow(/without a state/);
   });
 });

@@ -6,7 +6,7 @@ import { RequestError } from '../core/errors.js';
 import { HybridClock, hlcFromHex, hlcMs, hlcToHex } from '../core/hlc.js';
 import { joinStatesTracked, type ItemState } from '../core/item.js';
 import { applyLocalWrite, type ItemOp } from '../core/write.js';
-import { canonicalJson } from '../core/canonical-json.js';
+import { canonicalJson, sameJson } from '../core/canonical-json.js';
 import { dominates, dotOf, siteOfOrigin, type VersionVector } from '../core/vector.js';
 import type { ClusterConfig } from '../config/schema.js';
 import type { Env } from '../platform/env.js';
@@ -365,7 +365,10 @@ export class SiteNode {
       const cur: ItemState | undefined = current[i]?.state;
       const pruneToMax = semantics.conflict === 'lww';
       const joined = cur ? joinStatesTracked(cur, item.state, { pruneToMax }) : joinStatesTracked(item.state, item.state, { pruneToMax });
-      const rec = buildRecord(item.table, item.key, semantics, joined.state);
+      // Usually the join is the incoming state itself (a new item, or a causally later write): then
+      // the store keeps the bytes it received instead of encoding the state again (Store.commit).
+      const state = sameJson(joined.state, item.state) ? item.state : joined.state;
+      const rec = buildRecord(item.table, item.key, semantics, state);
       records.push(rec);
       if (semantics.conflict === 'custom') return;
       for (const l of joined.losers) {

@@ -13,7 +13,7 @@ import { limits } from '../../limits.js';
 import { canonicalVector, dominates, joinVectors, originOf, type VersionVector } from '../../core/vector.js';
 import type { ItemState } from '../../core/item.js';
 import { memberStates, type Member, type Membership } from '../../core/membership.js';
-import { decodeLogEntry, encodeLogEntry } from '../log-codec.js';
+import { decodeLogEntry, encodeLogEntry, logEntryStateBytes } from '../log-codec.js';
 import type {
   CommitRequest,
   CommitResult,
@@ -461,7 +461,14 @@ export class SqliteStore implements Store {
           }
           const before = current(entry.items);
           const merged = req.merge(before);
-          this.writeRecords(merged.records, before);
+          // a record whose state is the entry's own (the usual case) keeps the bytes received
+          let received: Map<ItemState, Uint8Array> | undefined;
+          if (req.raw !== undefined) {
+            const bytes = logEntryStateBytes(req.raw);
+            assert(bytes.length === entry.items.length, 'one encoded state per item of the entry');
+            received = new Map(entry.items.map((it, i) => [it.state, bytes[i]!]));
+          }
+          this.writeRecords(merged.records, before, received);
           this.writeConflicts(merged.conflicts);
           // Invariant 1: every received entry is logged (and so relayed), losers included.
           this.stmts.putLog.run(entry.origin, entry.seq, entry.hlc, req.raw ?? packr.pack(entry));
@@ -502,7 +509,7 @@ export class SqliteStore implements Store {
    * Writes records; `before` holds what these items were when this request read them. Returns the
    * encoded states, in order (a local write's log entry reuses them).
    */
-  private writeRecords(records: ItemRecord[], before: (ItemRecord | undefined)[]): Buffer[] {
+  private writeRecords(records: ItemRecord[], before: (ItemRecord | undefined)[], received?: Map<ItemState, Uint8Array>): Buffer[] {
     const previous = new Map(before.filter((b) => b !== undefined).map((b) => [`${b!.table}\u0000${b!.key}`, b!]));
     const states: Buffer[] = [];
     for (const r of records) {
@@ -511,7 +518,8 @@ export class SqliteStore implements Store {
       const old = previous.get(`${r.table}\u0000${r.key}`);
       if (old?.live) this.pendingHashes.push({ table: r.table, bucket, hash: old.hash });
       if (r.live) this.pendingHashes.push({ table: r.table, bucket, hash: r.hash });
-      const state = packr.pack(r.state);
+      const bytes = received?.get(r.state);
+      const state = bytes === undefined ? packr.pack(r.state) : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
       states.push(state);
       this.stmts.putItem.run(
         r.table,
