@@ -155,3 +155,17 @@ export function containerAt(bytes: Uint8Array, at: number, kind: 'map' | 'array'
     return { size: new DataView(bytes.buffer, bytes.byteOffset + at + 1, 4).getUint32(0), body: at + 5 };
   throw new Error(`expected a MessagePack ${kind}`);
 }
+
+/** The fields of the map at `at`, in order (each key's bytes, where its value starts and ends), and where the map ends. */
+export function mapFields(bytes: Uint8Array, at: number): { fields: { key: Uint8Array; value: number; end: number }[]; end: number } {
+  const { size, body } = containerAt(bytes, at, 'map');
+  const fields: { key: Uint8Array; value: number; end: number }[] = [];
+  let i = body;
+  for (let f = 0; f < size; f++) {
+    const value = valueEnd(bytes, i);
+    const end = valueEnd(bytes, value);
+    fields.push({ key: bytes.subarray(i, value), value, end });
+    i = end;
+  }
+  return { fields, end: i };
+}

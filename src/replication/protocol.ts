@@ -4,7 +4,7 @@
 // behind or ahead, and an unknown field is ignored by an old reader.
 import { decode, encode } from '@msgpack/msgpack';
 import { assert } from '../core/assert.js';
-import { containerAt, RawWriter, valueEnd } from '../platform/msgpack-raw.js';
+import { containerAt, mapFields, RawWriter, valueEnd } from '../platform/msgpack-raw.js';
 import type { VersionVector } from '../core/vector.js';
 import type { ItemState } from '../core/item.js';
 import type { ConflictRecord, LogEntry } from '../store/types.js';
@@ -86,13 +86,10 @@ export function encodeBatchFrame(rawEntries: Uint8Array[], vector: VersionVector
  * (`raw`), so a receiver logs exactly what its peer logged.
  */
 function decodeFrame(body: Uint8Array): FeedFrame {
-  const { size, body: first } = containerAt(body, 0, 'map');
+  const { fields, end: mapEnd } = mapFields(body, 0);
   const out: Record<string, unknown> = {};
-  let at = first;
-  for (let i = 0; i < size; i++) {
-    const keyEnd = valueEnd(body, at);
-    const key = decode(body.subarray(at, keyEnd));
-    const end = valueEnd(body, keyEnd);
+  for (const { key: keyBytes, value: keyEnd, end } of fields) {
+    const key = decode(keyBytes);
     if (key === 'entries') {
       const list = containerAt(body, keyEnd, 'array');
       const raw: Uint8Array[] = [];
@@ -105,9 +102,8 @@ function decodeFrame(body: Uint8Array): FeedFrame {
       out['entries'] = raw.map((r) => decode(r));
       out['raw'] = raw;
     } else if (typeof key === 'string') out[key] = decode(body.subarray(keyEnd, end));
-    at = end;
   }
-  if (at !== body.byteLength) throw new Error('peer sent a frame with trailing bytes');
+  if (mapEnd !== body.byteLength) throw new Error('peer sent a frame with trailing bytes');
   return out as unknown as FeedFrame;
 }
 

@@ -2,7 +2,7 @@
 // item states encoded once (they are encoded for the items table anyway). Decoding it gives the
 // LogEntry back; a receiver logs the bytes it received as they are (msgpack-raw.ts).
 import { decode } from '@msgpack/msgpack';
-import { containerAt, RawWriter, valueEnd } from '../platform/msgpack-raw.js';
+import { containerAt, mapFields, RawWriter, valueEnd } from '../platform/msgpack-raw.js';
 import type { LogEntry } from './types.js';
 
 export function encodeLogEntry(
@@ -20,8 +20,10 @@ export function encodeLogEntry(
 const itemsKey = Buffer.from([0xa5, ...Buffer.from('items')]);
 const stateKey = Buffer.from([0xa5, ...Buffer.from('state')]);
 
-function keyIs(bytes: Uint8Array, at: number, end: number, key: Buffer): boolean {
-  return end - at === key.byteLength && key.equals(bytes.subarray(at, end));
+function keyIs(key: Uint8Array, expected: Uint8Array): boolean {
+  if (key.byteLength !== expected.byteLength) return false;
+  for (let i = 0; i < key.byteLength; i++) if (key[i] !== expected[i]) return false;
+  return true;
 }
 
 /**
@@ -31,30 +33,23 @@ function keyIs(bytes: Uint8Array, at: number, end: number, key: Buffer): boolean
 export function logEntryStateBytes(bytes: Uint8Array): Uint8Array[] {
   const out: Uint8Array[] = [];
   const entry = containerAt(bytes, 0, 'map');
+  // walked by hand: mapFields would also scan the items to find where they end, a second pass
   let at = entry.body;
   for (let f = 0; f < entry.size; f++) {
     const keyEnd = valueEnd(bytes, at);
-    const isItems = keyIs(bytes, at, keyEnd, itemsKey);
-    at = keyEnd;
-    if (!isItems) {
-      at = valueEnd(bytes, at);
+    if (!keyIs(bytes.subarray(at, keyEnd), itemsKey)) {
+      at = valueEnd(bytes, keyEnd);
       continue;
     }
-    const items = containerAt(bytes, at, 'array');
+    const items = containerAt(bytes, keyEnd, 'array');
     at = items.body;
     for (let i = 0; i < items.size; i++) {
-      const item = containerAt(bytes, at, 'map');
-      at = item.body;
-      let state: Uint8Array | undefined;
-      for (let g = 0; g < item.size; g++) {
-        const kEnd = valueEnd(bytes, at);
-        const isState = keyIs(bytes, at, kEnd, stateKey);
-        const vEnd = valueEnd(bytes, kEnd);
-        if (isState) state = bytes.subarray(kEnd, vEnd);
-        at = vEnd;
-      }
+      const item = mapFields(bytes, at);
+      // the last one wins, as when decoding
+      const state = item.fields.findLast((g) => keyIs(g.key, stateKey));
       if (state === undefined) throw new Error('log entry item without a state');
-      out.push(state);
+      out.push(bytes.subarray(state.value, state.end));
+      at = item.end;
     }
   }
   return out;
