@@ -37,7 +37,7 @@ export const limits = {
   /** Another origin's entries are relayed to a peer only after this long here (relay-gate.ts). */
   relayDelayMs: 300,
   /** Peer links retry sooner: a failed connect is cheap, and heal time is bounded by it. */
-  peerBackoffMsMax: 500,
+  peerBackoffMsMax: 150,
 } as const;
 
 assert(limits.itemBodyBytesMax < limits.requestBodyBytesMax, 'an item must fit in a request');

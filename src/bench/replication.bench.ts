@@ -757,8 +757,12 @@ interface HealReport {
   /** cores used from the heal until the end of the watch */
   cpu: ReturnType<typeof cpuBetween>;
   conflicts: { total: number; bySite: Record<string, number>; expectedAbout: number };
+  /** per site, peers' entries that came in from the heal to the end of the watch: applied, or already here */
+  received: Record<string, { applied: number; duplicates: number } | null>;
   pass: boolean;
 }
+
+const receivedMetric = (result: string) => `tandem_replication_entries_received_total{result="${result}"}`;
 
 async function countConflicts(pool: Pool): Promise<number> {
   let total = 0;
@@ -863,6 +867,7 @@ async function runHeal(c: StartedCluster, args: ReplicationBenchArgs): Promise<H
   const before = await statuses();
   const divergedAtHeal = new Set(before.map((s) => (s ? sortedJson(s.digests) : 'none'))).size > 1;
 
+  const metricsAtHeal = await Promise.all(c.pools.map((p) => fetchMetrics(p).catch(() => undefined)));
   mesh.healAll();
   const healAt = now();
   const cpuAtHeal = sampleCpu(c.cluster);
@@ -900,6 +905,13 @@ async function runHeal(c: StartedCluster, args: ReplicationBenchArgs): Promise<H
   }
 
   const cpuAfterHeal = sampleCpu(c.cluster);
+  const metricsAfterHeal = await Promise.all(c.pools.map((p) => fetchMetrics(p).catch(() => undefined)));
+  const received: HealReport['received'] = {};
+  sites.forEach((site, i) => {
+    const [b, a] = [metricsAtHeal[i], metricsAfterHeal[i]];
+    const delta = (result: string) => (a?.get(receivedMetric(result)) ?? 0) - (b?.get(receivedMetric(result)) ?? 0);
+    received[site] = a && b ? { applied: delta('applied'), duplicates: delta('duplicate') } : null;
+  });
   const bySite: Record<string, number> = {};
   await Promise.all(
     c.pools.map(async (p, i) => {
@@ -923,6 +935,7 @@ async function runHeal(c: StartedCluster, args: ReplicationBenchArgs): Promise<H
     statusPolls,
     cpu: cpuBetween(cpuAtHeal, cpuAfterHeal),
     conflicts: { total, bySite, expectedAbout: args.sharedKeys * sites.length },
+    received,
     pass: healMs !== null && healMs <= healTargetMs,
   };
 }
@@ -985,6 +998,9 @@ function healTable(r: HealReport): string[] {
     `conflicts recorded       ${r.conflicts.total} (${Object.entries(r.conflicts.bySite)
       .map(([k, v]) => `${k} ${v}`)
       .join(', ')}; about ${r.conflicts.expectedAbout} expected: one per shared key per site)`,
+    `entries received         ${Object.entries(r.received)
+      .map(([k, v]) => `${k} ${v === null ? '-' : `${v.applied} applied, ${v.duplicates} duplicates`}`)
+      .join('; ')} (from the heal to the end of the watch)`,
     `cpu after heal (cores)   ${cpuText(r.cpu)}`,
     ...(r.cpu.other !== null && r.cpu.other > foreignCoresMax ? [`WARNING: other processes used ${r.cpu.other} cores after the heal; the machine was not quiet`] : []),
     `heal time ${ms(r.healMs)}   (target <= ${healTargetMs} ms: ${r.pass ? 'PASS' : 'FAIL'})`,

@@ -31,7 +31,7 @@ export interface FeedServerOptions {
   /** the latest vector a peer acknowledged: what it already has from any source */
   ackedBy: (site: string) => AckMessage | undefined;
   /** how far other origins' entries may be relayed yet (relay-gate.ts) */
-  relay: Pick<RelayGate, 'relayable' | 'relayableAtMs'>;
+  relay: Pick<RelayGate, 'relayable' | 'relayableAtMs' | 'movingUntilMs'>;
   /** extra peer routes (anti-entropy, snapshots) */
   extraRoutes?: Record<string, (req: IncomingRequest, from: string) => Promise<TransportResponse>>;
 }
@@ -135,7 +135,16 @@ async function* feedStream(
         const from = cursor[o] ?? 0;
         if (seq <= from) continue;
         const viaOrigin = o !== node.origin && (direct === undefined || direct.has(siteOfOrigin(o)));
-        const last = viaOrigin ? Math.min(seq, options.relay.relayable(o)) : seq;
+        let last = viaOrigin ? Math.min(seq, options.relay.relayable(o)) : seq;
+        if (viaOrigin && last > from) {
+          // the peer is getting this origin's entries from it right now: sending them too would
+          // only duplicate them (catching up after a partition, say)
+          const movingUntilMs = options.relay.movingUntilMs(peer, o);
+          if (movingUntilMs !== undefined) {
+            last = from;
+            relayAtMs = Math.min(relayAtMs, movingUntilMs);
+          }
+        }
         upTo[o] = last;
         if (last > from) serve = true;
         if (last < seq) relayAtMs = Math.min(relayAtMs, options.relay.relayableAtMs(o, Math.max(last, from)) ?? Infinity);

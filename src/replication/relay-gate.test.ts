@@ -54,4 +54,26 @@ describe('RelayGate', () => {
     advance(1_000);
     expect(gate.relayable('a.1')).toBe(3);
   });
+
+  it('holds back an origin from a peer while its acks show it moving forward there, and not once it stands still', () => {
+    const { gate, advance, at } = setup();
+    // the first ack only sets where the peer stood: nothing says it is moving yet
+    gate.observeAck('p', { 'a.1': 10, 'b.1': 4 });
+    expect(gate.movingUntilMs('p', 'a.1')).toBeUndefined();
+    advance(50);
+    gate.observeAck('p', { 'a.1': 40, 'b.1': 4 });
+    const movedAt = at();
+    expect(gate.movingUntilMs('p', 'a.1')).toBe(movedAt + 300);
+    expect(gate.movingUntilMs('p', 'b.1')).toBeUndefined();
+    // an ack that does not move it forward leaves the time it last moved
+    advance(200);
+    gate.observeAck('p', { 'a.1': 40, 'b.1': 4 });
+    expect(gate.movingUntilMs('p', 'a.1')).toBe(movedAt + 300);
+    advance(100);
+    expect(gate.movingUntilMs('p', 'a.1')).toBeUndefined();
+    // an origin first seen in a later ack counts as moving; another peer is tracked on its own
+    gate.observeAck('p', { 'a.1': 40, 'b.1': 4, 'c.1': 2 });
+    expect(gate.movingUntilMs('p', 'c.1')).toBe(at() + 300);
+    expect(gate.movingUntilMs('q', 'a.1')).toBeUndefined();
+  });
 });

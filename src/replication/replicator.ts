@@ -115,6 +115,7 @@ export class Replicator {
       relay: {
         relayable: (o) => this.relayGate?.relayable(o) ?? Number.MAX_SAFE_INTEGER,
         relayableAtMs: (o, seq) => this.relayGate?.relayableAtMs(o, seq),
+        movingUntilMs: (peer, o) => this.relayGate?.movingUntilMs(peer, o),
       },
       extraRoutes: this.antiEntropy.routes(),
     });
@@ -242,6 +243,7 @@ export class Replicator {
   private receiveAck(ack: AckMessage): void {
     if (!this.options.config.sites.some((s) => s.id === ack.site)) return;
     this.acksReceived.set(ack.site, ack);
+    this.relayGate?.observeAck(ack.site, ack.vector);
     this.pullers.get(ack.site)?.wake();
     for (const w of [...this.waiters]) if (this.countHolding(w.seq) >= w.needed) w.resolve(true);
   }

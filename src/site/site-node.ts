@@ -319,6 +319,8 @@ export class SiteNode {
       } else if (r.reason === 'duplicate') duplicates++;
       else gaps++;
     }
+    this.deps.metrics?.entriesReceived.inc({ result: 'applied' }, applied);
+    this.deps.metrics?.entriesReceived.inc({ result: 'duplicate' }, duplicates);
     return { applied, duplicates, gaps };
   }
 
