@@ -151,6 +151,9 @@ export function storeSuite(name: string, factory: StoreFactory): void {
       await store.commit(Array.from({ length: 20 }, (_, i) => put('t', `k${i}`)));
       expect((await store.readLog({}, 5, 1 << 20)).length).toBe(5);
       expect((await store.readLog({}, 100, 1)).length).toBe(1);
+      const [origin] = Object.keys(store.vector());
+      expect((await store.readLog({ [origin!]: 7 }, 5, 1 << 20)).map((e) => e.seq)).toEqual([8, 9, 10, 11, 12]);
+      expect((await store.readLog({ [origin!]: 18 }, 5, 1 << 20)).map((e) => e.seq)).toEqual([19, 20]);
       await store.close();
     });
 
