@@ -213,7 +213,7 @@ interface StatusBody {
   site: string;
   origin: string;
   vector: Record<string, number>;
-  peers: Record<string, { connected: boolean; lagEntries: number; lagMs: number }>;
+  peers: Record<string, { connected: boolean; lagEntries: number; lagMs: number; connectedSinceMs?: number }>;
   digests: Record<string, string>;
 }
 
@@ -749,9 +749,12 @@ interface HealReport {
   healMs: number | null;
   vectorsEqualMs: number | null;
   digestsEqualMs: number | null;
-  /** heal → every site reports every peer link connected again */
+  /** heal → every peer link connected again (the latest of linkReconnectMs) */
   linksConnectedMs: number | null;
-  /** heal → per directed link `puller->peer` (LinkMesh naming), first seen connected */
+  /**
+   * heal → per directed link `puller->peer` (LinkMesh naming), connected again: by the puller's own
+   * clock (its status's connectedSinceMs; 0 if it never went down), else when a poll first saw it
+   */
   linkReconnectMs: Record<string, number | null>;
   statusPolls: number;
   /** cores used from the heal until the end of the watch */
@@ -870,6 +873,7 @@ async function runHeal(c: StartedCluster, args: ReplicationBenchArgs): Promise<H
   const metricsAtHeal = await Promise.all(c.pools.map((p) => fetchMetrics(p).catch(() => undefined)));
   mesh.healAll();
   const healAt = now();
+  const healWallMs = realClock.wallMs();
   const cpuAtHeal = sampleCpu(c.cluster);
   let vectorsEqualMs: number | null = null;
   let digestsEqualMs: number | null = null;
@@ -889,9 +893,12 @@ async function runHeal(c: StartedCluster, args: ReplicationBenchArgs): Promise<H
         for (const [peer, l] of Object.entries(s.peers)) {
           // named as LinkMesh names links: `${puller}->${peer}` (the puller reaches the peer)
           const name = `${s.site}->${peer}`;
-          if (l.connected && linkReconnectMs[name] === null) linkReconnectMs[name] = round(t, 1);
+          // by the site's own clock when it reports one: a busy site answers the poll late
+          if (l.connected && linkReconnectMs[name] === null)
+            linkReconnectMs[name] = round(l.connectedSinceMs === undefined ? t : Math.max(0, l.connectedSinceMs - healWallMs), 1);
         }
-      if (linksConnectedMs === null && Object.values(linkReconnectMs).every((x) => x !== null)) linksConnectedMs = round(t, 1);
+      if (linksConnectedMs === null && Object.values(linkReconnectMs).every((x) => x !== null))
+        linksConnectedMs = Math.max(...Object.values(linkReconnectMs).map((x) => x!));
       const vEq = new Set(all.map((s) => sortedJson(s.vector))).size === 1;
       const dEq = new Set(all.map((s) => sortedJson(s.digests))).size === 1;
       if (vEq && vectorsEqualMs === null) vectorsEqualMs = round(t, 1);

@@ -21,6 +21,8 @@ export interface PeerLinkStatus {
   connected: boolean;
   lagEntries: number;
   lagMs: number;
+  /** while connected: when this pull stream came up (wall ms) */
+  connectedSinceMs?: number;
 }
 
 export interface PeerPullerOptions {
@@ -39,6 +41,7 @@ export interface PeerPullerOptions {
 export class PeerPuller {
   readonly id: string;
   private connected = false;
+  private connectedSinceMs: number | undefined;
   private peerVector: VersionVector = {};
   private oldestPendingMs = 0;
   private stopped = false;
@@ -61,7 +64,12 @@ export class PeerPuller {
     let lagEntries = 0;
     for (const [o, s] of Object.entries(this.peerVector)) lagEntries += Math.max(0, s - (mine[o] ?? 0));
     const lagMs = lagEntries > 0 && this.oldestPendingMs > 0 ? Math.max(0, this.options.env.clock.wallMs() - this.oldestPendingMs) : 0;
-    return { connected: this.connected, lagEntries, lagMs: Math.round(lagMs) };
+    return {
+      connected: this.connected,
+      lagEntries,
+      lagMs: Math.round(lagMs),
+      ...(this.connectedSinceMs !== undefined ? { connectedSinceMs: this.connectedSinceMs } : {}),
+    };
   }
 
   get isConnected(): boolean {
@@ -76,6 +84,7 @@ export class PeerPuller {
   private setConnected(connected: boolean): void {
     if (this.connected === connected) return;
     this.connected = connected;
+    this.connectedSinceMs = connected ? this.options.env.clock.wallMs() : undefined;
     this.log.info({ connected }, connected ? 'pulling from peer' : 'pull stream from peer lost');
     this.options.onConnectedChange?.(connected);
   }
