@@ -867,10 +867,9 @@ async function runHeal(c: StartedCluster, args: ReplicationBenchArgs): Promise<H
   if (remaining > 0) await sleep(remaining);
 
   const statuses = () => siteStatuses(c, 2_000);
-  const before = await statuses();
+  const [before, metricsAtHeal] = await Promise.all([statuses(), Promise.all(c.pools.map((p) => fetchMetrics(p).catch(() => undefined)))]);
   const divergedAtHeal = new Set(before.map((s) => (s ? sortedJson(s.digests) : 'none'))).size > 1;
 
-  const metricsAtHeal = await Promise.all(c.pools.map((p) => fetchMetrics(p).catch(() => undefined)));
   mesh.healAll();
   const healAt = now();
   const healWallMs = realClock.wallMs();

@@ -40,7 +40,7 @@ export interface PeerPullerOptions {
 
 export class PeerPuller {
   readonly id: string;
-  private connected = false;
+  /** while the pull stream is up: when it came up (wall ms) */
   private connectedSinceMs: number | undefined;
   private peerVector: VersionVector = {};
   private oldestPendingMs = 0;
@@ -65,7 +65,7 @@ export class PeerPuller {
     for (const [o, s] of Object.entries(this.peerVector)) lagEntries += Math.max(0, s - (mine[o] ?? 0));
     const lagMs = lagEntries > 0 && this.oldestPendingMs > 0 ? Math.max(0, this.options.env.clock.wallMs() - this.oldestPendingMs) : 0;
     return {
-      connected: this.connected,
+      connected: this.isConnected,
       lagEntries,
       lagMs: Math.round(lagMs),
       ...(this.connectedSinceMs !== undefined ? { connectedSinceMs: this.connectedSinceMs } : {}),
@@ -73,7 +73,7 @@ export class PeerPuller {
   }
 
   get isConnected(): boolean {
-    return this.connected;
+    return this.connectedSinceMs !== undefined;
   }
 
   /** What the peer has, as its feed last said (at least this). */
@@ -82,8 +82,7 @@ export class PeerPuller {
   }
 
   private setConnected(connected: boolean): void {
-    if (this.connected === connected) return;
-    this.connected = connected;
+    if (this.isConnected === connected) return;
     this.connectedSinceMs = connected ? this.options.env.clock.wallMs() : undefined;
     this.log.info({ connected }, connected ? 'pulling from peer' : 'pull stream from peer lost');
     this.options.onConnectedChange?.(connected);
