@@ -298,6 +298,10 @@ export async function runWriteBench(argv: string[]): Promise<void> {
     const ratio = emptyResult.rps === 0 ? 0 : round(siteResult.rps / emptyResult.rps, 3);
     const passWrites = siteResult.rps >= targetWritesPerSecond;
     const passRatio = ratio >= targetRatioToEmpty;
+    // What one request costs each server process in CPU: the ratio's cause, steadier than rates
+    // when the client, not the server, is what limits the empty handler.
+    const cpuUsPerRequest = (r: TargetReport): number | null => (r.cpu.server === null || r.rps === 0 ? null : Math.round((r.cpu.server / r.rps) * 1e6 * 10) / 10);
+    const cpuPerRequest = { site: cpuUsPerRequest(siteResult), empty: cpuUsPerRequest(emptyResult) };
     const busiest = Math.max(siteResult.cpu.other ?? 0, emptyResult.cpu.other ?? 0);
     const report = {
       bench: 'write',
@@ -316,6 +320,7 @@ export async function runWriteBench(argv: string[]): Promise<void> {
       site: { ...roundLoad(siteResult), groupCommit: commits },
       empty: roundLoad(emptyResult),
       ratio,
+      cpuUsPerRequest: cpuPerRequest,
       targets: { writesPerSecondMin: targetWritesPerSecond, ratioToEmptyMin: targetRatioToEmpty },
       pass: { writesPerSecond: passWrites, ratioToEmpty: passRatio, all: passWrites && passRatio },
     };
@@ -342,6 +347,7 @@ export async function runWriteBench(argv: string[]): Promise<void> {
       '',
       `ratio site/empty        ${ratio.toFixed(3)}   (target >= ${targetRatioToEmpty}: ${passRatio ? 'PASS' : 'FAIL'})`,
       `durable writes/s        ${Math.round(siteResult.rps)}   (target >= ${targetWritesPerSecond}: ${passWrites ? 'PASS' : 'FAIL'})`,
+      `server cpu per request  site ${cpuPerRequest.site ?? '-'} µs, empty handler ${cpuPerRequest.empty ?? '-'} µs`,
       `group commit            ${commits.commits} commits, mean ${commits.meanSize ?? '-'} writes, mean ${commits.meanMs ?? '-'} ms`,
       `disk (median of 200)    fsync ${fsync.fsyncMs} ms, fdatasync ${fsync.fdatasyncMs} ms (${fsType})`,
       `cpu: cores used by the server process, this client process and anything else during the window; ${cpus().length} cores here`,
