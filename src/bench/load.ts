@@ -28,6 +28,11 @@ export interface LoadOptions {
   requestTimeoutMs?: number;
   /** called once when warm-up ends and the measured window begins */
   onMeasureStart?: () => void;
+  /**
+   * Latencies go into this histogram (newLatencyHistogram), which the caller owns and may pass to
+   * several runs to pool them; the result's percentiles are then over all it holds.
+   */
+  histogram?: hdr.Histogram;
 }
 
 export interface LoadResult {
@@ -91,7 +96,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     headersTimeout: requestTimeoutMs,
     bodyTimeout: requestTimeoutMs,
   });
-  const histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: latencyUsMax, numberOfSignificantValueDigits: 3, autoResize: false });
+  const histogram = options.histogram ?? newLatencyHistogram();
   let requests = 0;
   let errors = 0;
   let non2xx = 0;
@@ -125,18 +130,24 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
   } finally {
     await pool.close();
   }
-  const ms = (percentile: number) => histogram.getValueAtPercentile(percentile) / 1000;
   const result: LoadResult = {
     requests,
     errors,
     non2xx,
     seconds: durationS,
     rps: (requests - errors - non2xx) / durationS,
-    p50Ms: ms(50),
-    p90Ms: ms(90),
-    p99Ms: ms(99),
-    maxMs: histogram.maxValue / 1000,
+    ...latencyMs(histogram),
   };
-  histogram.destroy();
+  if (options.histogram === undefined) histogram.destroy();
   return result;
+}
+
+/** A histogram of request latencies in µs, as runLoad records them; destroy() it when done. */
+export function newLatencyHistogram(): hdr.Histogram {
+  return hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: latencyUsMax, numberOfSignificantValueDigits: 3, autoResize: false });
+}
+
+export function latencyMs(histogram: hdr.Histogram): Pick<LoadResult, 'p50Ms' | 'p90Ms' | 'p99Ms' | 'maxMs'> {
+  const ms = (percentile: number) => histogram.getValueAtPercentile(percentile) / 1000;
+  return { p50Ms: ms(50), p90Ms: ms(90), p99Ms: ms(99), maxMs: histogram.maxValue / 1000 };
 }

@@ -1,11 +1,12 @@
 // Write benchmark (issue 2): durable single-item PUTs over HTTP to a real `tandem site` process,
 // against an empty handler on the same HTTP stack (bench/empty-server.ts) measured in the same
 // run. Each target runs in its own process; the closed-loop load generator (bench/load.ts) runs
-// here. Reports writes/s, p50/p99, the ratio site/empty, CPU used by each process, the site's
+// here. The measured time is split into rounds that alternate the targets (empty, site, then site,
+// empty, ...), so a machine that drifts faster or slower during the run weighs on both alike. Reports writes/s, p50/p99, the ratio site/empty, CPU used by each process, the site's
 // group-commit size and duration from /metrics, and the disk's fsync cost.
-// `npm run bench -- write [--seconds S] [--warmup S] [--connections N] [--out FILE]
+// `npm run bench -- write [--seconds S] [--rounds N] [--warmup S] [--connections N] [--out FILE]
 //   [--data-dir DIR] [--profile-site DIR] [--wait-quiet S] [--keep]`. Bounded: about
-// 2 × (wait-quiet + warmup + seconds) + 5 s. On a shared machine other work skews the figures: the
+// wait-quiet + 2 × (rounds × warmup + seconds) + 20 s. On a shared machine other work skews the figures: the
 // bench waits (bounded) for the CPU to be quiet before each target and reports what else ran.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, createWriteStream, fdatasyncSync, fsyncSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
@@ -17,10 +18,13 @@ import { freePortRange } from '../cluster/ports.js';
 import { demoConfig } from '../config/demo.js';
 import { realClock, realTimers } from '../platform/real/real-env.js';
 import { BenchUsageError, dataParent, foreignCoresMax, fsTypeOf, machineBusySeconds, ownCpuSeconds, processCpuSeconds, round, waitQuiet } from './machine.js';
-import { runLoad, type LoadRequest, type LoadResult } from './load.js';
+import type { Histogram } from 'hdr-histogram-js';
+import { latencyMs, newLatencyHistogram, runLoad, type LoadRequest, type LoadResult } from './load.js';
 
 interface WriteBenchArgs {
+  /** measured seconds per target, split evenly over the rounds */
   seconds: number;
+  rounds: number;
   warmupS: number;
   connections: number;
   out: string;
@@ -52,11 +56,12 @@ const targetWritesPerSecond = 5_000;
 const targetRatioToEmpty = 0.3;
 /** Above this many cores busy with other work, the machine is not quiet enough to trust a run. */
 const usage =
-  'write bench: --seconds 1..120, --warmup 0..30, --connections 1..1024, --out FILE, --data-dir DIR, --profile-site DIR, --wait-quiet 0..600, --keep';
+  'write bench: --seconds 1..120, --rounds 1..10, --warmup 0..30, --connections 1..1024, --out FILE, --data-dir DIR, --profile-site DIR, --wait-quiet 0..600, --keep';
 
 function parseArgs(args: string[]): WriteBenchArgs {
   const out: WriteBenchArgs = {
     seconds: 10,
+    rounds: 2,
     warmupS: 2,
     connections: 64,
     out: 'bench-results/write.json',
@@ -74,6 +79,7 @@ function parseArgs(args: string[]): WriteBenchArgs {
       continue;
     }
     if (flag === '--seconds' && num >= 1 && num <= 120) out.seconds = num;
+    else if (flag === '--rounds' && Number.isInteger(num) && num >= 1 && num <= 10) out.rounds = num;
     else if (flag === '--warmup' && num >= 0 && num <= 30) out.warmupS = num;
     else if (flag === '--wait-quiet' && num >= 0 && num <= 600) out.waitQuietS = num;
     else if (flag === '--connections' && Number.isInteger(num) && num >= 1 && num <= 1024) out.connections = num;
@@ -101,14 +107,25 @@ function writeRequest(connection: number, n: number): LoadRequest {
   };
 }
 
-/** Runs the load against `url` while sampling the CPU of the server process and of this one. */
-async function measureTarget(url: string, serverPid: number | undefined, args: WriteBenchArgs, onMeasureStart?: () => void): Promise<TargetReport> {
+/**
+ * Runs the load against `url` for `seconds` while sampling the CPU of the server process and of
+ * this one; latencies go into `histogram` (pooled over the rounds).
+ */
+async function measureTarget(
+  url: string,
+  serverPid: number | undefined,
+  args: WriteBenchArgs,
+  seconds: number,
+  histogram: Histogram,
+  onMeasureStart?: () => void,
+): Promise<TargetReport> {
   let startCpu: { server: number | undefined; client: number; machine: number | undefined; atMs: number } | undefined;
   const result = await runLoad({
     url,
     connections: args.connections,
     warmupS: args.warmupS,
-    durationS: args.seconds,
+    durationS: seconds,
+    histogram,
     request: writeRequest,
     onMeasureStart: () => {
       startCpu = { server: processCpuSeconds(serverPid), client: ownCpuSeconds(), machine: machineBusySeconds(), atMs: realClock.monotonicMs() };
@@ -127,6 +144,26 @@ async function measureTarget(url: string, serverPid: number | undefined, args: W
   const machine = cores(startCpu?.machine, endMachine);
   const other = machine === null || server === null ? null : round(Math.max(0, machine - server - client), 2);
   return { ...result, cpu: { server, client, other } };
+}
+
+/** One target's rounds as one report: rates over the summed time, CPU averaged over it. */
+function pooled(rounds: TargetReport[], histogram: Histogram): TargetReport {
+  const sum = (f: (r: TargetReport) => number) => rounds.reduce((acc, r) => acc + f(r), 0);
+  const seconds = sum((r) => r.seconds);
+  const cores = (f: (r: TargetReport) => number | null): number | null =>
+    rounds.some((r) => f(r) === null) ? null : round(sum((r) => f(r)! * r.seconds) / seconds, 2);
+  const requests = sum((r) => r.requests);
+  const errors = sum((r) => r.errors);
+  const non2xx = sum((r) => r.non2xx);
+  return {
+    requests,
+    errors,
+    non2xx,
+    seconds,
+    rps: (requests - errors - non2xx) / seconds,
+    ...latencyMs(histogram),
+    cpu: { server: cores((r) => r.cpu.server), client: cores((r) => r.cpu.client) ?? 0, other: cores((r) => r.cpu.other) },
+  };
 }
 
 /**
@@ -228,13 +265,20 @@ async function fetchMetrics(url: string): Promise<Map<string, number>> {
   return out;
 }
 
-function commitMetrics(before: Map<string, number> | undefined, after: Map<string, number>): CommitMetrics {
-  const delta = (name: string) => (after.get(name) ?? 0) - (before?.get(name) ?? 0);
-  const commits = delta('tandem_group_commit_size_count');
+const commitSeries = ['tandem_group_commit_size_count', 'tandem_group_commit_size_sum', 'tandem_group_commit_ms_sum', 'tandem_group_commit_ms_count'];
+
+/** Adds what the group-commit series grew by between `before` and `after` into `into`. */
+function addCommitDeltas(into: Map<string, number>, before: Map<string, number> | undefined, after: Map<string, number>): void {
+  for (const name of commitSeries) into.set(name, (into.get(name) ?? 0) + (after.get(name) ?? 0) - (before?.get(name) ?? 0));
+}
+
+function commitMetrics(delta: Map<string, number>): CommitMetrics {
+  const commits = delta.get('tandem_group_commit_size_count') ?? 0;
+  const msCount = delta.get('tandem_group_commit_ms_count') ?? 0;
   return {
     commits,
-    meanSize: commits === 0 ? null : round(delta('tandem_group_commit_size_sum') / commits, 1),
-    meanMs: commits === 0 ? null : round(delta('tandem_group_commit_ms_sum') / delta('tandem_group_commit_ms_count'), 3),
+    meanSize: commits === 0 ? null : round((delta.get('tandem_group_commit_size_sum') ?? 0) / commits, 1),
+    meanMs: msCount === 0 ? null : round((delta.get('tandem_group_commit_ms_sum') ?? 0) / msCount, 3),
   };
 }
 
@@ -271,27 +315,50 @@ export async function runWriteBench(argv: string[]): Promise<void> {
   const fsType = fsTypeOf(work) ?? 'unknown';
   const children: ChildProcess[] = [];
   try {
-    process.stderr.write(`write bench: data in ${work} (${fsType}); ${args.connections} connections, ${args.warmupS} s warm-up + ${args.seconds} s per target\n`);
+    const roundS = args.seconds / args.rounds;
+    process.stderr.write(
+      `write bench: data in ${work} (${fsType}); ${args.connections} connections; per target ${args.rounds} rounds of ${args.warmupS} s warm-up + ${round(roundS, 2)} s, alternating\n`,
+    );
     if (fsType === 'tmpfs') process.stderr.write('write bench: warning: the data dir is on tmpfs, fsync is free there; pass --data-dir on a disk\n');
     const fsync = measureFsync(work);
 
-    // Empty handler first, alone on the machine.
+    // Both targets up (the one not measured idles), the site on a fresh data dir.
     const empty = await spawnUntil(process.execPath, [join(here, 'empty-server.js'), '--port', '0'], /listening (\d+)/, 15_000);
     children.push(empty.child);
     const emptyUrl = `http://127.0.0.1:${empty.match[1]!}`;
-    await waitQuiet(args.waitQuietS, 'write bench');
-    const emptyResult = await measureTarget(emptyUrl, empty.child.pid, args);
-    await stopChild(empty.child, 5_000);
-
-    // Then the site node, with a fresh data dir.
     const site = await startSiteProcess(work, args.profileSiteDir);
     children.push(site.child);
     await waitQuiet(args.waitQuietS, 'write bench');
-    let metricsBefore: Promise<Map<string, number> | undefined> = Promise.resolve(undefined);
-    const siteResult = await measureTarget(site.url, site.child.pid, args, () => {
-      metricsBefore = fetchMetrics(site.url).catch(() => undefined);
-    });
-    const commits = commitMetrics(await metricsBefore, await fetchMetrics(site.url));
+
+    const histograms = { site: newLatencyHistogram(), empty: newLatencyHistogram() };
+    const rounds: { site: TargetReport[]; empty: TargetReport[] } = { site: [], empty: [] };
+    const commitDeltas = new Map<string, number>();
+    const measureEmpty = async () => rounds.empty.push(await measureTarget(emptyUrl, empty.child.pid, args, roundS, histograms.empty));
+    const measureSite = async () => {
+      let metricsBefore: Promise<Map<string, number> | undefined> = Promise.resolve(undefined);
+      rounds.site.push(
+        await measureTarget(site.url, site.child.pid, args, roundS, histograms.site, () => {
+          metricsBefore = fetchMetrics(site.url).catch(() => undefined);
+        }),
+      );
+      addCommitDeltas(commitDeltas, await metricsBefore, await fetchMetrics(site.url));
+    };
+    for (let r = 0; r < args.rounds; r++) {
+      if (r % 2 === 0) {
+        await measureEmpty();
+        await measureSite();
+      } else {
+        await measureSite();
+        await measureEmpty();
+      }
+    }
+    const emptyResult = pooled(rounds.empty, histograms.empty);
+    const siteResult = pooled(rounds.site, histograms.site);
+    histograms.empty.destroy();
+    histograms.site.destroy();
+    const roundRatios = rounds.site.map((s, i) => (rounds.empty[i]!.rps === 0 ? 0 : round(s.rps / rounds.empty[i]!.rps, 3)));
+    const commits = commitMetrics(commitDeltas);
+    await stopChild(empty.child, 5_000);
     await stopChild(site.child, 15_000);
     if (site.child.exitCode !== 0) process.stderr.write(`write bench: the site exited with ${site.child.exitCode ?? site.child.signalCode}; see ${site.logPath} (kept with --keep)\n`);
 
@@ -312,6 +379,7 @@ export async function runWriteBench(argv: string[]): Promise<void> {
       connections: args.connections,
       warmupS: args.warmupS,
       seconds: args.seconds,
+      rounds: args.rounds,
       bodyBytes: Buffer.byteLength(itemBody(0, 0)),
       dataDir: work,
       fsType,
@@ -320,6 +388,7 @@ export async function runWriteBench(argv: string[]): Promise<void> {
       site: { ...roundLoad(siteResult), groupCommit: commits },
       empty: roundLoad(emptyResult),
       ratio,
+      roundRatios,
       cpuUsPerRequest: cpuPerRequest,
       targets: { writesPerSecondMin: targetWritesPerSecond, ratioToEmptyMin: targetRatioToEmpty },
       pass: { writesPerSecond: passWrites, ratioToEmpty: passRatio, all: passWrites && passRatio },
@@ -345,7 +414,7 @@ export async function runWriteBench(argv: string[]): Promise<void> {
       row('tandem site', siteResult),
       row('empty handler', emptyResult),
       '',
-      `ratio site/empty        ${ratio.toFixed(3)}   (target >= ${targetRatioToEmpty}: ${passRatio ? 'PASS' : 'FAIL'})`,
+      `ratio site/empty        ${ratio.toFixed(3)}   (target >= ${targetRatioToEmpty}: ${passRatio ? 'PASS' : 'FAIL'}; by round ${roundRatios.map((x) => x.toFixed(3)).join(', ')})`,
       `durable writes/s        ${Math.round(siteResult.rps)}   (target >= ${targetWritesPerSecond}: ${passWrites ? 'PASS' : 'FAIL'})`,
       `server cpu per request  site ${cpuPerRequest.site ?? '-'} µs, empty handler ${cpuPerRequest.empty ?? '-'} µs`,
       `group commit            ${commits.commits} commits, mean ${commits.meanSize ?? '-'} writes, mean ${commits.meanMs ?? '-'} ms`,
