@@ -2,12 +2,15 @@
 // against an empty handler on the same HTTP stack (bench/empty-server.ts) measured in the same
 // run. Each target runs in its own process; the closed-loop load generator (bench/load.ts) runs
 // here. The measured time is split into rounds that alternate the targets (empty, site, then site,
-// empty, ...), so a machine that drifts faster or slower during the run weighs on both alike. Reports writes/s, p50/p99, the ratio site/empty, CPU used by each process, the site's
-// group-commit size and duration from /metrics, and the disk's fsync cost.
+// empty, ...), so a machine that drifts faster or slower during the run weighs on both alike.
+// Reports writes/s, p50/p99, the ratio site/empty (overall and per round), CPU used by each
+// process and per request, the site's group-commit size and duration from /metrics, and the
+// disk's fsync cost.
 // `npm run bench -- write [--seconds S] [--rounds N] [--warmup S] [--connections N] [--out FILE]
 //   [--data-dir DIR] [--profile-site DIR] [--wait-quiet S] [--keep]`. Bounded: about
-// wait-quiet + 2 × (rounds × warmup + seconds) + 20 s. On a shared machine other work skews the figures: the
-// bench waits (bounded) for the CPU to be quiet before each target and reports what else ran.
+// wait-quiet + 2 × (rounds × warmup + seconds) + 20 s. On a shared machine other work skews the
+// figures: the bench waits (bounded) for the CPU to be quiet before the first round and reports
+// what else ran.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, createWriteStream, fdatasyncSync, fsyncSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { cpus } from 'node:os';
