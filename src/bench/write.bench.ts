@@ -346,15 +346,7 @@ export async function runWriteBench(argv: string[]): Promise<void> {
       );
       addCommitDeltas(commitDeltas, await metricsBefore, await fetchMetrics(site.url));
     };
-    for (let r = 0; r < args.rounds; r++) {
-      if (r % 2 === 0) {
-        await measureEmpty();
-        await measureSite();
-      } else {
-        await measureSite();
-        await measureEmpty();
-      }
-    }
+    for (let r = 0; r < args.rounds; r++) for (const measure of r % 2 === 0 ? [measureEmpty, measureSite] : [measureSite, measureEmpty]) await measure();
     const emptyResult = pooled(rounds.empty, histograms.empty);
     const siteResult = pooled(rounds.site, histograms.site);
     histograms.empty.destroy();
@@ -370,7 +362,7 @@ export async function runWriteBench(argv: string[]): Promise<void> {
     const passRatio = ratio >= targetRatioToEmpty;
     // What one request costs each server process in CPU: the ratio's cause, steadier than rates
     // when the client, not the server, is what limits the empty handler.
-    const cpuUsPerRequest = (r: TargetReport): number | null => (r.cpu.server === null || r.rps === 0 ? null : Math.round((r.cpu.server / r.rps) * 1e6 * 10) / 10);
+    const cpuUsPerRequest = (r: TargetReport): number | null => (r.cpu.server === null || r.rps === 0 ? null : round((r.cpu.server / r.rps) * 1e6, 1));
     const cpuPerRequest = { site: cpuUsPerRequest(siteResult), empty: cpuUsPerRequest(emptyResult) };
     const busiest = Math.max(siteResult.cpu.other ?? 0, emptyResult.cpu.other ?? 0);
     const report = {
