@@ -26,7 +26,28 @@ import type {
   StoreIdentity,
 } from '../types.js';
 
-const schemaVersion = 1;
+/**
+ * The layout. Items and the log are rowid tables with their natural keys in unique indexes: a new
+ * item's row is appended at the right edge of the table, and only the small index entry lands at
+ * its key's place. Keyed by their natural keys instead (schema 1, WITHOUT ROWID), every insert at a
+ * random key rebalanced full 400-byte-row leaves: a group commit of 32 new items wrote 91 WAL
+ * frames, against 58 now, and cost a third more main-thread time.
+ */
+const schemaVersion = 2;
+const schemaSql = `
+  CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY,
+    tbl TEXT NOT NULL, key BLOB NOT NULL, state BLOB NOT NULL, live INTEGER NOT NULL,
+    value TEXT, version TEXT NOT NULL, origin TEXT NOT NULL, hash TEXT NOT NULL, bucket INTEGER NOT NULL);
+  CREATE UNIQUE INDEX IF NOT EXISTS items_key ON items (tbl, key);
+  CREATE INDEX IF NOT EXISTS items_tombstones ON items (tbl, key) WHERE live = 0;
+  CREATE TABLE IF NOT EXISTS log (id INTEGER PRIMARY KEY, origin TEXT NOT NULL, seq INTEGER NOT NULL, hlc TEXT NOT NULL, body BLOB NOT NULL);
+  CREATE UNIQUE INDEX IF NOT EXISTS log_pos ON log (origin, seq);
+  CREATE TABLE IF NOT EXISTS vector (origin TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS members (site TEXT PRIMARY KEY, state TEXT NOT NULL) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS conflicts (id INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT NULL, key BLOB NOT NULL,
+    loser_dot TEXT NOT NULL, body TEXT NOT NULL, at_ms INTEGER NOT NULL, UNIQUE (tbl, key, loser_dot));
+  CREATE INDEX IF NOT EXISTS conflicts_age ON conflicts (at_ms);
+`;
 const encoder = new Encoder();
 const decoder = new Decoder();
 const packr = {
@@ -100,21 +121,14 @@ export class SqliteStore implements Store {
     const sync = db.pragma('synchronous', { simple: true });
     const mode = db.pragma('journal_mode', { simple: true });
     assert(!full || (sync === 1 && mode === 'wal'), `SQLite must run WAL with synchronous=NORMAL plus a WAL fdatasync per commit, got ${String(mode)}/${String(sync)}`);
-    db.exec(`
-      CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS items (
-        tbl TEXT NOT NULL, key BLOB NOT NULL, state BLOB NOT NULL, live INTEGER NOT NULL,
-        value TEXT, version TEXT NOT NULL, origin TEXT NOT NULL, hash TEXT NOT NULL, bucket INTEGER NOT NULL,
-        PRIMARY KEY (tbl, key)) WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS log (origin TEXT NOT NULL, seq INTEGER NOT NULL, hlc TEXT NOT NULL, body BLOB NOT NULL,
-        PRIMARY KEY (origin, seq)) WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS vector (origin TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS members (site TEXT PRIMARY KEY, state TEXT NOT NULL) WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS conflicts (id INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT NULL, key BLOB NOT NULL,
-        loser_dot TEXT NOT NULL, body TEXT NOT NULL, at_ms INTEGER NOT NULL, UNIQUE (tbl, key, loser_dot));
-      CREATE INDEX IF NOT EXISTS items_tombstones ON items (tbl, key) WHERE live = 0;
-      CREATE INDEX IF NOT EXISTS conflicts_age ON conflicts (at_ms);
-    `);
+    db.exec('CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID');
+    const stored = (db.prepare("SELECT v FROM meta WHERE k = 'schema'").get() as { v: string } | undefined)?.v;
+    if (stored !== undefined && stored !== '1' && stored !== String(schemaVersion)) {
+      db.close();
+      throw new Error(`${this.options.path} has store schema ${stored}; this version reads schemas 1 and ${schemaVersion}`);
+    }
+    if (stored === '1') migrateFromSchema1(db);
+    db.exec(schemaSql);
     this.db = db;
     this.stmts = this.prepare(db);
     this.inTransaction = db.transaction((body: () => void) => body());
@@ -140,7 +154,6 @@ export class SqliteStore implements Store {
       this.db = undefined;
       throw new Error(`${this.options.path} belongs to site ${meta.get('site')}, not ${this.options.siteId}`);
     }
-    assert(Number(meta.get('schema')) === schemaVersion, `unsupported store schema ${meta.get('schema')}`);
     this.vec = {};
     for (const r of db.prepare('SELECT origin, seq FROM vector').all() as { origin: string; seq: number }[])
       this.vec[r.origin] = r.seq;
@@ -637,6 +650,27 @@ function preallocateWal(path: string, bytes: number): number {
   // and whatever the WAL holds from before (a process that died) is on disk from now on
   fdatasyncSync(fd);
   return fd;
+}
+
+/**
+ * Schema 1 kept items and the log WITHOUT ROWID, keyed by (tbl, key) and (origin, seq). Rewrites
+ * both into schema 2's rowid tables in one transaction: a crash midway leaves schema 1 intact.
+ */
+function migrateFromSchema1(db: Database.Database): void {
+  db.transaction(() => {
+    db.exec(`
+      DROP INDEX IF EXISTS items_tombstones;
+      ALTER TABLE items RENAME TO items_v1;
+      ALTER TABLE log RENAME TO log_v1;
+      ${schemaSql}
+      INSERT INTO items (tbl, key, state, live, value, version, origin, hash, bucket)
+        SELECT tbl, key, state, live, value, version, origin, hash, bucket FROM items_v1 ORDER BY tbl, key;
+      INSERT INTO log (origin, seq, hlc, body) SELECT origin, seq, hlc, body FROM log_v1 ORDER BY origin, seq;
+      DROP TABLE items_v1;
+      DROP TABLE log_v1;
+    `);
+    db.prepare("UPDATE meta SET v = ? WHERE k = 'schema'").run(String(schemaVersion));
+  }).immediate();
 }
 
 function rowToRecord(table: string, row: ItemRow): ItemRecord {
