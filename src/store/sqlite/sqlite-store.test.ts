@@ -43,7 +43,13 @@ it('sqlite: opens a schema 1 store (items and log WITHOUT ROWID) and migrates it
       records: [{ table: 't', key, live, value: live ? { key } : undefined, version: `v${seq}`, origin: 'a', hash: live ? 'cd'.repeat(16) : '', state: state(seq) }],
     }),
   });
-  await store.commit([put('k1', true), put('k2', false), put('é', true)]);
+  // a peer's entry: the log numbers its origin
+  const remote = (origin: string, seq: number, key: string): CommitRequest => {
+    const st: ItemState = { ...emptyState(), c: { [origin]: seq }, w: { h: '0000000000020000', s: 'b', d: `${origin}:${seq}` } };
+    const entry = { origin, seq, hlc: '0000000000020000', items: [{ table: 't', key, state: st }] };
+    return { kind: 'remote', entry, merge: () => ({ records: [{ table: 't', key, live: false, value: undefined, version: `r${seq}`, origin: 'b', hash: '', state: st }], conflicts: [] }) };
+  };
+  await store.commit([put('k1', true), put('k2', false), remote('b.1', 1, 'rb'), put('é', true)]);
   const before = { items: await store.scanAll('t', undefined, 10), log: await store.readLog({}, 10, 1 << 20), digests: await store.digests() };
   await store.close();
 
@@ -58,8 +64,8 @@ it('sqlite: opens a schema 1 store (items and log WITHOUT ROWID) and migrates it
     CREATE TABLE log (origin TEXT NOT NULL, seq INTEGER NOT NULL, hlc TEXT NOT NULL, body BLOB NOT NULL, PRIMARY KEY (origin, seq)) WITHOUT ROWID;
     CREATE INDEX items_tombstones ON items (tbl, key) WHERE live = 0;
     INSERT INTO items SELECT tbl, key, state, live, value, version, origin, hash, bucket FROM items_new;
-    INSERT INTO log SELECT origin, seq, hlc, body FROM log_new;
-    DROP TABLE items_new; DROP TABLE log_new;
+    INSERT INTO log SELECT o.origin, l.id - o.id * 140737488355328, l.hlc, l.body FROM log_new l JOIN origins o ON l.id / 140737488355328 = o.id;
+    DROP TABLE items_new; DROP TABLE log_new; DROP TABLE origins;
     UPDATE meta SET v = '1' WHERE k = 'schema';
   `);
   db.close();
@@ -69,15 +75,24 @@ it('sqlite: opens a schema 1 store (items and log WITHOUT ROWID) and migrates it
   expect(await again.scanAll('t', undefined, 10)).toEqual(before.items);
   expect(await again.readLog({}, 10, 1 << 20)).toEqual(before.log);
   expect(await again.digests()).toEqual(before.digests);
-  expect(again.vector()).toEqual({ [origin]: 3 });
-  // and it goes on writing: the next seq follows, the unique keys still hold
-  const [next] = await again.commit([put('k1', true)]);
-  expect(next).toMatchObject({ kind: 'local', ok: true, seq: 4 });
+  expect(before.log.map((e) => `${e.origin}:${e.seq}`).sort()).toEqual([`${origin}:1`, `${origin}:2`, `${origin}:3`, 'b.1:1']);
+  expect(again.vector()).toEqual({ [origin]: 3, 'b.1': 1 });
+  // and it goes on writing: the next seq follows, the unique keys still hold, peers' origins append
+  const next = await again.commit([put('k1', true), remote('b.1', 2, 'rb2'), remote('c.1', 1, 'rc')]);
+  expect(next).toMatchObject([{ kind: 'local', ok: true, seq: 4 }, { kind: 'remote', applied: true }, { kind: 'remote', applied: true }]);
+  expect((await again.readLog({ [origin]: 4, 'b.1': 1 }, 10, 1 << 20)).map((e) => `${e.origin}:${e.seq}`)).toEqual(['b.1:2', 'c.1:1']);
+  expect(await again.compactLog({ 'b.1': 2 })).toBe(2);
+  expect((await again.readLog({}, 10, 1 << 20)).map((e) => `${e.origin}:${e.seq}`)).toEqual([`${origin}:1`, `${origin}:2`, `${origin}:3`, `${origin}:4`, 'c.1:1']);
   await again.close();
   const check = new Database(path, { readonly: true });
   expect(check.prepare("SELECT v FROM meta WHERE k = 'schema'").get()).toEqual({ v: '2' });
   expect(check.prepare("SELECT name FROM sqlite_schema WHERE name LIKE '%_v1' OR name LIKE '%_new'").all()).toEqual([]);
   expect(check.prepare("SELECT count(*) n FROM items WHERE tbl = 't' AND key = ?").get(Buffer.from('k1'))).toEqual({ n: 1 });
+  expect(check.prepare('SELECT id, origin FROM origins ORDER BY id').all()).toEqual([
+    { id: 1, origin: 'b.1' },
+    { id: 2, origin: 'c.1' },
+    { id: 65_535, origin },
+  ]);
   check.close();
 });
 
