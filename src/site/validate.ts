@@ -23,11 +23,30 @@ function isWellFormedUtf16(s: string): boolean {
   return !/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(s);
 }
 
-function checkJsonDepth(value: unknown, path: string, depth = 0): void {
-  if (depth > depthMax) throw RequestError.badRequest(`${path}: nested deeper than ${depthMax} levels`, [{ path, message: 'too deep' }]);
-  if (Array.isArray(value)) value.forEach((v, i) => checkJsonDepth(v, `${path}[${i}]`, depth + 1));
-  else if (value !== null && typeof value === 'object')
-    for (const [k, v] of Object.entries(value)) checkJsonDepth(v, `${path}.${k}`, depth + 1);
+function checkJsonDepth(value: unknown, path: string): void {
+  const tooDeep = deepestPath(value, depthMax);
+  if (tooDeep !== undefined) {
+    const where = path + tooDeep;
+    throw RequestError.badRequest(`${where}: nested deeper than ${depthMax} levels`, [{ path: where, message: 'too deep' }]);
+  }
+}
+
+/** The path (from `value`) of the first node nested more than `levels` deep, or undefined. Builds no path on the way. */
+function deepestPath(value: unknown, levels: number): string | undefined {
+  if (levels < 0) return '';
+  if (value === null || typeof value !== 'object') return undefined;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const below = deepestPath(value[i], levels - 1);
+      if (below !== undefined) return `[${i}]${below}`;
+    }
+    return undefined;
+  }
+  for (const k in value) {
+    const below = deepestPath((value as Record<string, unknown>)[k], levels - 1);
+    if (below !== undefined) return `.${k}${below}`;
+  }
+  return undefined;
 }
 
 function objectBody(body: unknown, path: string): JsonObject {
