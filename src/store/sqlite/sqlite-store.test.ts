@@ -17,11 +17,17 @@ storeSuite('sqlite', {
   },
 });
 
-it('sqlite: runs in WAL mode (fdatasync per commit) and refuses a data dir of another site', async () => {
+/** A new store of site a, opened once and closed: its path. */
+async function createdStore(): Promise<string> {
   const path = join(mkdtempSync(join(tmpdir(), 'tandem-store-')), 'store.db');
   const store = new SqliteStore({ path, siteId: 'a', wallMs: () => 1, conflictEntriesMax: 10 });
   await store.open();
   await store.close();
+  return path;
+}
+
+it('sqlite: runs in WAL mode (fdatasync per commit) and refuses a data dir of another site', async () => {
+  const path = await createdStore();
   const db = new Database(path);
   expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
   db.close();
@@ -97,10 +103,7 @@ it('sqlite: opens a schema 1 store (items and log WITHOUT ROWID) and migrates it
 });
 
 it('sqlite: refuses a store of an unknown schema, naming it', async () => {
-  const path = join(mkdtempSync(join(tmpdir(), 'tandem-store-')), 'store.db');
-  const store = new SqliteStore({ path, siteId: 'a', wallMs: () => 1, conflictEntriesMax: 10 });
-  await store.open();
-  await store.close();
+  const path = await createdStore();
   const db = new Database(path);
   db.prepare("UPDATE meta SET v = '9' WHERE k = 'schema'").run();
   db.close();
