@@ -37,9 +37,9 @@ import type {
  */
 const schemaVersion = 2;
 /** A log row's id is origin number × 2^47 + seq: a 64-bit rowid, so bound as a BigInt. */
-const logSpan = '140737488355328';
-const logSeqMax = 2 ** 47 - 1;
-const logId = (originNumber: number, seq: number): bigint => (BigInt(originNumber) << 47n) + BigInt(seq);
+const logSpan = 2n ** 47n;
+const logSeqMax = Number(logSpan) - 1;
+const logId = (originNumber: number, seq: number): bigint => BigInt(originNumber) * logSpan + BigInt(seq);
 /** This site's own origin's number; peers' origins are numbered from 1 as they first appear. */
 const ownOriginNumber = 65_535;
 const schemaSql = `
