@@ -12,7 +12,7 @@ import type { ClusterConfig } from '../config/schema.js';
 import type { Env } from '../platform/env.js';
 import { limits } from '../limits.js';
 import { GroupCommitter } from '../store/group-commit.js';
-import type { ConflictRecord, ItemRecord, LogEntry, Store, StoreIdentity } from '../store/types.js';
+import type { ConflictRecord, CurrentItem, ItemRecord, LogEntry, Store, StoreIdentity } from '../store/types.js';
 import { buildRecord } from './records.js';
 import { buildTables, ownerOf, type TableRuntime } from './tables.js';
 import type { SiteMetrics } from './metrics.js';
@@ -250,7 +250,8 @@ export class SiteNode {
           const cur = current[0];
           if (cur === undefined) throw RequestError.notFound(`item ${ops[0]!.key} not found`);
           if (!cur.live) {
-            unchanged = cur;
+            // a tombstone has no value
+            unchanged = { ...cur, value: undefined };
             throw new UnchangedSignal();
           }
         }
@@ -356,7 +357,7 @@ export class SiteNode {
   /** Joins incoming item states into the current records by each table's policy; losers become conflicts. */
   private joinItems(
     items: { table: string; key: string; state: ItemState }[],
-    current: (ItemRecord | undefined)[],
+    current: (CurrentItem | undefined)[],
   ): { records: ItemRecord[]; conflicts: ConflictRecord[] } {
     const records: ItemRecord[] = [];
     const conflicts: ConflictRecord[] = [];

@@ -86,6 +86,27 @@ export function storeSuite(name: string, factory: StoreFactory): void {
       await store.close();
     });
 
+    it('a write reads what the writes before it left, in its group and in earlier ones, and replaces it', async () => {
+      const { store } = await factory.create('s');
+      await store.open();
+      const seen: (string | undefined)[] = [];
+      const overwrite = (value: number, live = true): CommitRequest => ({
+        kind: 'local',
+        refs: [{ table: 't', key: 'a' }],
+        build: ([cur], seq) => {
+          seen.push(cur === undefined ? undefined : `${cur.version} ${cur.live} ${(cur.state.r['']![0]!.v as { value: number }).value}`);
+          return { records: [record('t', 'a', stateFor(dotOf('local.1', seq), value), live)], hlc: '0000000000010000' };
+        },
+      });
+      await store.commit([overwrite(1), overwrite(2), put('t', 'b')]);
+      await store.commit([overwrite(3, false), overwrite(4)]);
+      expect(seen).toEqual([undefined, 'v-local.1:1 true 1', 'v-local.1:2 true 2', 'v-local.1:4 false 3']);
+      const a = await store.getItem('t', 'a');
+      expect([a?.version, a?.live, a?.value]).toEqual(['v-local.1:5', true, { k: 'a' }]);
+      expect((await store.scanAll('t', undefined, 10)).map((r) => r.key)).toEqual(['a', 'b']);
+      await store.close();
+    });
+
     it('scans live items in UTF-8 byte order with start, end, prefix and resume', async () => {
       const { store } = await factory.create('s1');
       await store.open();

@@ -27,6 +27,12 @@ export interface ItemRecord extends ItemRef {
   hash: string;
 }
 
+/**
+ * An item as a write reads it before changing it: the record without its materialized value, which
+ * no write needs (the state holds it), and which would cost a read and a parse per write.
+ */
+export type CurrentItem = Omit<ItemRecord, 'value'>;
+
 /** One replicated change: a write at its origin, with the full state of every item it touched. */
 export interface LogEntry {
   origin: Origin;
@@ -56,7 +62,7 @@ export interface LocalCommit {
   /** the writer will wait for peers' acks (quorum or all durability): flags the log entry */
   awaitsAck?: boolean;
   /** Throws a RequestError to reject this write alone (nothing of it is written). */
-  build(current: (ItemRecord | undefined)[], seq: number): { records: ItemRecord[]; hlc: string };
+  build(current: (CurrentItem | undefined)[], seq: number): { records: ItemRecord[]; hlc: string };
 }
 
 /** A log entry as stored: its MessagePack bytes (log-codec.ts), with the fields a feed needs. */
@@ -73,14 +79,14 @@ export interface RemoteApply {
   entry: LogEntry;
   /** the entry's bytes as received (they decode to `entry`): logged as they are */
   raw?: Uint8Array;
-  merge(current: (ItemRecord | undefined)[]): { records: ItemRecord[]; conflicts: ConflictRecord[] };
+  merge(current: (CurrentItem | undefined)[]): { records: ItemRecord[]; conflicts: ConflictRecord[] };
 }
 
 /** Anti-entropy: joins peers' states into items; no log entry, the vector does not move. */
 export interface RepairApply {
   kind: 'repair';
   refs: ItemRef[];
-  merge(current: (ItemRecord | undefined)[]): { records: ItemRecord[]; conflicts: ConflictRecord[] };
+  merge(current: (CurrentItem | undefined)[]): { records: ItemRecord[]; conflicts: ConflictRecord[] };
 }
 
 /** The end of a snapshot install: the site now has everything the snapshot's vector covers. */

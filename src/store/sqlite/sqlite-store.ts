@@ -18,6 +18,7 @@ import type {
   CommitRequest,
   CommitResult,
   ConflictRecord,
+  CurrentItem,
   ItemRecord,
   LogEntry,
   LogRecord,
@@ -116,6 +117,11 @@ export class SqliteStore implements Store {
   private buckets = new Map<string, Buffer[]>();
   /** Digest changes of the transaction in progress, applied once it commits. */
   private pendingHashes: { table: string; bucket: number; hash: string }[] = [];
+  /**
+   * The row ids of the items the transaction in progress has read (`table \0 key`), so that writing
+   * one it read is an UPDATE by row id, not a second search of the key index.
+   */
+  private readRowIds = new Map<string, number | bigint>();
 
   constructor(private readonly options: SqliteStoreOptions) {}
 
@@ -200,6 +206,8 @@ export class SqliteStore implements Store {
   private prepare(db: Database.Database) {
     return {
       getItem: db.prepare('SELECT key, state, live, value, version, origin, hash FROM items WHERE tbl = ? AND key = ?'),
+      readCurrent: db.prepare('SELECT id, state, live, version, origin, hash FROM items WHERE tbl = ? AND key = ?'),
+      updateItem: db.prepare('UPDATE items SET state = ?, live = ?, value = ?, version = ?, origin = ?, hash = ? WHERE id = ?'),
       putItem: db.prepare(
         `INSERT INTO items (tbl, key, state, live, value, version, origin, hash, bucket) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (tbl, key) DO UPDATE SET state = excluded.state, live = excluded.live, value = excluded.value,
@@ -255,10 +263,6 @@ export class SqliteStore implements Store {
   }
 
   async getItem(table: string, key: string): Promise<ItemRecord | undefined> {
-    return this.getItemSync(table, key);
-  }
-
-  private getItemSync(table: string, key: string): ItemRecord | undefined {
     this.assertOpen();
     const row = this.stmts.getItem.get(table, Buffer.from(key, 'utf8')) as ItemRow | undefined;
     return row ? rowToRecord(table, row) : undefined;
@@ -449,10 +453,11 @@ export class SqliteStore implements Store {
     const nextVec = { ...this.vec };
     this.pendingHashes = [];
     this.pendingOrigins = [];
+    this.readRowIds.clear();
     let nextCompacted: VersionVector | undefined;
     const run = () => {
       for (const req of batch) {
-        const current = (refs: { table: string; key: string }[]) => refs.map((r) => this.getItemSync(r.table, r.key));
+        const current = (refs: { table: string; key: string }[]) => refs.map((r) => this.readCurrent(r.table, r.key));
         if (req.kind === 'local') {
           const seq = (nextVec[identity.origin] ?? 0) + 1;
           let built: { records: ItemRecord[]; hlc: string };
@@ -548,6 +553,14 @@ export class SqliteStore implements Store {
     return results;
   }
 
+  /** An item as a write in the transaction in progress reads it (no value: see CurrentItem); notes its row id. */
+  private readCurrent(table: string, key: string): CurrentItem | undefined {
+    const row = this.stmts.readCurrent.get(table, Buffer.from(key, 'utf8')) as (Omit<ItemRow, 'key' | 'value'> & { id: number | bigint }) | undefined;
+    if (row === undefined) return undefined;
+    this.readRowIds.set(`${table}\u0000${key}`, row.id);
+    return { table, key, state: packr.unpack(row.state) as ItemState, live: row.live === 1, version: row.version, origin: row.origin, hash: row.hash };
+  }
+
   /** The number of an origin in the log's row ids; a new origin is numbered in the transaction in progress. */
   private logOriginNumber(origin: string): number {
     const known = this.originNumbers.get(origin) ?? this.pendingOrigins.find(([o]) => o === origin)?.[1];
@@ -569,29 +582,24 @@ export class SqliteStore implements Store {
    * Writes records; `before` holds what these items were when this request read them. Returns the
    * encoded states, in order (a local write's log entry reuses them).
    */
-  private writeRecords(records: ItemRecord[], before: (ItemRecord | undefined)[], received?: Map<ItemState, Uint8Array>): Buffer[] {
+  private writeRecords(records: ItemRecord[], before: (CurrentItem | undefined)[], received?: Map<ItemState, Uint8Array>): Buffer[] {
     const previous = new Map(before.filter((b) => b !== undefined).map((b) => [`${b!.table}\u0000${b!.key}`, b!]));
     const states: Buffer[] = [];
     for (const r of records) {
       const key = Buffer.from(r.key, 'utf8');
       const bucket = keyBucket(key);
-      const old = previous.get(`${r.table}\u0000${r.key}`);
+      const ref = `${r.table}\u0000${r.key}`;
+      const old = previous.get(ref);
       if (old?.live) this.pendingHashes.push({ table: r.table, bucket, hash: old.hash });
       if (r.live) this.pendingHashes.push({ table: r.table, bucket, hash: r.hash });
       const bytes = received?.get(r.state);
       const state = bytes === undefined ? packr.pack(r.state) : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
       states.push(state);
-      this.stmts.putItem.run(
-        r.table,
-        key,
-        state,
-        r.live ? 1 : 0,
-        r.live ? JSON.stringify(r.value) : null,
-        r.version,
-        r.origin,
-        r.hash,
-        bucket,
-      );
+      const value = r.live ? JSON.stringify(r.value) : null;
+      // an item read in this transaction has a row whose id is known; any other goes by its key
+      const rowId = old === undefined ? undefined : this.readRowIds.get(ref);
+      if (rowId !== undefined) this.stmts.updateItem.run(state, r.live ? 1 : 0, value, r.version, r.origin, r.hash, rowId);
+      else this.stmts.putItem.run(r.table, key, state, r.live ? 1 : 0, value, r.version, r.origin, r.hash, bucket);
     }
     return states;
   }
