@@ -1,20 +1,30 @@
-// The stored (and replicated) form of a log entry: MessagePack of the LogEntry object, spliced from
-// item states encoded once (they are encoded for the items table anyway). Decoding it gives the
-// LogEntry back; a receiver logs the bytes it received as they are (msgpack-raw.ts).
+// The stored (and replicated) form of a log entry: MessagePack of the LogEntry object, written in
+// one pass with its item states, whose bytes the items table keeps too (views into the entry's).
+// Decoding it gives the LogEntry back; a receiver logs the bytes it received as they are
+// (msgpack-raw.ts), and finds each item's state bytes in them (logEntryStateBytes).
 import { decode } from '@msgpack/msgpack';
+import type { ItemState } from '../core/item.js';
 import { containerAt, mapFields, RawWriter, valueEnd } from '../platform/msgpack-raw.js';
 import type { LogEntry } from './types.js';
 
+/** The entry's bytes (what encoding the LogEntry object gives) and each item's state bytes within them. */
 export function encodeLogEntry(
   head: Pick<LogEntry, 'origin' | 'seq' | 'hlc' | 'awaitsAck'>,
-  items: { table: string; key: string; state: Uint8Array }[],
-): Uint8Array {
+  items: { table: string; key: string; state: ItemState }[],
+): { body: Buffer; states: Buffer[] } {
   const w = new RawWriter().map(head.awaitsAck ? 5 : 4);
   w.str('origin').str(head.origin).str('seq').uint(head.seq).str('hlc').str(head.hlc);
   w.str('items').array(items.length);
-  for (const it of items) w.map(3).str('table').str(it.table).str('key').str(it.key).str('state').raw(it.state);
+  const spans: number[] = [];
+  for (const it of items) {
+    w.map(3).str('table').str(it.table).str('key').str(it.key).str('state');
+    spans.push(w.offset);
+    w.value(it.state);
+    spans.push(w.offset);
+  }
   if (head.awaitsAck) w.str('awaitsAck').true();
-  return w.finish();
+  const body = w.finish();
+  return { body, states: items.map((_, i) => body.subarray(spans[2 * i], spans[2 * i + 1])) };
 }
 
 const itemsKey = Buffer.from([0xa5, ...Buffer.from('items')]);

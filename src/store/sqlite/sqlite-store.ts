@@ -7,13 +7,14 @@
 import { closeSync, constants as fsConstants, fdatasync, fdatasyncSync, fstatSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
-import { Decoder, Encoder } from '@msgpack/msgpack';
+import { Decoder } from '@msgpack/msgpack';
 import { assert } from '../../core/assert.js';
 import { limits } from '../../limits.js';
 import { canonicalVector, dominates, joinVectors, originOf, type VersionVector } from '../../core/vector.js';
 import type { ItemState } from '../../core/item.js';
 import { memberStates, type Member, type Membership } from '../../core/membership.js';
 import { decodeLogEntry, encodeLogEntry, logEntryStateBytes } from '../log-codec.js';
+import { RawWriter } from '../../platform/msgpack-raw.js';
 import type {
   CommitRequest,
   CommitResult,
@@ -57,13 +58,9 @@ const schemaSql = `
     loser_dot TEXT NOT NULL, body TEXT NOT NULL, at_ms INTEGER NOT NULL, UNIQUE (tbl, key, loser_dot));
   CREATE INDEX IF NOT EXISTS conflicts_age ON conflicts (at_ms);
 `;
-const encoder = new Encoder();
 const decoder = new Decoder();
 const packr = {
-  pack: (value: unknown): Buffer => {
-    const bytes = encoder.encode(value);
-    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  },
+  pack: (value: unknown): Buffer => new RawWriter().value(value).finish(),
   unpack: (bytes: Uint8Array): unknown => decoder.decode(bytes),
 };
 
@@ -469,11 +466,12 @@ export class SqliteStore implements Store {
             continue;
           }
           assert(built.records.length > 0, 'a local write changes at least one item');
-          const states = this.writeRecords(built.records, before);
-          const body = encodeLogEntry(
+          // the entry is encoded first, with the states: the items table keeps the same bytes
+          const { body, states } = encodeLogEntry(
             { origin: identity.origin, seq, hlc: built.hlc, ...(req.awaitsAck ? { awaitsAck: true as const } : {}) },
-            built.records.map((r, i) => ({ table: r.table, key: r.key, state: states[i]! })),
+            built.records.map((r) => ({ table: r.table, key: r.key, state: r.state })),
           );
+          this.writeRecords(built.records, before, new Map(built.records.map((r, i) => [r.state, states[i]!])));
           assert(seq <= logSeqMax, `origin ${identity.origin} has used every sequence number`);
           this.stmts.putLog.run(logId(ownOriginNumber, seq), built.hlc, body);
           nextVec[identity.origin] = seq;
@@ -579,12 +577,11 @@ export class SqliteStore implements Store {
   }
 
   /**
-   * Writes records; `before` holds what these items were when this request read them. Returns the
-   * encoded states, in order (a local write's log entry reuses them).
+   * Writes records; `before` holds what these items were when this request read them. A state
+   * found in `encoded` (the request's log entry holds it) is stored as those bytes.
    */
-  private writeRecords(records: ItemRecord[], before: (CurrentItem | undefined)[], received?: Map<ItemState, Uint8Array>): Buffer[] {
+  private writeRecords(records: ItemRecord[], before: (CurrentItem | undefined)[], encoded?: Map<ItemState, Uint8Array>): void {
     const previous = new Map(before.filter((b) => b !== undefined).map((b) => [`${b!.table}\u0000${b!.key}`, b!]));
-    const states: Buffer[] = [];
     for (const r of records) {
       const key = Buffer.from(r.key, 'utf8');
       const bucket = keyBucket(key);
@@ -592,16 +589,14 @@ export class SqliteStore implements Store {
       const old = previous.get(ref);
       if (old?.live) this.pendingHashes.push({ table: r.table, bucket, hash: old.hash });
       if (r.live) this.pendingHashes.push({ table: r.table, bucket, hash: r.hash });
-      const bytes = received?.get(r.state);
+      const bytes = encoded?.get(r.state);
       const state = bytes === undefined ? packr.pack(r.state) : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-      states.push(state);
       const value = r.live ? JSON.stringify(r.value) : null;
       // an item read in this transaction has a row whose id is known; any other goes by its key
       const rowId = old === undefined ? undefined : this.readRowIds.get(ref);
       if (rowId !== undefined) this.stmts.updateItem.run(state, r.live ? 1 : 0, value, r.version, r.origin, r.hash, rowId);
       else this.stmts.putItem.run(r.table, key, state, r.live ? 1 : 0, value, r.version, r.origin, r.hash, bucket);
     }
-    return states;
   }
 
   async readLog(vector: VersionVector, entriesMax: number, bytesMax: number, upTo?: VersionVector): Promise<LogEntry[]> {
