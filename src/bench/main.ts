@@ -29,6 +29,10 @@ const benches: Record<string, BenchEntry> = {
     summary: 'durable single-item PUTs to a real site process vs an empty handler on the same HTTP stack',
     load: async () => (await import('./write.bench.js')).runWriteBench,
   },
+  'write-path': {
+    summary: 'main-thread cost of a durable write below HTTP (new keys, overwrites in order and at random), low-noise',
+    load: async () => (await import('./write-path.bench.js')).runWritePathBench,
+  },
   router: {
     summary: 'requests/s and added latency of the router vs a direct connection and nginx',
     load: async () => (await import('./router.bench.js')).runRouterBench,
