@@ -11,6 +11,24 @@ export class BenchUsageError extends Error {
   override name = 'BenchUsageError';
 }
 
+/**
+ * Reads a benchmark's flags: `--keep` (the one bare switch) and `--flag value` pairs, each given to
+ * `take`, which applies it and returns false if the flag is unknown or its value out of range.
+ * Throws BenchUsageError naming the flag, with the usage line.
+ */
+export function parseBenchFlags(args: string[], usage: string, keep: () => void, take: (flag: string, value: string | undefined, num: number) => boolean): void {
+  for (let i = 0; i < args.length; i++) {
+    const flag = args[i]!;
+    if (flag === '--keep') {
+      keep();
+      continue;
+    }
+    const value = args[i + 1];
+    if (!take(flag, value, Number(value))) throw new BenchUsageError(`bad flag ${flag} ${value ?? ''}\n${usage}`);
+    i += 1;
+  }
+}
+
 /** Other processes may keep at most this many cores busy for a run to count as quiet. */
 export const foreignCoresMax = 0.25;
 

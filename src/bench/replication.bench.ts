@@ -41,7 +41,7 @@ import { demoConfig } from '../config/demo.js';
 import type { ClusterConfig } from '../config/schema.js';
 import { LinkMesh } from '../drill/link-proxy.js';
 import { realClock, realTimers } from '../platform/real/real-env.js';
-import { BenchUsageError, dataParent, foreignCoresMax, fsTypeOf, machineBusySeconds, ownCpuSeconds, processCpuSeconds, round, waitQuiet } from './machine.js';
+import { BenchUsageError, dataParent, parseBenchFlags, foreignCoresMax, fsTypeOf, machineBusySeconds, ownCpuSeconds, processCpuSeconds, round, waitQuiet } from './machine.js';
 
 // ---------- arguments ----------
 
@@ -85,15 +85,8 @@ function parseArgs(args: string[]): ReplicationBenchArgs | undefined {
     keep: false,
     waitQuietS: 10,
   };
-  for (let i = 0; i < args.length; i++) {
-    const flag = args[i]!;
-    const value = args[i + 1];
-    const num = Number(value);
+  parseBenchFlags(args, usage, () => (out.keep = true), (flag, value, num) => {
     const int = Number.isInteger(num);
-    if (flag === '--keep') {
-      out.keep = true;
-      continue;
-    }
     if (flag === '--only' && (value === 'lag' || value === 'heal' || value === 'all')) out.only = value;
     else if (flag === '--rate' && int && num >= 1 && num <= 5_000) out.rate = num;
     else if (flag === '--warmup' && num >= 0 && num <= 30) out.warmupS = num;
@@ -106,9 +99,9 @@ function parseArgs(args: string[]): ReplicationBenchArgs | undefined {
     else if (flag === '--out' && value !== undefined) out.out = value;
     else if (flag === '--data-dir' && value !== undefined) out.dataDir = value;
     else if (flag === '--wait-quiet' && num >= 0 && num <= 60) out.waitQuietS = num;
-    else throw new BenchUsageError(`bad flag ${flag} ${value ?? ''}\n${usage}`);
-    i += 1;
-  }
+    else return false;
+    return true;
+  });
   if (out.sharedKeys * 2 > out.partitionWrites) throw new BenchUsageError(`bad flag --shared-keys ${out.sharedKeys}: at most half of --partition-writes\n${usage}`);
   return out;
 }

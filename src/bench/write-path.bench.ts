@@ -18,7 +18,7 @@ import { realClock, realNextTurn, realRandom, realTimers, realTransport } from '
 import { SiteMetrics } from '../site/metrics.js';
 import { SiteNode } from '../site/site-node.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
-import { BenchUsageError, dataParent, fsTypeOf, round } from './machine.js';
+import { dataParent, parseBenchFlags, fsTypeOf, round } from './machine.js';
 
 interface WritePathArgs {
   keys: number;
@@ -42,21 +42,14 @@ const usage = 'write-path bench: --keys 1000..2000000, --writers 1..1024, --out 
 
 function parseArgs(args: string[]): WritePathArgs {
   const out: WritePathArgs = { keys: 200_000, writers: 32, out: 'bench-results/write-path.json', dataDir: undefined, keep: false };
-  for (let i = 0; i < args.length; i++) {
-    const flag = args[i]!;
-    const value = args[i + 1];
-    const num = Number(value);
-    if (flag === '--keep') {
-      out.keep = true;
-      continue;
-    }
+  parseBenchFlags(args, usage, () => (out.keep = true), (flag, value, num) => {
     if (flag === '--keys' && Number.isInteger(num) && num >= 1_000 && num <= 2_000_000) out.keys = num;
     else if (flag === '--writers' && Number.isInteger(num) && num >= 1 && num <= 1_024) out.writers = num;
     else if (flag === '--out' && value !== undefined) out.out = value;
     else if (flag === '--data-dir' && value !== undefined) out.dataDir = value;
-    else throw new BenchUsageError(`bad flag ${flag} ${value ?? ''}\n${usage}`);
-    i += 1;
-  }
+    else return false;
+    return true;
+  });
   return out;
 }
 

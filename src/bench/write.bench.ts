@@ -20,7 +20,7 @@ import { childNodeArgs, cliEntry } from '../cluster/local-cluster.js';
 import { freePortRange } from '../cluster/ports.js';
 import { demoConfig } from '../config/demo.js';
 import { realClock, realTimers } from '../platform/real/real-env.js';
-import { BenchUsageError, dataParent, foreignCoresMax, fsTypeOf, machineBusySeconds, ownCpuSeconds, processCpuSeconds, round, waitQuiet } from './machine.js';
+import { dataParent, parseBenchFlags, foreignCoresMax, fsTypeOf, machineBusySeconds, ownCpuSeconds, processCpuSeconds, round, waitQuiet } from './machine.js';
 import type { Histogram } from 'hdr-histogram-js';
 import { latencyMs, newLatencyHistogram, runLoad, type LoadRequest, type LoadResult } from './load.js';
 
@@ -73,14 +73,7 @@ function parseArgs(args: string[]): WriteBenchArgs {
     keep: false,
     waitQuietS: 30,
   };
-  for (let i = 0; i < args.length; i++) {
-    const flag = args[i]!;
-    const value = args[i + 1];
-    const num = Number(value);
-    if (flag === '--keep') {
-      out.keep = true;
-      continue;
-    }
+  parseBenchFlags(args, usage, () => (out.keep = true), (flag, value, num) => {
     if (flag === '--seconds' && num >= 1 && num <= 120) out.seconds = num;
     else if (flag === '--rounds' && Number.isInteger(num) && num >= 1 && num <= 10) out.rounds = num;
     else if (flag === '--warmup' && num >= 0 && num <= 30) out.warmupS = num;
@@ -89,9 +82,9 @@ function parseArgs(args: string[]): WriteBenchArgs {
     else if (flag === '--out' && value !== undefined) out.out = value;
     else if (flag === '--data-dir' && value !== undefined) out.dataDir = value;
     else if (flag === '--profile-site' && value !== undefined) out.profileSiteDir = resolve(value);
-    else throw new BenchUsageError(`bad flag ${flag} ${value ?? ''}\n${usage}`);
-    i += 1;
-  }
+    else return false;
+    return true;
+  });
   return out;
 }
 
