@@ -19,6 +19,7 @@ import { SiteMetrics } from '../site/metrics.js';
 import { SiteNode } from '../site/site-node.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import { dataParent, parseBenchFlags, fsTypeOf, round } from './machine.js';
+import { benchItem } from './write.bench.js';
 
 interface WritePathArgs {
   keys: number;
@@ -51,11 +52,6 @@ function parseArgs(args: string[]): WritePathArgs {
     return true;
   });
   return out;
-}
-
-/** The write bench's item: a JSON object of about 100 bytes, different for every write. */
-function itemBody(k: number, pass: number): { [field: string]: string | number | boolean | string[] } {
-  return { name: `user ${k}`.padEnd(24, '.'), email: `bench-${k}@example.com`.padEnd(32, '.'), n: pass, active: true, tags: ['a', 'b'] };
 }
 
 /** A permutation of 0..n-1 from a seeded generator: the same order on every run. */
@@ -97,7 +93,7 @@ export async function runWritePathBench(argv: string[]): Promise<void> {
         Array.from({ length: args.writers }, async () => {
           for (let i = next++; i < args.keys; i = next++) {
             const k = keyAt(i);
-            await node.write(table, `bench-${k}`, { op: 'put', value: itemBody(k, pass) });
+            await node.write(table, `bench-${k}`, { op: 'put', value: benchItem(String(k), pass) });
           }
         }),
       );

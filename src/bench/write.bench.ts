@@ -89,14 +89,17 @@ function parseArgs(args: string[]): WriteBenchArgs {
 }
 
 /**
- * A small JSON object of about 100 bytes, different for every write. Every round starts each
- * connection at n = 0 again: the first round writes new items, later rounds overwrite them (new
- * items only past where the first round stopped). Overwrites cost more: the old state is read,
- * and its page rewritten wherever it lies.
+ * A small JSON object of about 100 bytes, different for every write (the write-path bench writes
+ * the same items). Every round starts each connection at n = 0 again: the first round writes new
+ * items, later rounds overwrite them (new items only past where the first round stopped).
+ * Overwrites cost more: the old state is read, and its page rewritten wherever it lies.
  */
+export function benchItem(id: string, n: number): { name: string; email: string; n: number; active: boolean; tags: string[] } {
+  return { name: `user ${id}`.padEnd(24, '.'), email: `bench-${id}@example.com`.padEnd(32, '.'), n, active: true, tags: ['a', 'b'] };
+}
+
 function itemBody(connection: number, n: number): string {
-  const id = `${connection}-${n}`;
-  return JSON.stringify({ name: `user ${id}`.padEnd(24, '.'), email: `bench-${id}@example.com`.padEnd(32, '.'), n, active: true, tags: ['a', 'b'] });
+  return JSON.stringify(benchItem(`${connection}-${n}`, n));
 }
 
 function writeRequest(connection: number, n: number): LoadRequest {

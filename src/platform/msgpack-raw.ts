@@ -104,8 +104,7 @@ export class RawWriter {
     if (depth > depthMax) throw notJsonLike;
     if (v === null || v === undefined) this.bytes(0xc0);
     else if (typeof v === 'string') {
-      // the library writes a lone surrogate in a form of its own
-      if (v.length >= 32 || !isAscii(v)) if (!(v as unknown as { isWellFormed(): boolean }).isWellFormed()) throw notJsonLike;
+      if (!wellFormed(v)) throw notJsonLike;
       this.str(v);
     } else if (typeof v === 'number') this.number(v);
     else if (typeof v === 'boolean') this.bytes(v ? 0xc3 : 0xc2);
@@ -116,7 +115,7 @@ export class RawWriter {
       const keys = Object.keys(v);
       this.map(keys.length);
       for (const k of keys) {
-        if (k.length >= 32 || !isAscii(k)) if (!(k as unknown as { isWellFormed(): boolean }).isWellFormed()) throw notJsonLike;
+        if (!wellFormed(k)) throw notJsonLike;
         this.str(k);
         this.jsonLike((v as Record<string, unknown>)[k], depth + 1);
       }
@@ -192,9 +191,17 @@ export class RawWriter {
   }
 }
 
-function isAscii(s: string): boolean {
-  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) >= 0x80) return false;
-  return true;
+/**
+ * No lone surrogate (the library writes one in a form of its own). A short ASCII string, the usual
+ * case, is checked here without a call into the runtime.
+ */
+function wellFormed(s: string): boolean {
+  if (s.length < 32) {
+    let ascii = true;
+    for (let i = 0; i < s.length && ascii; i++) ascii = s.charCodeAt(i) < 0x80;
+    if (ascii) return true;
+  }
+  return (s as unknown as { isWellFormed(): boolean }).isWellFormed();
 }
 
 /** The offset just past the MessagePack value that starts at `at`; throws if `bytes` ends first. */

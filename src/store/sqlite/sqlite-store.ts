@@ -115,10 +115,10 @@ export class SqliteStore implements Store {
   /** Digest changes of the transaction in progress, applied once it commits. */
   private pendingHashes: { table: string; bucket: number; hash: string }[] = [];
   /**
-   * The row ids of the items the transaction in progress has read (`table \0 key`), so that writing
-   * one it read is an UPDATE by row id, not a second search of the key index.
+   * The row id of each item as a write read it (readCurrent), so that writing an item it read is
+   * an UPDATE by row id, not a second search of the key index.
    */
-  private readRowIds = new Map<string, number | bigint>();
+  private readRowIds = new WeakMap<CurrentItem, number | bigint>();
 
   constructor(private readonly options: SqliteStoreOptions) {}
 
@@ -450,7 +450,6 @@ export class SqliteStore implements Store {
     const nextVec = { ...this.vec };
     this.pendingHashes = [];
     this.pendingOrigins = [];
-    this.readRowIds.clear();
     let nextCompacted: VersionVector | undefined;
     const run = () => {
       for (const req of batch) {
@@ -555,8 +554,9 @@ export class SqliteStore implements Store {
   private readCurrent(table: string, key: string): CurrentItem | undefined {
     const row = this.stmts.readCurrent.get(table, Buffer.from(key, 'utf8')) as (Omit<ItemRow, 'key' | 'value'> & { id: number | bigint }) | undefined;
     if (row === undefined) return undefined;
-    this.readRowIds.set(`${table}\u0000${key}`, row.id);
-    return { table, key, state: packr.unpack(row.state) as ItemState, live: row.live === 1, version: row.version, origin: row.origin, hash: row.hash };
+    const item: CurrentItem = { table, key, state: packr.unpack(row.state) as ItemState, live: row.live === 1, version: row.version, origin: row.origin, hash: row.hash };
+    this.readRowIds.set(item, row.id);
+    return item;
   }
 
   /** The number of an origin in the log's row ids; a new origin is numbered in the transaction in progress. */
@@ -585,15 +585,14 @@ export class SqliteStore implements Store {
     for (const r of records) {
       const key = Buffer.from(r.key, 'utf8');
       const bucket = keyBucket(key);
-      const ref = `${r.table}\u0000${r.key}`;
-      const old = previous.get(ref);
+      const old = previous.get(`${r.table}\u0000${r.key}`);
       if (old?.live) this.pendingHashes.push({ table: r.table, bucket, hash: old.hash });
       if (r.live) this.pendingHashes.push({ table: r.table, bucket, hash: r.hash });
       const bytes = encoded?.get(r.state);
       const state = bytes === undefined ? packr.pack(r.state) : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
       const value = r.live ? JSON.stringify(r.value) : null;
       // an item read in this transaction has a row whose id is known; any other goes by its key
-      const rowId = old === undefined ? undefined : this.readRowIds.get(ref);
+      const rowId = old === undefined ? undefined : this.readRowIds.get(old);
       if (rowId !== undefined) this.stmts.updateItem.run(state, r.live ? 1 : 0, value, r.version, r.origin, r.hash, rowId);
       else this.stmts.putItem.run(r.table, key, state, r.live ? 1 : 0, value, r.version, r.origin, r.hash, bucket);
     }
