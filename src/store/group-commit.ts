@@ -1,6 +1,12 @@
 // Group commit: every write that arrives during one turn of the event loop joins the same durable
 // transaction, so one fsync acknowledges many writes. The queue is bounded; beyond it writers are
 // told to come back later (503) rather than piling up memory.
+//
+// One group at a time, sync included: the next group is applied only once this one is durable.
+// Applying it during the sync instead (two groups in flight, measured with the write bench, 64
+// clients) split the same load into smaller groups, 21 writes against 31, and each write cost the
+// site about 5 µs more CPU (each commit's fixed work shared by fewer writes): the ratio to the empty
+// handler fell from 0.33–0.36 to 0.31–0.32.
 import { assert } from '../core/assert.js';
 import { RequestError } from '../core/errors.js';
 import type { CommitRequest, CommitResult, Store } from './types.js';

@@ -4,6 +4,12 @@
 // only after that, so nothing is acknowledged before it is on disk, while the site keeps serving
 // reads and replication during the sync. One transaction per group commit. Keys are stored as
 // UTF-8 BLOBs so SQLite's memcmp order is the UTF-8 byte order the API promises for scans.
+//
+// One connection both reads and writes, on the main thread. A writer connection of its own (on a
+// worker thread, to take the statements and the WAL writes off the event loop) would cost the
+// reads more than it saves: SQLite drops a connection's whole page cache when another connection
+// has committed since its last read (pagerBeginReadTransaction), so every read after every group
+// commit would start cold.
 import { closeSync, constants as fsConstants, fdatasync, fdatasyncSync, fstatSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
