@@ -1,5 +1,6 @@
 // The data API in process (fastify inject): semantics of CONTRACT.md, and bad input answered with
 // a 4xx problem document naming what was wrong, with the store unchanged.
+import { fdatasync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { inProcessSite } from './test-helpers.js';
 
@@ -201,5 +202,39 @@ describe('bad input', () => {
     expect(after.vector).toEqual(before.vector);
     expect(after.digests).toEqual(before.digests);
     expect((await site.app.inject({ method: 'GET', url: item('profiles', 'k') })).json().value).toEqual({ keep: true });
+  });
+});
+
+describe('a store that fails', () => {
+  it('a failed WAL sync answers 503 store-failed, then refuses every write while reads go on', async () => {
+    let failing = false;
+    const fatal: Error[] = [];
+    const failingSite = await inProcessSite({
+      store: {
+        fdatasync: (fd, done) => (failing ? done(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' })) : fdatasync(fd, done)),
+        onFatal: (e) => fatal.push(e),
+      },
+    });
+    try {
+      const put = (key: string) => failingSite.app.inject({ method: 'PUT', url: item('profiles', key), headers: json, payload: { key } });
+      expect((await put('before')).statusCode).toBe(200);
+      failing = true;
+      const failed = await put('during');
+      expect(failed.statusCode).toBe(503);
+      expect(failed.headers['content-type']).toMatch(/application\/problem\+json/);
+      expect(failed.headers['retry-after']).toBe('1');
+      expect(failed.json()).toMatchObject({ type: 'https://tandem.dev/problems/store-failed', status: 503 });
+      expect(failed.json().detail).toMatch(/outcome of this write is unknown/);
+      failing = false;
+      const refused = await put('after');
+      expect(refused.statusCode).toBe(503);
+      expect(refused.json()).toMatchObject({ type: 'https://tandem.dev/problems/store-failed' });
+      expect(refused.json().detail).toMatch(/this write was not applied/);
+      expect(fatal).toHaveLength(1);
+      const get = await failingSite.app.inject({ method: 'GET', url: item('profiles', 'before') });
+      expect(get.json().value).toEqual({ key: 'before' });
+    } finally {
+      await failingSite.close();
+    }
   });
 });

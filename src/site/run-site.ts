@@ -23,6 +23,11 @@ export interface StartSiteOptions {
   configPath?: string;
   /** wires replication etc. onto the node; returns the server hooks and a stop function */
   extend?: (node: SiteNode, env: ReturnType<typeof realEnv>, metrics: SiteMetrics) => { hooks: SiteServerHooks; start(): void; stop(): Promise<void> };
+  /**
+   * The store failed for good (its write-ahead log could not be synced): the site acknowledges no
+   * more writes, and the caller should end the process so that a restart recovers from the disk.
+   */
+  onFatal?: (error: Error) => void;
 }
 
 export async function startSite(options: StartSiteOptions): Promise<RunningSite> {
@@ -36,6 +41,10 @@ export async function startSite(options: StartSiteOptions): Promise<RunningSite>
     siteId,
     wallMs: () => env.clock.wallMs(),
     conflictEntriesMax: limits.conflictFeedEntriesMax,
+    onFatal: (error) => {
+      env.log.error({ err: error }, 'store failed: no more writes are acknowledged; restart the site');
+      options.onFatal?.(error);
+    },
   });
   const node = new SiteNode({ env, config, siteId, store, nextTurn: realNextTurn, metrics, ...(options.configPath ? { configPath: options.configPath } : {}) });
   await node.start();

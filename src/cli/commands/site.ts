@@ -1,7 +1,7 @@
 // `tandem site --config FILE --site ID [--data-dir DIR]`: one site node.
 import type { Command } from 'commander';
 import { loadConfigFile } from '../../config/load.js';
-import { startSite } from '../../site/run-site.js';
+import { startSite, type RunningSite } from '../../site/run-site.js';
 import { UsageError } from '../usage.js';
 import { siteExtension } from '../../site/extension.js';
 
@@ -16,7 +16,21 @@ export function registerSiteCommand(program: Command): void {
       const config = loadConfigFile(opts.config);
       if (!config.sites.some((s) => s.id === opts.site))
         throw new UsageError(`--site: ${opts.site} is not a site of ${opts.config} (sites: ${config.sites.map((s) => s.id).join(', ')})`);
-      const running = await startSite({ config, siteId: opts.site, dataDir: opts.dataDir, configPath: opts.config, extend: siteExtension });
+      const site: { running?: RunningSite } = {};
+      const running = await startSite({
+        config,
+        siteId: opts.site,
+        dataDir: opts.dataDir,
+        configPath: opts.config,
+        extend: siteExtension,
+        // Fail-stop: the store acknowledges nothing more. Stopping answers what is in flight (503),
+        // then the exit code tells the supervisor; a restart recovers from what is on disk.
+        onFatal: (error) => {
+          process.stderr.write(`tandem site: ${error.message}\n`);
+          void (site.running?.stop() ?? Promise.resolve()).finally(() => process.exit(1));
+        },
+      });
+      site.running = running;
       process.stdout.write(`site ${opts.site} ${running.url}\n`);
       const shutdown = () => {
         void running.stop().then(

@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'node:fs';
+import { fdatasync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
@@ -108,4 +108,61 @@ it('sqlite: refuses a store of an unknown schema, naming it', async () => {
   db.prepare("UPDATE meta SET v = '9' WHERE k = 'schema'").run();
   db.close();
   await expect(new SqliteStore({ path, siteId: 'a', wallMs: () => 1, conflictEntriesMax: 10 }).open()).rejects.toThrow(/store schema 9/);
+});
+
+it('sqlite: a failed WAL sync is fatal: that commit and every later one is refused, and onFatal is told once', async () => {
+  const path = join(mkdtempSync(join(tmpdir(), 'tandem-store-')), 'store.db');
+  let failing = false;
+  const fatal: Error[] = [];
+  const open = () =>
+    new SqliteStore({
+      path,
+      siteId: 'a',
+      wallMs: () => clock++,
+      conflictEntriesMax: 10,
+      fdatasync: (fd, done) => (failing ? done(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' })) : fdatasync(fd, done)),
+      onFatal: (e) => fatal.push(e),
+    });
+  const store = open();
+  const { origin } = await store.open();
+  const put = (key: string): CommitRequest => ({
+    kind: 'local',
+    refs: [{ table: 't', key }],
+    build: (_c, seq) => {
+      const state: ItemState = { ...emptyState(), c: { [origin]: seq }, w: { h: '0000000000010000', s: 'a', d: `${origin}:${seq}` } };
+      return { hlc: '0000000000010000', records: [{ table: 't', key, live: true, value: { key }, version: `v${seq}`, origin: 'a', hash: 'cd'.repeat(16), state }] };
+    },
+  });
+  expect(await store.commit([put('k1')])).toMatchObject([{ ok: true, seq: 1 }]);
+  failing = true;
+  const refused = { status: 503, type: 'store-failed' };
+  await expect(store.commit([put('k2')])).rejects.toMatchObject(refused);
+  expect(fatal).toHaveLength(1);
+  expect(fatal[0]!.message).toMatch(/could not make its write-ahead log durable \(EIO: i\/o error, fdatasync\).*outcome of this write is unknown/);
+  // the disk may work again; the store does not: a later sync would not prove the earlier frames
+  failing = false;
+  await expect(store.commit([put('k3')])).rejects.toThrow(/takes no more writes until it is restarted.*this write was not applied/);
+  await expect(store.commit([put('k3')])).rejects.toMatchObject(refused);
+  const st: ItemState = { ...emptyState(), c: { 'b.1': 1 }, w: { h: '0000000000020000', s: 'b', d: 'b.1:1' } };
+  const remote: CommitRequest = {
+    kind: 'remote',
+    entry: { origin: 'b.1', seq: 1, hlc: '0000000000020000', items: [{ table: 't', key: 'rb', state: st }] },
+    merge: () => ({ records: [{ table: 't', key: 'rb', live: false, value: undefined, version: 'r1', origin: 'b', hash: '', state: st }], conflicts: [] }),
+  };
+  await expect(store.commit([remote], { sync: false })).rejects.toMatchObject(refused);
+  await expect(store.sync()).rejects.toMatchObject(refused);
+  expect(fatal).toHaveLength(1);
+  // what is served stops at the last durable commit
+  expect(store.vector()).toEqual({ [origin]: 1 });
+  expect(await store.readLog({}, 10, 1 << 20)).toHaveLength(1);
+  await store.close();
+
+  // a restart recovers from the disk: the refused commits were never applied
+  const again = open();
+  await again.open();
+  expect(await again.getItem('t', 'k1')).toMatchObject({ live: true, version: 'v1' });
+  expect(await again.getItem('t', 'k3')).toBeUndefined();
+  expect(await again.getItem('t', 'rb')).toBeUndefined();
+  expect(await again.commit([put('k4')])).toMatchObject([{ ok: true }]);
+  await again.close();
 });

@@ -15,6 +15,7 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { Decoder } from '@msgpack/msgpack';
 import { assert } from '../../core/assert.js';
+import { RequestError } from '../../core/errors.js';
 import { limits } from '../../limits.js';
 import { canonicalVector, dominates, joinVectors, originOf, type VersionVector } from '../../core/vector.js';
 import type { ItemState } from '../../core/item.js';
@@ -81,6 +82,13 @@ export interface SqliteStoreOptions {
    * simulations, where a "crash" is the loss of a process, not of the OS page cache.
    */
   durability?: 'full' | 'os-buffered';
+  /** the WAL fdatasync (default node:fs fdatasync); tests inject a failing one */
+  fdatasync?: (fd: number, callback: (error: NodeJS.ErrnoException | null) => void) => void;
+  /**
+   * Called once when the store fails for good (a WAL sync failed): it takes no more writes from
+   * then on, and the process should stop so that a restart recovers from what is on disk.
+   */
+  onFatal?: (error: Error) => void;
 }
 
 interface ItemRow {
@@ -100,6 +108,8 @@ export class SqliteStore implements Store {
   /** what is on disk: vec as of the last WAL sync */
   private durable: VersionVector = {};
   private syncing: Promise<void> | undefined;
+  /** Set when a WAL sync failed: every later commit and sync is refused with it. */
+  private failure: RequestError | undefined;
   private floor: VersionVector = {};
   private members: Membership = { epoch: -1, members: [] };
   /** the WAL file, fdatasync'ed after every commit (durability 'full') */
@@ -248,11 +258,32 @@ export class SqliteStore implements Store {
     return this.db;
   }
 
+  /**
+   * Makes the WAL durable. A failed fdatasync is fatal (fail-stop, as PostgreSQL panics): the
+   * kernel may have dropped the unsynced pages and cleared the error, so a later sync that
+   * succeeds would not prove the earlier frames are on disk, and SQLite's recovery stops at the
+   * first bad frame, taking later acknowledged commits with it. So nothing is acknowledged after it.
+   */
   private async syncWal(): Promise<void> {
+    if (this.failure) throw this.failure;
     if ((this.options.durability ?? 'full') !== 'full' || this.options.path === ':memory:') return;
     this.walFd ??= openSync(`${this.options.path}-wal`, 'r');
     const fd = this.walFd;
-    await new Promise<void>((resolve, reject) => fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+    const sync = this.options.fdatasync ?? fdatasync;
+    try {
+      await new Promise<void>((resolve, reject) => sync(fd, (err) => (err ? reject(err) : resolve())));
+    } catch (error) {
+      const cause = (error as Error).message;
+      const failed = (detail: string) => new RequestError(503, 'store-failed', 'Store failed', detail, [], { retryAfterS: 1 });
+      const unknown = failed(
+        `site ${this.options.siteId} could not make its write-ahead log durable (${cause}); the outcome of this write is unknown, and the site takes no more writes until it is restarted`,
+      );
+      if (this.failure === undefined) {
+        this.failure = failed(`site ${this.options.siteId} takes no more writes until it is restarted: its write-ahead log could not be made durable (${cause}); this write was not applied`);
+        this.options.onFatal?.(unknown);
+      }
+      throw unknown;
+    }
   }
 
   async close(): Promise<void> {
@@ -320,6 +351,7 @@ export class SqliteStore implements Store {
 
   async sync(): Promise<VersionVector> {
     this.assertOpen();
+    if (this.failure) throw this.failure;
     const target = { ...this.vec };
     while (!dominates(this.durable, target)) {
       if (this.syncing) {
@@ -448,6 +480,7 @@ export class SqliteStore implements Store {
 
   async commit(batch: CommitRequest[], options: { sync?: boolean } = {}): Promise<CommitResult[]> {
     this.assertOpen();
+    if (this.failure) throw this.failure;
     const sync = options.sync ?? true;
     assert(sync || batch.every((r) => r.kind !== 'local'), 'a batch with local writes is committed with sync');
     const identity = this.identity!;
