@@ -238,3 +238,35 @@ describe('a store that fails', () => {
     }
   });
 });
+
+describe('a full disk', () => {
+  it('a write that finds no room answers 503 store-full, is not applied, and writes resume once there is room', async () => {
+    const roomy = await inProcessSite();
+    try {
+      // SQLite's page cap stands in for a full file system: the same SQLITE_FULL on the same path
+      const db = (roomy.node.store as unknown as { db: { pragma(sql: string, options?: { simple: boolean }): unknown } }).db;
+      const pages = Number(db.pragma('page_count', { simple: true }));
+      db.pragma(`max_page_count = ${pages + 8}`);
+      const put = (key: string) => roomy.app.inject({ method: 'PUT', url: item('profiles', key), headers: json, payload: { big: 'x'.repeat(3000) } });
+      let refused;
+      let written = 0;
+      for (let i = 0; i < 100 && refused === undefined; i++) {
+        const res = await put(`k${i}`);
+        if (res.statusCode === 200) written += 1;
+        else refused = res;
+      }
+      expect(written).toBeGreaterThan(0);
+      expect(refused?.statusCode).toBe(503);
+      expect(refused?.headers['retry-after']).toBe('1');
+      expect(refused?.json()).toMatchObject({ type: 'https://tandem.dev/problems/store-full', status: 503 });
+      expect(refused?.json().detail).toMatch(/no room left for this write .*it was not applied/);
+      // not applied, and what was written before is intact
+      expect((await roomy.app.inject({ method: 'GET', url: item('profiles', `k${written}`) })).statusCode).toBe(404);
+      expect((await roomy.app.inject({ method: 'GET', url: item('profiles', 'k0') })).json().value.big).toHaveLength(3000);
+      db.pragma('max_page_count = 1000000');
+      expect((await put(`k${written}`)).statusCode).toBe(200);
+    } finally {
+      await roomy.close();
+    }
+  });
+});

@@ -568,6 +568,14 @@ export class SqliteStore implements Store {
     try {
       this.inTransaction.immediate(run);
       committed = true;
+    } catch (error) {
+      // SQLite rolled the transaction back: nothing of the group was applied, and the store goes on
+      if ((error as { code?: unknown }).code === 'SQLITE_FULL')
+        throw RequestError.unavailable(
+          'store-full',
+          `site ${this.options.siteId} has no room left for this write (${(error as Error).message}); it was not applied: retry at another site, or here once space is freed`,
+        );
+      throw error;
     } finally {
       const changes = this.pendingHashes;
       const origins = this.pendingOrigins;
