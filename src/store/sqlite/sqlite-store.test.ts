@@ -35,27 +35,33 @@ it('sqlite: runs in WAL mode (fdatasync per commit) and refuses a data dir of an
   await expect(other.open()).rejects.toThrow(/belongs to site a/);
 });
 
-it('sqlite: opens a schema 1 store (items and log WITHOUT ROWID) and migrates it, data intact', async () => {
-  const path = join(mkdtempSync(join(tmpdir(), 'tandem-store-')), 'store.db');
-  const open = () => new SqliteStore({ path, siteId: 'a', wallMs: () => clock++, conflictEntriesMax: 10 });
-  const store = open();
-  const { origin } = await store.open();
+/** A local write of site a (origin `origin`) putting `key`, live ({ key }) or a tombstone. */
+function localPut(origin: string, key: string, live = true): CommitRequest {
   const state = (seq: number): ItemState => ({ ...emptyState(), c: { [origin]: seq }, w: { h: '0000000000010000', s: 'a', d: `${origin}:${seq}` } });
-  const put = (key: string, live: boolean): CommitRequest => ({
+  return {
     kind: 'local',
     refs: [{ table: 't', key }],
     build: (_c, seq) => ({
       hlc: '0000000000010000',
       records: [{ table: 't', key, live, value: live ? { key } : undefined, version: `v${seq}`, origin: 'a', hash: live ? 'cd'.repeat(16) : '', state: state(seq) }],
     }),
-  });
-  // a peer's entry: the log numbers its origin
-  const remote = (origin: string, seq: number, key: string): CommitRequest => {
-    const st: ItemState = { ...emptyState(), c: { [origin]: seq }, w: { h: '0000000000020000', s: 'b', d: `${origin}:${seq}` } };
-    const entry = { origin, seq, hlc: '0000000000020000', items: [{ table: 't', key, state: st }] };
-    return { kind: 'remote', entry, merge: () => ({ records: [{ table: 't', key, live: false, value: undefined, version: `r${seq}`, origin: 'b', hash: '', state: st }], conflicts: [] }) };
   };
-  await store.commit([put('k1', true), put('k2', false), remote('b.1', 1, 'rb'), put('é', true)]);
+}
+
+/** A peer's entry (site b) leaving a tombstone at `key`: the log numbers its origin. */
+function remoteEntry(origin: string, seq: number, key: string): CommitRequest {
+  const st: ItemState = { ...emptyState(), c: { [origin]: seq }, w: { h: '0000000000020000', s: 'b', d: `${origin}:${seq}` } };
+  const entry = { origin, seq, hlc: '0000000000020000', items: [{ table: 't', key, state: st }] };
+  return { kind: 'remote', entry, merge: () => ({ records: [{ table: 't', key, live: false, value: undefined, version: `r${seq}`, origin: 'b', hash: '', state: st }], conflicts: [] }) };
+}
+
+it('sqlite: opens a schema 1 store (items and log WITHOUT ROWID) and migrates it, data intact', async () => {
+  const path = join(mkdtempSync(join(tmpdir(), 'tandem-store-')), 'store.db');
+  const open = () => new SqliteStore({ path, siteId: 'a', wallMs: () => clock++, conflictEntriesMax: 10 });
+  const store = open();
+  const { origin } = await store.open();
+  const put = (key: string, live: boolean) => localPut(origin, key, live);
+  await store.commit([put('k1', true), put('k2', false), remoteEntry('b.1', 1, 'rb'), put('é', true)]);
   const before = { items: await store.scanAll('t', undefined, 10), log: await store.readLog({}, 10, 1 << 20), digests: await store.digests() };
   await store.close();
 
@@ -84,7 +90,7 @@ it('sqlite: opens a schema 1 store (items and log WITHOUT ROWID) and migrates it
   expect(before.log.map((e) => `${e.origin}:${e.seq}`).sort()).toEqual([`${origin}:1`, `${origin}:2`, `${origin}:3`, 'b.1:1']);
   expect(again.vector()).toEqual({ [origin]: 3, 'b.1': 1 });
   // and it goes on writing: the next seq follows, the unique keys still hold, peers' origins append
-  const next = await again.commit([put('k1', true), remote('b.1', 2, 'rb2'), remote('c.1', 1, 'rc')]);
+  const next = await again.commit([put('k1', true), remoteEntry('b.1', 2, 'rb2'), remoteEntry('c.1', 1, 'rc')]);
   expect(next).toMatchObject([{ kind: 'local', ok: true, seq: 4 }, { kind: 'remote', applied: true }, { kind: 'remote', applied: true }]);
   expect((await again.readLog({ [origin]: 4, 'b.1': 1 }, 10, 1 << 20)).map((e) => `${e.origin}:${e.seq}`)).toEqual(['b.1:2', 'c.1:1']);
   expect(await again.compactLog({ 'b.1': 2 })).toBe(2);
@@ -125,14 +131,7 @@ it('sqlite: a failed WAL sync is fatal: that commit and every later one is refus
     });
   const store = open();
   const { origin } = await store.open();
-  const put = (key: string): CommitRequest => ({
-    kind: 'local',
-    refs: [{ table: 't', key }],
-    build: (_c, seq) => {
-      const state: ItemState = { ...emptyState(), c: { [origin]: seq }, w: { h: '0000000000010000', s: 'a', d: `${origin}:${seq}` } };
-      return { hlc: '0000000000010000', records: [{ table: 't', key, live: true, value: { key }, version: `v${seq}`, origin: 'a', hash: 'cd'.repeat(16), state }] };
-    },
-  });
+  const put = (key: string) => localPut(origin, key);
   expect(await store.commit([put('k1')])).toMatchObject([{ ok: true, seq: 1 }]);
   failing = true;
   const refused = { status: 503, type: 'store-failed' };
@@ -143,12 +142,7 @@ it('sqlite: a failed WAL sync is fatal: that commit and every later one is refus
   failing = false;
   await expect(store.commit([put('k3')])).rejects.toThrow(/takes no more writes until it is restarted.*this write was not applied/);
   await expect(store.commit([put('k3')])).rejects.toMatchObject(refused);
-  const st: ItemState = { ...emptyState(), c: { 'b.1': 1 }, w: { h: '0000000000020000', s: 'b', d: 'b.1:1' } };
-  const remote: CommitRequest = {
-    kind: 'remote',
-    entry: { origin: 'b.1', seq: 1, hlc: '0000000000020000', items: [{ table: 't', key: 'rb', state: st }] },
-    merge: () => ({ records: [{ table: 't', key: 'rb', live: false, value: undefined, version: 'r1', origin: 'b', hash: '', state: st }], conflicts: [] }),
-  };
+  const remote = remoteEntry('b.1', 1, 'rb');
   await expect(store.commit([remote], { sync: false })).rejects.toMatchObject(refused);
   await expect(store.sync()).rejects.toMatchObject(refused);
   expect(fatal).toHaveLength(1);
