@@ -30,6 +30,9 @@ describe('retry rules', () => {
     expect(classifyUpstreamError(Object.assign(new Error('x'), { code: 'UND_ERR_HEADERS_TIMEOUT' }))).toBe('timeout');
     expect(classifyUpstreamError(Object.assign(new Error('x'), { code: 'UND_ERR_SOCKET' }))).toBe('broken');
     expect(classifyUpstreamError(new Error('no code'))).toBe('broken');
+    // undici closes or destroys a client also after the request was written: the outcome is unknown
+    expect(classifyUpstreamError(Object.assign(new Error('x'), { code: 'UND_ERR_CLOSED' }))).toBe('broken');
+    expect(classifyUpstreamError(Object.assign(new Error('x'), { code: 'UND_ERR_DESTROYED' }))).toBe('broken');
   });
 
   it('retries non-idempotent requests only when nothing was sent', () => {

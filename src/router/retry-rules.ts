@@ -1,6 +1,9 @@
 // What the router may retry on another site (ARCHITECTURE.md, "Router"), as pure functions of the
 // request and of what went wrong. GET, HEAD and OPTIONS always; PUT and DELETE without preconditions
 // (an exact repeat is harmless); anything else only when nothing of it reached the upstream.
+import type { UpstreamFailure } from '../platform/upstream-errors.js';
+
+export { classifyUpstreamError, type UpstreamFailure } from '../platform/upstream-errors.js';
 
 export type RetryClass = 'safe' | 'repeatable' | 'once';
 
@@ -29,38 +32,6 @@ export function isRetryableStatus(status: number): boolean {
 /** Upstream answers that count against a site's passive health. Never 503 (owner failover). */
 export function isPassiveFailureStatus(status: number): boolean {
   return status === 500 || status === 502 || status === 504;
-}
-
-export type UpstreamFailure = 'not-sent' | 'timeout' | 'broken';
-
-const notSentCodes = new Set([
-  'ECONNREFUSED',
-  'UND_ERR_CONNECT_TIMEOUT',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'EADDRNOTAVAIL',
-  'UND_ERR_CLOSED',
-  'UND_ERR_DESTROYED',
-]);
-const timeoutCodes = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
-
-function errorCode(err: unknown): string | undefined {
-  if (typeof err !== 'object' || err === null) return undefined;
-  const e = err as { code?: unknown; cause?: unknown; errors?: unknown[] };
-  if (typeof e.code === 'string') return e.code;
-  if (Array.isArray(e.errors) && e.errors.length > 0) return errorCode(e.errors[0]);
-  if (e.cause !== undefined && e.cause !== err) return errorCode(e.cause);
-  return undefined;
-}
-
-/** Whether a failed attempt may have reached the upstream (`not-sent`: certainly not). */
-export function classifyUpstreamError(err: unknown): UpstreamFailure {
-  const code = errorCode(err);
-  if (code !== undefined && notSentCodes.has(code)) return 'not-sent';
-  if (code !== undefined && timeoutCodes.has(code)) return 'timeout';
-  return 'broken';
 }
 
 /** Whether a request of this class may be sent again after an attempt failed this way. */
