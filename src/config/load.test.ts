@@ -28,6 +28,12 @@ describe('config', () => {
     expect(() => parseConfigText(bad, 'c.yaml', env)).toThrow(/tables\.profiles\.pattern: expected one of local, global, partitioned/);
   });
 
+  it('refuses a CIDR whose prefix is too long for its address family, naming it', () => {
+    for (const bad of ['10.0.0.0/33', '2001:db8::/129', '300.1.1.1/8'])
+      expect(() => parseConfigText(`${base}router: { geolocation: { cidrs: { "${bad}": us-east } } }\n`, 'c.yaml', env)).toThrow(/router\.geolocation\.cidrs\.\S+\/\d+: Invalid key/);
+    expect(parseConfigText(`${base}router: { geolocation: { cidrs: { "10.0.0.0/32": us-east, "2001:db8::/128": eu-west } } }\n`, 'c.yaml', env).router.geolocation.cidrs).toMatchObject({ '10.0.0.0/32': 'us-east' });
+  });
+
   it('reports a missing environment variable by name', () => {
     expect(() => parseConfigText(base, 'c.yaml', {})).toThrow(/TANDEM_SECRET/);
   });

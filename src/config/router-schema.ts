@@ -1,5 +1,6 @@
 // The `router:` section of the cluster config. Owned by the router; the cluster schema embeds it.
 // Every key has a default, so `router: {}` (or no section at all) is a working router.
+import { isIP } from 'node:net';
 import { z } from 'zod';
 
 const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'expected host:port');
@@ -8,7 +9,12 @@ const siteRef = z.string().regex(/^[a-z0-9-]{1,32}$/, 'expected a site id [a-z0-
 const siteOrRegion = z.string().min(1).max(64);
 const cidr = z
   .string()
-  .regex(/^(\d{1,3}(\.\d{1,3}){3}|[0-9a-fA-F:.]+)\/\d{1,3}$/, 'expected a CIDR such as 10.0.0.0/8 or 2001:db8::/32');
+  .regex(/^(\d{1,3}(\.\d{1,3}){3}|[0-9a-fA-F:.]+)\/\d{1,3}$/, 'expected a CIDR such as 10.0.0.0/8 or 2001:db8::/32')
+  .refine((v) => {
+    const [address, bits] = v.split('/') as [string, string];
+    const family = isIP(address);
+    return family !== 0 && Number(bits) <= (family === 4 ? 32 : 128);
+  }, 'expected a CIDR: a valid IPv4 or IPv6 address and a prefix of at most 32 (IPv4) or 128 (IPv6) bits');
 
 export const policyNames = ['latency', 'geolocation', 'weighted', 'failover', 'affinity'] as const;
 export type PolicyName = (typeof policyNames)[number];

@@ -1,9 +1,11 @@
 // Where a client is, for the geolocation policy. Sources, first hit wins: a header set by a trusted
 // proxy (a site id, region or country code), the configured CIDR map (longest prefix), then a
 // MaxMind `.mmdb` file (country code, and coordinates from City databases).
+import { ConfigError } from '../config/load.js';
 import type { GeolocationConfig } from '../config/router-schema.js';
+import type { Logger } from '../platform/env.js';
 import { CidrTable, parseCidr, parseIp, type IpAddress } from './cidr.js';
-import { geoFromRecord, MmdbReader } from './mmdb.js';
+import { geoFromRecord, MmdbError, MmdbReader } from './mmdb.js';
 import { assert } from '../platform/assert.js';
 
 export interface ClientGeo {
@@ -22,8 +24,10 @@ export class Geolocator {
   private readonly trusted: CidrTable<true>;
   private readonly countries: Map<string, string>;
   private readonly mmdbCache = new Map<string, { country?: string; lat?: number; lon?: number }>();
+  private damagedMmdbLogged = false;
 
   constructor(
+    private readonly log: Logger,
     private readonly config: GeolocationConfig,
     private readonly mmdb: MmdbReader | undefined,
   ) {
@@ -44,8 +48,14 @@ export class Geolocator {
     this.countries = new Map(Object.entries(config.countries).map(([code, target]) => [code.toUpperCase(), target]));
   }
 
-  static fromConfig(config: GeolocationConfig): Geolocator {
-    return new Geolocator(config, config.mmdb === undefined ? undefined : MmdbReader.open(config.mmdb));
+  static fromConfig(log: Logger, config: GeolocationConfig): Geolocator {
+    if (config.mmdb === undefined) return new Geolocator(log, config, undefined);
+    try {
+      return new Geolocator(log, config, MmdbReader.open(config.mmdb));
+    } catch (err) {
+      if (err instanceof MmdbError) throw new ConfigError([`router.geolocation.mmdb: ${err.message}`], 'config');
+      throw err;
+    }
   }
 
   /**
@@ -84,9 +94,22 @@ export class Geolocator {
   private lookupMmdb(key: string, ip: IpAddress): { country?: string; lat?: number; lon?: number } {
     const cached = this.mmdbCache.get(key);
     if (cached !== undefined) return cached;
-    const found = geoFromRecord(this.mmdb!.lookup(ip));
+    const found = geoFromRecord(this.recordOf(ip));
     if (this.mmdbCache.size >= mmdbCacheEntriesMax) this.mmdbCache.clear();
     this.mmdbCache.set(key, found);
     return found;
+  }
+
+  /** A damaged record leaves that address without a location: it must not fail the request. */
+  private recordOf(ip: IpAddress): unknown {
+    try {
+      return this.mmdb!.lookup(ip);
+    } catch (err) {
+      if (!(err instanceof MmdbError)) throw err;
+      // The file is what is wrong, not each address in it: one warning, naming the file, is enough.
+      if (!this.damagedMmdbLogged) this.log.warn({ err: err.message }, 'mmdb lookup failed; such addresses go without a location');
+      this.damagedMmdbLogged = true;
+      return undefined;
+    }
   }
 }

@@ -2,7 +2,9 @@
 // keep-alive undici connections, streaming the response back as it arrives. Request bodies are
 // kept (up to `retry.bodyBytesMax`) only so that a retry can send them again. A retry goes to the
 // next site of the same ranking, within `retry.attemptsMax` and `retry.budgetMs`; a write whose
-// fate is unknown gets 502 with `Tandem-Outcome: unknown` instead of a second try.
+// fate is unknown gets 502 with `Tandem-Outcome: unknown` instead of a second try. A request's
+// 500/502/504 answers count against their sites' passive health only once its outcome is known: a
+// request that no site served and that two sites answered alike is blamed, not the sites.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Pool, type Dispatcher } from 'undici';
 import type { IncomingHttpHeaders } from 'undici/types/header.js';
@@ -222,6 +224,8 @@ class ProxyExchange implements Dispatcher.DispatchHandler {
   private clientGone = false;
   /** Some attempt may have reached an upstream (and applied a write). */
   private maybeApplied = false;
+  /** This request's 500/502/504 answers, not yet counted against their sites (settleStatusFailures). */
+  private statusFailures: { siteId: string; status: number }[] = [];
   private lastFailure: UpstreamFailure | 'status' = 'not-sent';
 
   constructor(
@@ -266,6 +270,7 @@ class ProxyExchange implements Dispatcher.DispatchHandler {
   clientClosed(): void {
     if (this.finished) return;
     this.clientGone = true;
+    this.settleStatusFailures(false);
     this.controller?.abort(new ClientGoneError('the client went away'));
   }
 
@@ -307,6 +312,7 @@ class ProxyExchange implements Dispatcher.DispatchHandler {
       } catch (err) {
         // undici refuses requests it cannot send as given (invalid header or method).
         this.finished = true;
+        this.settleStatusFailures(false);
         sendProblem(this.res, { type: 'bad-request', title: 'Request cannot be forwarded', status: 400, detail: (err as Error).message });
       }
       return;
@@ -316,6 +322,7 @@ class ProxyExchange implements Dispatcher.DispatchHandler {
 
   private fail(): void {
     this.finished = true;
+    this.settleStatusFailures(false);
     const safe = this.retryClass === 'safe';
     const siteId = this.site?.id ?? 'none';
     if (!safe && this.maybeApplied) {
@@ -349,7 +356,8 @@ class ProxyExchange implements Dispatcher.DispatchHandler {
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
     if (statusCode < 200) return;
     const { table } = this.proxy;
-    if (isPassiveFailureStatus(statusCode)) table.report(this.current.id, 'requestFailed');
+    // A site's 502 with Tandem-Outcome: unknown speaks of the owner it forwarded the write to, not of itself.
+    if (isPassiveFailureStatus(statusCode) && headers['tandem-outcome'] !== 'unknown') this.statusFailures.push({ siteId: this.current.id, status: statusCode });
     else if (statusCode !== 503) table.report(this.current.id, 'requestSucceeded');
     if (isRetryableStatus(statusCode) && mayRetryAfter(this.retryClass, 'status') && this.canRetry()) {
       // Read and drop this answer, then try the next site.
@@ -358,6 +366,8 @@ class ProxyExchange implements Dispatcher.DispatchHandler {
       if (this.retryClass !== 'safe') this.maybeApplied = true;
       return;
     }
+    // No other attempt follows: whatever is answered now is the request's outcome.
+    this.settleStatusFailures(!isRetryableStatus(statusCode));
     this.committed = true;
     for (const name of droppedResponseHeaders) {
       if (headers[name] !== undefined) delete headers[name];
@@ -415,6 +425,27 @@ class ProxyExchange implements Dispatcher.DispatchHandler {
     }
     this.candidate = this.ranking.sites.length;
     this.fail();
+  }
+
+  /**
+   * Counts this request's 500/502/504 answers against the sites that gave them, once no other
+   * attempt will follow. When no site served the request (`served`: a site answered with a status
+   * that is not retried) and two sites gave it the same failing status, the request is what fails
+   * (a body every site's code trips over), not the sites: those answers count against none of
+   * them, or a few such requests, each retried on every site, would eject every healthy site.
+   * Retries do not stop at the second such answer: a third site that serves the request shows that
+   * the first two are at fault, so two sites broken alike are still ejected. Connection errors and
+   * timeouts are not settled here: they count at once (a paused site must go).
+   */
+  private settleStatusFailures(served: boolean): void {
+    if (this.statusFailures.length === 0) return;
+    const failures = this.statusFailures;
+    this.statusFailures = [];
+    const blamesRequest = (f: { siteId: string; status: number }) => !served && failures.some((o) => o !== f && o.status === f.status);
+    if (failures.some(blamesRequest)) this.proxy.table.requestsBlamed += 1;
+    for (const f of failures) {
+      if (!blamesRequest(f)) this.proxy.table.report(f.siteId, 'requestFailed');
+    }
   }
 
   private canRetry(): boolean {

@@ -96,7 +96,7 @@ export async function startRouter(config: ClusterConfig, options: RouterOptions 
   const rc = config.router;
   const chain: readonly PolicyName[] = policyChain(rc.policy);
 
-  const geolocator = Geolocator.fromConfig(rc.geolocation);
+  const geolocator = Geolocator.fromConfig(log, rc.geolocation);
   const table = new SiteTable(config.sites, rc, env.clock, log);
   const pools = new UpstreamPools(rc);
   const proxy = new HttpProxy({ ...env, log }, rc, table, pools, geolocator, chain);

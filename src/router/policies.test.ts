@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { geolocationSchema } from '../config/router-schema.js';
+import { silentLogger } from '../platform/env.js';
 import { Geolocator } from './geolocation.js';
 import { rankSites, type RouteRequest, type SiteView } from './policies.js';
 import { seededRandom } from './testing/stub-site.js';
@@ -47,6 +48,7 @@ describe('routing policies', () => {
 
   it('geolocation maps CIDRs and trusted headers to sites, else the nearest site, else the default', () => {
     const geo = new Geolocator(
+      silentLogger,
       geolocationSchema.parse({
         cidrs: { '10.0.0.0/8': 'eu-west', '10.9.0.0/16': 'ap-south-1', '2001:db8::/32': 'us-east' },
         header: 'x-client-region',

@@ -78,6 +78,15 @@ export function routerMetrics(table: SiteTable, routerId: string): Registry {
     },
   });
   new Counter({
+    name: 'tandem_router_requests_blamed_total',
+    help: 'Requests that no site served and two sites answered with the same 500/502/504: not counted against the sites.',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(table.requestsBlamed);
+    },
+  });
+  new Counter({
     name: 'tandem_router_no_site_total',
     help: 'Requests answered 503 because no site could be tried (fail closed).',
     registers: [registry],

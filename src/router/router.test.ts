@@ -187,6 +187,58 @@ describe('router: retries and passive health', () => {
     expect(r.status().sites.a!.healthy).toBe(false);
   });
 
+  it('a request that fails alike on every site (a poison request) counts against none; a site that fails everything is still ejected', async () => {
+    const [a, b, c] = await stubs('a', 'b', 'c');
+    for (const site of [a!, b!, c!]) site.failBodiesMatching = /1e400/; // a number JSON cannot hold
+    const r = await router([a!, b!, c!], { policy: 'failover', passive: { statusFailuresToEject: 3 }, healthCheck: { intervalMs: 10_000 } });
+    for (let i = 0; i < 4; i++) {
+      const put = await request(`${r.url}/v1/tables/t/items/k${i}`, { method: 'PUT', body: '{"a":1e400}' });
+      expect(put.statusCode).toBe(500); // the last site's own answer, not the router's 502
+      expect(put.headers['tandem-site']).toBe('c');
+      await put.body.text();
+    }
+    expect(Object.values(r.status().sites).map((s) => s.healthy)).toEqual([true, true, true]);
+    expect((await get(r, '/_tandem/router/metrics')).text).toMatch(/tandem_router_requests_blamed_total\{router="router"\} 4/);
+    a!.forcedStatus = 500;
+    for (let i = 0; i < 3; i++) {
+      const res = await get(r, '/x');
+      expect(res.status).toBe(200);
+      expect(res.headers['tandem-site']).toBe('b');
+    }
+    expect(r.status().sites.a!.healthy).toBe(false);
+    expect(r.status().sites.b!.healthy).toBe(true);
+  });
+
+  it('a site answering 502 Tandem-Outcome: unknown for a write it forwarded is not ejected; the answer reaches the client', async () => {
+    const [a, b] = await stubs('a', 'b');
+    const r = await router([a!, b!], { policy: 'failover', passive: { statusFailuresToEject: 3 }, healthCheck: { intervalMs: 10_000 } });
+    for (let i = 0; i < 5; i++) {
+      const res = await request(`${r.url}/outcome-unknown/${i}`, { method: 'PATCH', body: '{}' });
+      expect(res.statusCode).toBe(502);
+      expect(res.headers['tandem-outcome']).toBe('unknown');
+      expect(res.headers['tandem-site']).toBe('a');
+      await res.body.text();
+    }
+    expect(r.status().sites.a!.healthy).toBe(true);
+  });
+
+  it('two sites that fail alike are both ejected when a third serves the same requests', async () => {
+    const [a, b, c] = await stubs('a', 'b', 'c');
+    const r = await router([a!, b!, c!], { policy: 'failover', passive: { statusFailuresToEject: 3 }, healthCheck: { intervalMs: 10_000 } });
+    a!.forcedStatus = 500;
+    b!.forcedStatus = 500;
+    for (let i = 0; i < 3; i++) {
+      const res = await get(r, '/x');
+      expect(res.status).toBe(200);
+      expect(res.headers['tandem-site']).toBe('c');
+    }
+    expect(r.status().sites.a!.healthy).toBe(false);
+    expect(r.status().sites.b!.healthy).toBe(false);
+    expect(c!.requests).toBe(3);
+    expect((await get(r, '/x')).headers['tandem-site']).toBe('c');
+    expect(a!.requests + b!.requests).toBe(6);
+  });
+
   it('when every site fails, a GET gets 502 (or 504 on timeouts) without Tandem-Outcome', async () => {
     const r = await router([{ id: 'a', url: `http://127.0.0.1:${await deadPort()}` }, { id: 'b', url: `http://127.0.0.1:${await deadPort()}` }], {
       failOpen: true,

@@ -95,6 +95,8 @@ export class SiteTable {
   readonly transitions = new Map<string, number>();
   /** Writes answered 502 with `Tandem-Outcome: unknown`. */
   unknownOutcomes = 0;
+  /** Requests that no site served and two sites failed alike: blamed on the request, not on the sites. */
+  requestsBlamed = 0;
 
   constructor(
     sites: readonly SiteConfig[],

@@ -20,6 +20,8 @@ export interface StubSite {
   hang: boolean;
   /** Answer every non-health request with this status instead of echoing. */
   forcedStatus: number | undefined;
+  /** Answer 500 to requests whose body matches: a poison request, which fails on every site alike. */
+  failBodiesMatching: RegExp | undefined;
   /** When set, every request's connection is reset once the request has arrived (a crash mid-request). */
   resetConnections: boolean;
   /** Requests other than `/ready` and `/health`. */
@@ -43,7 +45,14 @@ function handleStub(site: StubSite, req: IncomingMessage, res: ServerResponse, b
   site.requests += 1;
   if (req.method === 'PUT') site.puts.set(path, body.toString('utf8'));
   const status = /^\/status\/(\d{3})/.exec(path);
-  const code = site.forcedStatus ?? (status ? Number(status[1]) : 200);
+  const poisoned = site.failBodiesMatching?.test(body.toString('utf8')) === true;
+  const code = site.forcedStatus ?? (poisoned ? 500 : status ? Number(status[1]) : 200);
+  if (path.startsWith('/outcome-unknown')) {
+    // what a site answers when a write it forwarded to the item's owner got no answer
+    res.writeHead(502, { 'content-type': 'application/problem+json', 'tandem-site': site.id, 'tandem-outcome': 'unknown' });
+    res.end('{"status":502,"type":"outcome-unknown"}');
+    return;
+  }
   if (path.startsWith('/stream')) {
     res.writeHead(code, { 'content-type': 'text/plain', 'tandem-site': site.id });
     let sent = 0;
@@ -83,6 +92,7 @@ export async function startStubSite(id: string, options: { port?: number; host?:
     delayMs: 0,
     hang: false,
     forcedStatus: undefined,
+    failBodiesMatching: undefined,
     resetConnections: false,
     requests: 0,
     checks: 0,
