@@ -15,6 +15,7 @@
 // earlier writes to the same item. So equal contexts mean equal states, and the context hash
 // identifies the state (it is part of the version, the ETag).
 import { hash } from 'node:crypto';
+import { assert } from './assert.js';
 import { canonicalJson, type JsonValue } from './canonical-json.js';
 import { canonicalVector, covers, joinVectors, type Dot, type VersionVector } from './vector.js';
 
@@ -105,6 +106,11 @@ function joinPairs(
 export interface JoinOptions {
   /** lww keeps only the highest sibling of the whole-item register: max is itself a join. */
   pruneToMax: boolean;
+  /**
+   * Most siblings a register keeps (custom: the siblings its merge is given). Beyond it only the
+   * highest by version (compareStamps) are kept; see pruneToHighest for why the join stays a join.
+   */
+  siblingsMax?: number;
 }
 
 /** A value that lost to a concurrent one in a register: what the conflict feed keeps. */
@@ -112,6 +118,8 @@ export interface RegisterLoser {
   field: string;
   loser: Sibling;
   winner: Sibling;
+  /** dropped from the state by the siblings bound (custom: no longer an input of its merge) */
+  pruned: boolean;
 }
 
 export function joinStates(a: ItemState, b: ItemState, options: JoinOptions): ItemState {
@@ -131,12 +139,15 @@ export function joinStatesTracked(
     if (sibs.length > 1) {
       const winner = highestSibling(sibs)!;
       const winnerValue = winner.t ? undefined : canonicalJson(winner.v!);
+      const kept = options.siblingsMax !== undefined && !options.pruneToMax ? pruneToHighest(sibs, options.siblingsMax) : sibs;
+      const keptSet = new Set(kept);
       for (const sib of sibs) {
         if (sib === winner) continue;
+        const pruned = !keptSet.has(sib);
         const value = sib.t ? undefined : canonicalJson(sib.v!);
-        if (value !== winnerValue) losers.push({ field: f, loser: sib, winner });
+        if (pruned || value !== winnerValue) losers.push({ field: f, loser: sib, winner, pruned });
       }
-      if (options.pruneToMax) sibs = [winner];
+      sibs = options.pruneToMax ? [winner] : kept;
     }
     if (sibs.length > 0) r[f] = sibs;
   }
@@ -160,6 +171,36 @@ export function joinStatesTracked(
   const x = joinDotted(a.x, a.c, b.x, b.c, (d) => d);
   const w = compareStamps(a.w, b.w) >= 0 ? a.w : b.w;
   return { state: { c: canonicalVector(joinVectors(a.c, b.c)), r, k, s, x, w }, losers };
+}
+
+/**
+ * The `max` highest siblings by version, in the join's order (by dot). Deterministic in the set of
+ * siblings alone, so every site prunes a given set the same way.
+ *
+ * Why the join stays a join. Write a state as (C, R): its context C and the dots of C it has seen
+ * removed, R = C minus the dots of its siblings (a write that observed a sibling removes it; so does
+ * this pruning: a pruned sibling's dot stays in C). Then joinDotted is (Ca ∪ Cb, Ra ∪ Rb): a sibling
+ * survives unless one side has seen it removed (observed-remove), and pruning only adds its dots to R.
+ * - Commutative: union is, and the pruning after it depends only on the resulting set.
+ * - Idempotent: a ⊔ a = a, and a pruned state has at most `max` siblings, so nothing more is pruned.
+ * - Nothing comes back: a dot once in R stays in R through every later join, on every site.
+ * - The highest sibling is never pruned (nothing ranks above it), and it is the highest write of C
+ *   (a write that removed a sibling has seen it, so it has a higher hlc, and it or its own remover is
+ *   live): so the LWW fallback, as lww itself, is a function of C alone, whatever the order.
+ * - Associative only up to pruning: pruning in (a ⊔ b) ⊔ c can count siblings as "higher" that c
+ *   has removed, where a ⊔ (b ⊔ c) never saw them live (k = 2: a = {m, e1, e2} prunes m; c has seen
+ *   e1 and e2 replaced by one write w; one order ends with {w}, the other with {m, w}, at the same C).
+ *   Both are valid states and the joins still converge: joining the two gives {w} from either side,
+ *   and since R only grows, sites that exchange states (anti-entropy) reach the same state. That
+ *   needs a repair to see the difference, so versionOf covers the siblings' dots when more than one
+ *   sibling is kept, and the digest (records.ts) covers the state. With at most `max` concurrent
+ *   siblings nothing is pruned and the join is exactly associative.
+ */
+function pruneToHighest(sibs: Sibling[], max: number): Sibling[] {
+  assert(Number.isInteger(max) && max >= 1, 'siblingsMax keeps at least the highest sibling');
+  if (sibs.length <= max) return sibs;
+  const keep = new Set([...sibs].sort(compareStamps).slice(sibs.length - max));
+  return sibs.filter((s) => keep.has(s));
 }
 
 export function highestSibling(sibs: readonly Sibling[]): Sibling | undefined {
@@ -195,8 +236,21 @@ export function contextHash(c: VersionVector): string {
   return hash('sha256', canonicalJson(canonicalVector(c)), 'hex').slice(0, 12);
 }
 
-/** `<hlc hex>-<siteId>-<context hash>`: orders by (hlc, site) and identifies the state. */
+/**
+ * `<hlc hex>-<siteId>-<state hash>`: orders by (hlc, site) and identifies the state. The state hash
+ * is the context hash; when the whole-item register keeps more than one sibling (custom), it also
+ * covers their dots: after pruning, equal contexts can hold different siblings (pruneToHighest), and
+ * a repair writes only what changes the version. One sibling is always the highest write of the
+ * context, so lww versions (and custom ones without concurrent siblings) are unchanged.
+ */
 export function versionOf(state: ItemState): string {
-  return `${state.w.h}-${state.w.s}-${contextHash(state.c)}`;
+  const sibs = state.r[wholeItem] ?? [];
+  const stateHash = sibs.length > 1 ? siblingsStateHash(state.c, sibs) : contextHash(state.c);
+  return `${state.w.h}-${state.w.s}-${stateHash}`;
+}
+
+function siblingsStateHash(c: VersionVector, sibs: readonly Sibling[]): string {
+  const dots = sibs.map((s) => s.d).sort();
+  return hash('sha256', canonicalJson([canonicalVector(c), dots]), 'hex').slice(0, 12);
 }
 

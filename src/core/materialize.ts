@@ -54,7 +54,8 @@ function mergeCustom(table: TableSemantics, live: Sibling[]): { [k: string]: Jso
     if (merged === null || typeof merged !== 'object' || Array.isArray(merged)) return fallback;
     return merged;
   } catch {
-    // A throwing or timed-out merge falls back to LWW over the same siblings, identically on every site.
+    // A merge that throws or exceeds its step, memory or stack bound (custom-merge.ts) falls back to
+    // LWW over the same siblings, identically on every site.
     return fallback;
   }
 }

@@ -75,8 +75,27 @@ export class SiteMetrics {
     registers: [this.registry],
   });
 
+  /** Custom merges that fell back to LWW, per table: `deterministic` (every site alike) or not (the wall-clock safety net). */
+  private readonly mergeFallbackSources = new Map<string, { failures(): number; nondeterministicFailures(): number }>();
+  readonly customMergeFallbacks = new Gauge({
+    name: 'tandem_custom_merge_fallbacks',
+    help: 'Custom merges that fell back to last-writer-wins since start, by table and kind (deterministic: a bound or an error, alike on every site; nondeterministic: the wall-clock safety net fired)',
+    labelNames: ['table', 'kind'] as const,
+    registers: [this.registry],
+    collect: () => {
+      for (const [table, m] of this.mergeFallbackSources) {
+        this.customMergeFallbacks.set({ table, kind: 'deterministic' }, m.failures());
+        this.customMergeFallbacks.set({ table, kind: 'nondeterministic' }, m.nondeterministicFailures());
+      }
+    },
+  });
+
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
+  }
+
+  watchCustomMerge(table: string, merge: { failures(): number; nondeterministicFailures(): number }): void {
+    this.mergeFallbackSources.set(table, merge);
   }
 
   observeCommit(size: number, ms: number): void {

@@ -80,12 +80,16 @@ export class SiteNode {
       deps.config.sites.some((s) => s.id === deps.siteId),
       `site ${deps.siteId} is not in the config`,
     );
+    this.log = deps.env.log.child({ site: deps.siteId });
     const merges: Record<string, CustomMerge> = {};
-    for (const [name, t] of Object.entries(deps.config.tables))
-      if (t.conflict === 'custom') merges[name] = loadCustomMerge(t.merge!, deps.configPath, t.mergeTimeoutMs, name).merge;
+    for (const [name, t] of Object.entries(deps.config.tables)) {
+      if (t.conflict !== 'custom') continue;
+      const loaded = loadCustomMerge(t.merge!, deps.configPath, t.mergeTimeoutMs, name, { log: this.log });
+      merges[name] = loaded.merge;
+      deps.metrics?.watchCustomMerge(name, loaded);
+    }
     this.tables = buildTables(deps.config, merges);
     this.configMembers = deps.config.sites.map((s) => ({ site: s.id, state: 'active' }));
-    this.log = deps.env.log.child({ site: deps.siteId });
     this.committer = new GroupCommitter({
       store: deps.store,
       nextTurn: deps.nextTurn,
@@ -367,14 +371,16 @@ export class SiteNode {
       const semantics = runtime?.semantics ?? { conflict: 'lww' as const, fields: {} };
       const cur: ItemState | undefined = current[i]?.state;
       const pruneToMax = semantics.conflict === 'lww';
-      const joined = cur ? joinStatesTracked(cur, item.state, { pruneToMax }) : joinStatesTracked(item.state, item.state, { pruneToMax });
+      const options = { pruneToMax, siblingsMax: semantics.conflict === 'custom' ? limits.siblingsMax : undefined };
+      const joined = cur ? joinStatesTracked(cur, item.state, options) : joinStatesTracked(item.state, item.state, options);
       // Usually the join is the incoming state itself (a new item, or a causally later write): then
       // the store keeps the bytes it received instead of encoding the state again (Store.commit).
       const state = sameJson(joined.state, item.state) ? item.state : joined.state;
       const rec = buildRecord(item.table, item.key, semantics, state);
       records.push(rec);
-      if (semantics.conflict === 'custom') return;
-      for (const l of joined.losers) {
+      // a custom table's siblings are all inputs of its merge, not losers, except those the siblings bound dropped
+      const losers = semantics.conflict === 'custom' ? joined.losers.filter((l) => l.pruned) : joined.losers;
+      for (const l of losers) {
         conflicts.push({
           table: item.table,
           key: item.key,
@@ -385,7 +391,7 @@ export class SiteNode {
           atMs: Math.floor(this.deps.env.clock.wallMs()),
         });
       }
-      this.deps.metrics?.conflicts.inc(joined.losers.length);
+      this.deps.metrics?.conflicts.inc(losers.length);
     });
     return { records, conflicts };
   }
