@@ -27,6 +27,14 @@ export const limits = {
   conflictFeedAgeMsMax: 7 * 24 * 3600 * 1000,
   shutdownDrainMsMax: 5_000,
   peerRequestTimeoutMs: 5_000,
+  /** How long a quorum or all write waits for peers' acks before it answers 504 durability-timeout. */
+  quorumTimeoutMs: 5_000,
+  /**
+   * How long a site waits for the owner it forwarded a request to. Longer than the owner's quorum
+   * wait, so that a slow quorum comes back as the owner's own 504 (with the write's version and
+   * dot) rather than as an outcome this site cannot know.
+   */
+  forwardTimeoutMs: 6_000,
   backoffMsMin: 50,
   backoffMsMax: 5_000,
   /**
@@ -36,6 +44,11 @@ export const limits = {
   ackIntervalMs: 50,
   /** Another origin's entries are relayed to a peer only after this long here (relay-gate.ts). */
   relayDelayMs: 300,
+  /**
+   * A restarting site waits this long for every peer to say how much of its origin it holds; if
+   * one does not answer, it takes a new incarnation rather than risk numbering a write twice.
+   */
+  originCheckMsMax: 3_000,
   /** Peer links retry sooner: a failed connect is cheap, and heal time is bounded by it. */
   peerBackoffMsMax: 150,
 } as const;
@@ -45,4 +58,5 @@ assert(limits.groupCommitWritesMax <= limits.writeQueueMax, 'a group commit neve
 assert(limits.scanLimitDefault <= limits.scanLimitMax, 'default scan limit within the max');
 assert(limits.backoffMsMin < limits.backoffMsMax, 'backoff range');
 assert(limits.backoffMsMin < limits.peerBackoffMsMax, 'peer backoff range');
+assert(limits.forwardTimeoutMs >= limits.quorumTimeoutMs + 1_000, 'a forward outlasts the owner\'s quorum wait by a second: its commit and the round trip');
 assert(limits.relayDelayMs >= 4 * limits.ackIntervalMs, 'a peer acks what it got directly well before it would be relayed');

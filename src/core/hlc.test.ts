@@ -58,6 +58,21 @@ describe('HybridClock', () => {
     expect(clock.tickAfter(item) > item).toBe(true);
   });
 
+  it('tickAfter a timestamp beyond the skew bound stamps that write after it but does not drag the clock', () => {
+    const wall = 1_000_000;
+    const clock = new HybridClock({ wallMs: () => wall, skewMsMax: 60_000 });
+    const hourAhead = hlcOf(wall + 3_600_000, 3);
+    const stamped = clock.tickAfter(hourAhead);
+    expect(stamped > hourAhead).toBe(true);
+    // the next ordinary write, and what a restart resumes from, are on this site's own time
+    expect(hlcMs(clock.current())).toBe(wall);
+    expect(hlcMs(clock.tick())).toBe(wall);
+    // within the bound, the item does pull the clock (causality)
+    const minuteAhead = hlcOf(wall + 30_000, 0);
+    clock.tickAfter(minuteAhead);
+    expect(clock.current() > minuteAhead).toBe(true);
+  });
+
   it('round-trips through 16 hex digits and keeps order lexicographically', () => {
     fc.assert(
       fc.property(fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), (a, b) => {

@@ -61,21 +61,35 @@ export class HybridClock {
     return this.last;
   }
 
-  /** A timestamp for an event that must also order after `after` (e.g. the state it replaces). */
+  /**
+   * A timestamp for an event that must also order after `after` (e.g. the state it replaces), so
+   * a successor always orders after what it replaced. `after` pulls the clock only within the skew
+   * bound, like any remote timestamp: an item written by a site an hour ahead gets this one write
+   * stamped just after it, but the clock (and every later write, and the floor kept across
+   * restarts) stays on this site's time.
+   */
   tickAfter(after: Hlc): Hlc {
-    this.observeTrusted(after);
-    return this.tick();
+    if (this.withinSkew(after)) this.observeTrusted(after);
+    const t = this.tick();
+    return t > after ? t : advance(after);
   }
 
-  /** Receiving a remote timestamp never fails; it pulls the clock forward only within the skew bound. */
-  observe(remote: Hlc): void {
-    const aheadMs = hlcMs(remote) - this.options.wallMs();
-    if (aheadMs > this.options.skewMsMax) {
+  /**
+   * Receiving a remote timestamp never fails; it pulls the clock forward only within the skew
+   * bound. Returns whether it did (false: beyond the bound, alarm raised).
+   */
+  observe(remote: Hlc): boolean {
+    if (!this.withinSkew(remote)) {
       this.skewAlarms += 1;
-      this.options.onSkew?.(aheadMs);
-      return;
+      this.options.onSkew?.(hlcMs(remote) - this.options.wallMs());
+      return false;
     }
     this.observeTrusted(remote);
+    return true;
+  }
+
+  private withinSkew(h: Hlc): boolean {
+    return hlcMs(h) - this.options.wallMs() <= this.options.skewMsMax;
   }
 
   current(): Hlc {

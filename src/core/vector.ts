@@ -12,6 +12,13 @@ export function originOf(siteId: string, incarnation: number): Origin {
   return `${siteId}.${incarnation.toString(36)}`;
 }
 
+/** The incarnation of an origin (`<siteId>.<incarnation in base 36>`); 0 if it has none. */
+export function incarnationOf(origin: Origin): number {
+  const i = origin.lastIndexOf('.');
+  const n = i < 0 ? NaN : parseInt(origin.slice(i + 1), 36);
+  return Number.isSafeInteger(n) ? n : 0;
+}
+
 /** The site of an origin (`<siteId>.<incarnation>`). */
 export function siteOfOrigin(origin: Origin): string {
   const i = origin.lastIndexOf('.');

@@ -79,12 +79,13 @@ export function applyLocalWrite(
   };
   const bumpCounter = (f: string, delta: number, path: string) => {
     const c: CounterState = next.k[f] ?? { inc: {}, rst: {} };
-    const [p, n] = c.inc[stamp.origin] ?? [0, 0];
+    const slot = counterSlot(c, stamp.origin, stamp.dot);
+    const [p, n] = c.inc[slot] ?? [0, 0];
     const np = delta > 0 ? p + delta : p;
     const nn = delta < 0 ? n - delta : n;
     if (!Number.isSafeInteger(np) || !Number.isSafeInteger(nn))
       throw RequestError.badRequest(`${path}: counter would exceed the safe integer range`, [{ path, message: 'counter overflow' }]);
-    next.k[f] = { inc: { ...c.inc, [stamp.origin]: [np, nn] }, rst: c.rst };
+    next.k[f] = { inc: { ...c.inc, [slot]: [np, nn] }, rst: c.rst };
   };
   const setElements = (f: string, values: JsonValue[], path: string) => {
     const field: Record<string, Dot[]> = {};
@@ -158,6 +159,33 @@ export function applyLocalWrite(
     }
   }
   return next;
+}
+
+/**
+ * The slot of a counter that this origin's increments go to. Slots hold cumulative `[p, n]` pairs
+ * merged by max, so an origin may only add to a slot whose latest value it knows. It knows that of
+ * every slot of its own in the state it writes on (it is their only writer, and joins never lower
+ * a pair); but once a tombstone was purged here, the next write starts from nothing while other
+ * sites may still hold the tombstone and the slot's old pair (their housekeeping runs on its own
+ * schedule): restarting that slot at [0, 0] would hide the new increments under the old pair's
+ * max. So a write that finds no slot of its origin opens a new one, named by its own dot, which no
+ * other state can hold. (Slots named by the bare origin come from stores written before this rule;
+ * they are continued like any other.)
+ */
+export function counterSlot(c: CounterState, origin: Origin, dot: Dot): string {
+  if (origin in c.inc) return origin;
+  const prefix = `${origin}:`;
+  let best: string | undefined;
+  let bestSeq = -1;
+  for (const slot of Object.keys(c.inc)) {
+    if (!slot.startsWith(prefix)) continue;
+    const seq = Number(slot.slice(prefix.length));
+    if (seq > bestSeq) {
+      best = slot;
+      bestSeq = seq;
+    }
+  }
+  return best ?? dot;
 }
 
 function rejectCrdtOps(p: PatchOp, kind: string): void {

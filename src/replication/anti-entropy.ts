@@ -3,6 +3,12 @@
 // they differ, per-bucket digests narrow it down and the differing buckets' item states are fetched
 // and joined. Repair never advances the vector, never logs, and joining cannot resurrect what the
 // local item has seen removed (entries covered by its context are dropped by the join).
+//
+// Every digest, bucket list and page of items is read together with the vector it reflects (in one
+// turn, from memory), and a round goes on only while both sites stay at the vector they agreed on:
+// a write landing between two reads would otherwise look like a difference, and the round would
+// join states the feed was about to deliver. So with no fault, a round repairs nothing; a repair
+// means a real divergence (a bug), and each one is logged with its key and versions.
 import { vectorsEqual, type VersionVector } from '../core/vector.js';
 import type { ItemState } from '../core/item.js';
 import { readBody, type Env, type IncomingRequest, type TransportResponse } from '../platform/env.js';
@@ -15,8 +21,14 @@ import { msgpackResponse, problem } from './feed-server.js';
 
 interface DigestsReply {
   v: number;
+  /** what the digests cover (Store.committedVector, read with them) */
   vector: VersionVector;
   digests: Record<string, string>;
+}
+
+interface BucketsReply {
+  buckets: string[];
+  vector: VersionVector;
 }
 
 interface BucketItemsRequest {
@@ -29,7 +41,12 @@ interface BucketItemsRequest {
 interface BucketItemsReply {
   items: { key: string; state: ItemState }[];
   more: boolean;
+  /** what the items were read at */
+  vector?: VersionVector;
 }
+
+/** The sites moved on during a round: not a divergence; the next round looks again. */
+class MovedOn extends Error {}
 
 const bucketPageMax = 500;
 
@@ -73,27 +90,46 @@ export class AntiEntropy {
 
   async compareWith(peer: string): Promise<number> {
     const { node } = this.options;
+    const store = node.store;
     const theirs = await this.call<DigestsReply>(peer, 'GET', '/v1/peer/digests');
-    if (!vectorsEqual(theirs.vector, node.vector())) return 0;
-    const mine = await node.store.digests();
+    // vector and digests read in the same turn: they describe the same content
+    const agreed = store.committedVector();
+    const mine = await store.digests();
+    if (!vectorsEqual(theirs.vector, agreed)) return 0;
+    const stillAt = (vector: VersionVector | undefined, what: string) => {
+      if (vector !== undefined && !vectorsEqual(vector, agreed)) throw new MovedOn(`${what} moved on`);
+    };
     let repaired = 0;
-    for (const table of new Set([...Object.keys(mine), ...Object.keys(theirs.digests)])) {
-      if ((mine[table] ?? zero) === (theirs.digests[table] ?? zero)) continue;
-      const theirBuckets = await this.call<string[]>(peer, 'POST', '/v1/peer/buckets', { table });
-      const myBuckets = await node.store.bucketDigests(table);
-      const differing = myBuckets.flatMap((d, i) => (d !== theirBuckets[i] ? [i] : []));
-      let after: string | undefined;
-      for (let page = 0; page < 10_000; page++) {
-        const req: BucketItemsRequest = { table, buckets: differing, limit: bucketPageMax, ...(after !== undefined ? { after } : {}) };
-        const reply = await this.call<BucketItemsReply>(peer, 'POST', '/v1/peer/bucket-items', req);
-        repaired += await node.repairItems(reply.items.map((i) => ({ table, key: i.key, state: i.state })));
-        if (!reply.more || reply.items.length === 0) break;
-        after = reply.items[reply.items.length - 1]!.key;
+    try {
+      for (const table of new Set([...Object.keys(mine), ...Object.keys(theirs.digests)])) {
+        if ((mine[table] ?? zero) === (theirs.digests[table] ?? zero)) continue;
+        const reply = await this.call<BucketsReply | string[]>(peer, 'POST', '/v1/peer/buckets', { table });
+        // a peer of the previous protocol answers the bare list, without its vector
+        const theirBuckets = Array.isArray(reply) ? reply : reply.buckets;
+        stillAt(Array.isArray(reply) ? undefined : reply.vector, peer);
+        stillAt(store.committedVector(), node.siteId);
+        const myBuckets = await store.bucketDigests(table);
+        const differing = myBuckets.flatMap((d, i) => (d !== theirBuckets[i] ? [i] : []));
+        let after: string | undefined;
+        for (let page = 0; page < 10_000; page++) {
+          const req: BucketItemsRequest = { table, buckets: differing, limit: bucketPageMax, ...(after !== undefined ? { after } : {}) };
+          const items = await this.call<BucketItemsReply>(peer, 'POST', '/v1/peer/bucket-items', req);
+          stillAt(items.vector, peer);
+          repaired += await node.repairItems(
+            items.items.map((i) => ({ table, key: i.key, state: i.state })),
+            { reportAs: `anti-entropy with ${peer}` },
+          );
+          if (!items.more || items.items.length === 0) break;
+          after = items.items[items.items.length - 1]!.key;
+        }
       }
+    } catch (e) {
+      if (!(e instanceof MovedOn)) throw e;
+      this.options.env.log.debug({ peer, why: e.message }, 'anti-entropy round ended early: writes arrived meanwhile');
     }
     if (repaired > 0) {
       this.options.onRepaired?.(repaired);
-      this.options.env.log.warn({ peer, repaired }, 'anti-entropy repaired items');
+      this.options.env.log.warn({ peer, repaired }, 'anti-entropy repaired items: the sites had diverged (see the repaired keys above)');
     }
     return repaired;
   }
@@ -101,21 +137,27 @@ export class AntiEntropy {
   routes(): Record<string, (req: IncomingRequest) => Promise<TransportResponse>> {
     const { node } = this.options;
     return {
-      'GET /v1/peer/digests': async () =>
-        msgpackResponse(200, { v: protocolVersion, vector: node.vector(), digests: await node.store.digests() } satisfies DigestsReply),
+      'GET /v1/peer/digests': async () => {
+        const vector = node.store.committedVector();
+        return msgpackResponse(200, { v: protocolVersion, vector, digests: await node.store.digests() } satisfies DigestsReply);
+      },
       'POST /v1/peer/buckets': async (req) => {
         const { table } = decodeMessage<{ table: string }>(req.body);
         if (typeof table !== 'string') return problem(400, 'bad-request', 'table expected');
-        return msgpackResponse(200, await node.store.bucketDigests(table));
+        const vector = node.store.committedVector();
+        return msgpackResponse(200, { vector, buckets: await node.store.bucketDigests(table) } satisfies BucketsReply);
       },
       'POST /v1/peer/bucket-items': async (req) => {
         const r = decodeMessage<BucketItemsRequest>(req.body);
         if (typeof r?.table !== 'string' || !Array.isArray(r.buckets)) return problem(400, 'bad-request', 'table and buckets expected');
         const limit = Math.min(Math.max(1, Number(r.limit) || bucketPageMax), bucketPageMax);
+        // the items are read in this turn (the wait for durability comes after): the same content as the vector
+        const vector = node.store.committedVector();
         const items = await node.store.itemsInBuckets(r.table, r.buckets.map(Number), r.after, limit + 1);
         return msgpackResponse(200, {
           items: items.slice(0, limit).map((i) => ({ key: i.key, state: i.state })),
           more: items.length > limit,
+          vector,
         } satisfies BucketItemsReply);
       },
     };

@@ -12,6 +12,8 @@ import {
   encodeBatchFrame,
   encodeFrame,
   encodeMessage,
+  isAckMessage,
+  isFeedRequest,
   protocolVersion,
   type AckMessage,
   type FeedRequest,
@@ -60,8 +62,8 @@ export function feedServer(options: FeedServerOptions): FeedServer {
     }
     try {
       if (req.method === 'POST' && path === '/v1/peer/feed') {
-        const body = decodeMessage<FeedRequest>(req.body);
-        if (!isVector(body?.vector) || body.site !== auth.site) return problem(400, 'bad-request', 'malformed feed request');
+        const body = decodeMessage<unknown>(req.body);
+        if (!isFeedRequest(body) || body.site !== auth.site) return problem(400, 'bad-request', 'malformed feed request');
         options.onPeerSeen?.(auth.site);
         const floor = options.node.store.logFloor();
         const behind = Object.entries(floor).find(([o, seq]) => (body.vector[o] ?? 0) < seq);
@@ -71,8 +73,11 @@ export function feedServer(options: FeedServerOptions): FeedServer {
         return { status: 200, headers: { 'content-type': 'application/x-tandem-feed' }, body: stream };
       }
       if (req.method === 'POST' && path === '/v1/peer/ack') {
-        const ack = decodeMessage<AckMessage>(req.body);
-        if (!isVector(ack?.vector) || ack.site !== auth.site) return problem(400, 'bad-request', 'malformed ack');
+        const ack = decodeMessage<unknown>(req.body);
+        if (!isAckMessage(ack) || ack.site !== auth.site) {
+          log.warn({ from: auth.site }, 'refused a malformed ack');
+          return problem(400, 'bad-request', 'malformed ack: expected { site, vector, origin, ownSeq, direct?: string[] }');
+        }
         options.onAck(ack);
         for (const w of wakers.get(ack.site) ?? []) w();
         return { status: 204, headers: {}, body: empty() };
@@ -188,9 +193,11 @@ async function* feedStream(
 
 async function* snapshotStream(options: FeedServerOptions, signal: AbortSignal): AsyncIterable<Uint8Array> {
   let vector: VersionVector | undefined;
+  let gcFloor: VersionVector | undefined;
   for await (const page of options.node.store.snapshot(limits.feedBatchEntriesMax)) {
     if (signal.aborted) return;
     if (page.vector) vector = page.vector;
+    if (page.gcFloor) gcFloor = page.gcFloor;
     if (page.items.length > 0) yield encodeFrame({ t: 'snapshot-page', v: protocolVersion, items: page.items });
   }
   assert(vector !== undefined, 'a snapshot starts with its vector');
@@ -205,7 +212,7 @@ async function* snapshotStream(options: FeedServerOptions, signal: AbortSignal):
       after = rows[rows.length - 1]!.id;
     }
   }
-  yield encodeFrame({ t: 'snapshot-end', v: protocolVersion, vector });
+  yield encodeFrame({ t: 'snapshot-end', v: protocolVersion, vector, ...(gcFloor !== undefined ? { gcFloor } : {}) });
 }
 
 /**
@@ -217,11 +224,6 @@ function offered(have: VersionVector, upTo: VersionVector): VersionVector {
   const out: VersionVector = { ...have };
   for (const [o, seq] of Object.entries(upTo)) out[o] = seq;
   return out;
-}
-
-function isVector(v: unknown): v is VersionVector {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) return false;
-  return Object.values(v).every((s) => Number.isSafeInteger(s) && (s as number) >= 0);
 }
 
 async function* once(bytes: Uint8Array): AsyncIterable<Uint8Array> {

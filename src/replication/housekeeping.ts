@@ -2,14 +2,14 @@
 // - log compaction: entries every current member has acknowledged are dropped (a member behind
 //   the compacted log later bootstraps from a snapshot);
 // - tombstone GC by causal stability (ARCHITECTURE.md, "Tombstones"): a checkpoint records, per
-//   member Y, the vector Y acknowledged and Y's own seq at that moment. Once this site has every
-//   entry of Y up to that seq (for every Y), no write concurrent with a delete that all members had
+//   member Y, the vector Y acknowledged. Once this site has everything each Y had then (every
+//   origin, Y's own and any other), no write concurrent with a delete that all members had
 //   seen by the checkpoint can still arrive, so tombstones covered by every checkpoint vector are
 //   purged, and the GC floor (their common context) becomes the context of writes to missing keys.
 //   The naive rule "every vector covers the tombstone" is not used: it resurrects data.
 // - the conflict feed's age bound.
 // Members that have not acknowledged anything since this site started hold everything back.
-import { type VersionVector } from '../core/vector.js';
+import { dominates, type VersionVector } from '../core/vector.js';
 import type { Env } from '../platform/env.js';
 import { Periodic } from '../platform/periodic.js';
 import { limits } from '../limits.js';
@@ -71,7 +71,10 @@ export class Housekeeping {
     // Tombstone GC, checkpoint by checkpoint.
     let purged = 0;
     const cp = this.checkpoint;
-    if (cp && members.every((m) => cp.acks.has(m) && (mine[cp.acks.get(m)!.origin] ?? 0) >= cp.acks.get(m)!.ownSeq)) {
+    // Every member's whole acknowledged vector, not only its current origin's seq: a write
+    // concurrent with a delete may come from any origin a member held then (a reborn site's
+    // earlier incarnation, a removed member), and must be here before the delete's tombstone goes.
+    if (cp && members.every((m) => cp.acks.has(m) && dominates(mine, cp.acks.get(m)!.vector))) {
       const floor: VersionVector = {};
       for (const [origin, seq] of Object.entries(cp.mine)) {
         let min = seq;

@@ -151,7 +151,7 @@ export class PeerPuller {
       if (frame.t === 'snapshot-page') items += await node.repairItems(frame.items);
       else if (frame.t === 'snapshot-conflicts') await node.recordConflicts(frame.conflicts);
       else if (frame.t === 'snapshot-end') {
-        await node.advanceVector(frame.vector);
+        await node.advanceVector(frame.vector, frame.gcFloor);
         this.log.info({ items }, 'snapshot installed');
         return;
       } else throw new Error(`unexpected ${frame.t} frame in a snapshot`);

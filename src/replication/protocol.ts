@@ -30,7 +30,8 @@ export type FeedFrame =
   | { t: 'snapshot-page'; v: number; items: { table: string; key: string; state: ItemState }[] }
   /** the serving site's conflict feed, after the items: a new site starts with the losers known */
   | { t: 'snapshot-conflicts'; v: number; conflicts: ConflictRecord[] }
-  | { t: 'snapshot-end'; v: number; vector: VersionVector };
+  /** `gcFloor`: what the tombstones the sender purged had seen (the receiver's writes to missing keys carry it) */
+  | { t: 'snapshot-end'; v: number; vector: VersionVector; gcFloor?: VersionVector };
 
 const frameKinds = new Set(['batch', 'heartbeat', 'snapshot-page', 'snapshot-conflicts', 'snapshot-end']);
 
@@ -47,6 +48,38 @@ export interface AckMessage {
    * them. Entries of any other origin are relayed to it at once (relay-gate.ts).
    */
   direct?: string[];
+}
+
+const siteIdsMax = 256;
+
+function isVector(v: unknown): v is VersionVector {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return false;
+  return Object.values(v).every((s) => Number.isSafeInteger(s) && (s as number) >= 0);
+}
+
+/**
+ * Checks every field of a decoded ack before anything reads it: a malformed field (from a peer
+ * of another version, or a bug) must be refused at the door, not throw later inside the feeds
+ * that read acks.
+ */
+export function isAckMessage(m: unknown): m is AckMessage {
+  if (m === null || typeof m !== 'object') return false;
+  const a = m as Partial<AckMessage>;
+  return (
+    typeof a.site === 'string' &&
+    typeof a.origin === 'string' &&
+    Number.isSafeInteger(a.ownSeq) &&
+    (a.ownSeq as number) >= 0 &&
+    isVector(a.vector) &&
+    (a.direct === undefined || (Array.isArray(a.direct) && a.direct.length <= siteIdsMax && a.direct.every((d) => typeof d === 'string')))
+  );
+}
+
+/** The same for a feed request. */
+export function isFeedRequest(m: unknown): m is FeedRequest {
+  if (m === null || typeof m !== 'object') return false;
+  const r = m as Partial<FeedRequest>;
+  return typeof r.site === 'string' && isVector(r.vector) && (r.origin === undefined || typeof r.origin === 'string');
 }
 
 export function encodeMessage(value: unknown): Uint8Array {

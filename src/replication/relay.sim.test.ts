@@ -50,7 +50,7 @@ describe('relay (simulation)', () => {
           node.applyRemote = async (entries, raw) => {
             // Applying costs time, as on a real machine, commit by commit: the backlog takes longer
             // than the relay delay, and one site catches up three times slower than the others.
-            const total = { applied: 0, duplicates: 0, gaps: 0 };
+            const total = { applied: 0, duplicates: 0, gaps: 0, quarantined: 0 };
             for (let i = 0; i < entries.length; i += 64) {
               const slice = entries.slice(i, i + 64);
               await env.timers.sleep(slice.length * (id === 'ap-south' ? 3 : 1));
@@ -58,6 +58,7 @@ describe('relay (simulation)', () => {
               total.applied += r.applied;
               total.duplicates += r.duplicates;
               total.gaps += r.gaps;
+              total.quarantined += r.quarantined;
             }
             received.get(id)!.applied += total.applied;
             received.get(id)!.duplicates += total.duplicates;

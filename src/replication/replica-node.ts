@@ -13,13 +13,17 @@ export interface ReplicaNode {
   membership(): Membership;
   vector(): VersionVector;
   /** `raw[i]`, when given, is entry i's bytes as its peer sent them: logged as they are */
-  applyRemote(entries: LogEntry[], raw?: Uint8Array[]): Promise<{ applied: number; duplicates: number; gaps: number }>;
+  applyRemote(entries: LogEntry[], raw?: Uint8Array[]): Promise<{ applied: number; duplicates: number; gaps: number; quarantined?: number }>;
   /** Joins peers' item states into local items without logging them or touching the vector (anti-entropy). */
-  repairItems(records: { table: string; key: string; state: ItemRecord['state'] }[]): Promise<number>;
+  /** `reportAs`: log each item that changed, with its versions (a repair that changes anything is a divergence) */
+  repairItems(records: { table: string; key: string; state: ItemRecord['state'] }[], options?: { reportAs?: string }): Promise<number>;
   /** Adds a peer's conflict records (a snapshot install) to this site's conflict feed. */
   recordConflicts(records: ConflictRecord[]): Promise<void>;
   /** The end of a snapshot install: everything the snapshot's vector covers is now here. */
-  advanceVector(vector: VersionVector): Promise<void>;
+  advanceVector(vector: VersionVector, gcFloor?: VersionVector): Promise<void>;
+  /** Whether the site may write under its origin yet (SiteNode.confirmOrigin). */
+  readonly originConfirmed: boolean;
+  confirmOrigin(peersHold: (origin: string) => Promise<{ seq: number; incarnationMax: number } | undefined>): Promise<'kept' | 'renewed'>;
   /** Called after every durable commit; returns an unsubscribe function. */
   onCommit(listener: () => void): () => void;
 }

@@ -7,11 +7,13 @@ import { limits } from '../limits.js';
 import { peerHeader, signPeerRequest, type PeerAuthConfig } from './auth.js';
 import { feedServer, type FeedServer } from './feed-server.js';
 import { PeerPuller, type PeerLinkStatus } from './peer-puller.js';
-import { encodeMessage, protocolVersion, type AckMessage } from './protocol.js';
+import { decodeMessage, encodeMessage, protocolVersion, type AckMessage } from './protocol.js';
+import { msgpackResponse } from './feed-server.js';
+import { Backoff } from '../platform/backoff.js';
 import type { ReplicaNode } from './replica-node.js';
 import { AntiEntropy } from './anti-entropy.js';
 import { RelayGate } from './relay-gate.js';
-import { dominates, siteOfOrigin, type VersionVector } from '../core/vector.js';
+import { dominates, incarnationOf, parseDot, siteOfOrigin, type Dot, type VersionVector } from '../core/vector.js';
 import { currentPeers } from '../core/membership.js';
 import type { LogEntry } from '../store/types.js';
 import { Housekeeping } from './housekeeping.js';
@@ -52,6 +54,7 @@ interface AckState {
 }
 
 interface DurabilityWaiter {
+  origin: string;
   seq: number;
   needed: number;
   resolve: (ok: boolean) => void;
@@ -72,6 +75,7 @@ export class Replicator {
   private unsubscribe: (() => void) | undefined;
   private heartbeat: TimerHandle | undefined;
   private stopped = false;
+  private starting: Promise<void> | undefined;
   private readonly heartbeatMs: number;
   private readonly ackIntervalMs: number;
   private relayGate: RelayGate | undefined;
@@ -117,7 +121,11 @@ export class Replicator {
         relayableAtMs: (o, seq) => this.relayGate?.relayableAtMs(o, seq),
         movingUntilMs: (peer, o) => this.relayGate?.movingUntilMs(peer, o),
       },
-      extraRoutes: this.antiEntropy.routes(),
+      extraRoutes: {
+        ...this.antiEntropy.routes(),
+        // what this site holds of every origin: a restarting peer asks before it numbers new writes
+        'GET /v1/peer/vector': async () => msgpackResponse(200, { v: protocolVersion, vector: node.store.committedVector() }),
+      },
     });
     this.handler = this.feeds.handler;
   }
@@ -128,7 +136,78 @@ export class Replicator {
     return Object.keys(this.peerUrls).filter((p) => current.has(p));
   }
 
+  /**
+   * Starts replicating. A site whose store was reopened first confirms its origin with its peers
+   * (SiteNode.confirmOrigin; it takes no writes until then), so that its pullers, acks and relay
+   * gate start under the origin it will write as.
+   */
   run(): void {
+    this.starting = this.confirmThenReplicate();
+  }
+
+  private async confirmThenReplicate(): Promise<void> {
+    const { node } = this.options;
+    if (!node.originConfirmed) {
+      const outcome = await node.confirmOrigin((origin) => this.peersHold(origin));
+      this.log.info({ origin: node.origin, outcome }, 'origin confirmed with peers');
+    }
+    if (!this.stopped) this.replicate();
+  }
+
+  /**
+   * The most of `origin` any current peer holds, and the highest incarnation of this site any of
+   * them has seen; undefined unless every current peer answered within originCheckMsMax.
+   */
+  private async peersHold(origin: string): Promise<{ seq: number; incarnationMax: number } | undefined> {
+    const { env, node } = this.options;
+    const deadline = env.clock.monotonicMs() + limits.originCheckMsMax;
+    const backoff = new Backoff(env.random, limits.backoffMsMin, limits.peerBackoffMsMax);
+    let seq = 0;
+    let incarnationMax = 0;
+    for (const peer of this.peers) {
+      for (;;) {
+        if (this.stopped) return undefined;
+        try {
+          const reply = decodeMessage<{ vector: VersionVector }>(await this.peerCall(peer, 'GET', '/v1/peer/vector'));
+          for (const [o, s] of Object.entries(reply.vector ?? {})) {
+            if (o === origin) seq = Math.max(seq, s);
+            if (siteOfOrigin(o) === node.siteId) incarnationMax = Math.max(incarnationMax, incarnationOf(o));
+          }
+          break;
+        } catch (e) {
+          const wait = backoff.next();
+          if (env.clock.monotonicMs() + wait >= deadline) {
+            this.log.warn({ peer, err: (e as Error).message }, 'peer did not say how much of our origin it holds');
+            return undefined;
+          }
+          await env.timers.sleep(wait);
+        }
+      }
+    }
+    return { seq, incarnationMax };
+  }
+
+  /** One small request to a peer (bounded in time and size); the body of a 200, else throws. */
+  private async peerCall(peer: string, method: string, path: string): Promise<Uint8Array> {
+    const { env, node } = this.options;
+    const ac = new AbortController();
+    const timeout = env.timers.after(limits.peerRequestTimeoutMs, () => ac.abort(new Error(`${path} timed out`)));
+    try {
+      const res = await env.transport.request({
+        method,
+        url: `${this.peerUrls[peer]}${path}`,
+        headers: { [peerHeader]: signPeerRequest(this.auth, node.siteId, env.clock.wallMs(), method, path) },
+        signal: ac.signal,
+      });
+      const body = await readBody(res.body, 1024 * 1024);
+      if (res.status !== 200) throw new Error(`peer ${peer} answered ${res.status} to ${path}`);
+      return body;
+    } finally {
+      timeout.cancel();
+    }
+  }
+
+  private replicate(): void {
     const { env, node } = this.options;
     const gate = new RelayGate(this.options.relayDelayMs ?? limits.relayDelayMs, () => env.clock.monotonicMs(), node.origin, node.vector());
     this.relayGate = gate;
@@ -168,6 +247,7 @@ export class Replicator {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    await this.starting?.catch(() => undefined);
     this.feeds.closeFeeds();
     this.unsubscribe?.();
     this.heartbeat?.cancel();
@@ -209,17 +289,22 @@ export class Replicator {
   }
 
   /**
-   * Resolves true once the local write `seq` is durable on enough data sites: a majority
-   * (`quorum`) or every one (`all`), this site included; false after the timeout.
+   * Resolves true once the write `dot` (of any origin: a repeated delete answers with the
+   * tombstone's) is durable on enough data sites: a majority (`quorum`) or every one (`all`), this
+   * site included; false after the timeout. A site counts only once its durable vector covers the
+   * dot: this site by its own sync, a peer by its latest ack (acks carry durable vectors).
    */
-  awaitDurability(seq: number, level: 'quorum' | 'all'): Promise<boolean> {
+  async awaitDurability(dot: Dot, level: 'quorum' | 'all'): Promise<boolean> {
+    const { origin, seq } = parseDot(dot);
     // current data members, this site included (it holds the write)
     const n = this.peers.length + 1;
     const needed = level === 'all' ? n : Math.floor(n / 2) + 1;
-    if (this.countHolding(seq) >= needed) return Promise.resolve(true);
+    // this site's own writes are durable here when acknowledged; another origin's once synced
+    if (origin !== this.options.node.origin) await this.options.node.store.sync();
+    if (this.countHolding(origin, seq) >= needed) return true;
     return new Promise<boolean>((resolve) => {
-      const waiter: DurabilityWaiter = { seq, needed, resolve: () => undefined };
-      const timer = this.options.env.timers.after(this.options.quorumTimeoutMs ?? 5_000, () => {
+      const waiter: DurabilityWaiter = { origin, seq, needed, resolve: () => undefined };
+      const timer = this.options.env.timers.after(this.options.quorumTimeoutMs ?? limits.quorumTimeoutMs, () => {
         this.waiters.delete(waiter);
         resolve(false);
       });
@@ -232,9 +317,8 @@ export class Replicator {
     });
   }
 
-  private countHolding(seq: number): number {
-    const origin = this.options.node.origin;
-    let count = 1; // this site has it durably: the local commit came first
+  private countHolding(origin: string, seq: number): number {
+    let count = (this.options.node.store.durableVector()[origin] ?? 0) >= seq ? 1 : 0;
     const current = new Set(this.peers);
     for (const ack of this.acksReceived.values()) if (current.has(ack.site) && (ack.vector[origin] ?? 0) >= seq) count++;
     return count;
@@ -245,7 +329,7 @@ export class Replicator {
     this.acksReceived.set(ack.site, ack);
     this.relayGate?.observeAck(ack.site, ack.vector);
     this.pullers.get(ack.site)?.wake();
-    for (const w of [...this.waiters]) if (this.countHolding(w.seq) >= w.needed) w.resolve(true);
+    for (const w of [...this.waiters]) if (this.countHolding(w.origin, w.seq) >= w.needed) w.resolve(true);
   }
 
   /**

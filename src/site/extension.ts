@@ -34,7 +34,7 @@ export const siteExtension: NonNullable<StartSiteOptions['extend']> = (node, env
       peers: () => replicator.peerStatus(),
       ready: () => replicator.ready(),
       coveringPeer: (token) => replicator.coveringPeer(token),
-      awaitDurability: (seq, level) => (level === 'local' ? Promise.resolve(true) : replicator.awaitDurability(seq, level)),
+      awaitDurability: (dot, level) => (level === 'local' ? Promise.resolve(true) : replicator.awaitDurability(dot, level)),
       peerHandler: replicator.handler,
     },
     start: () => replicator.run(),

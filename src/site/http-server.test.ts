@@ -2,6 +2,10 @@
 // a 4xx problem document naming what was wrong, with the store unchanged.
 import { fdatasync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { silentLogger, type Env } from '../platform/env.js';
+import { realClock, realRandom, realTimers } from '../platform/real/real-env.js';
+import { buildSiteServer } from './http-server.js';
+import { SiteMetrics } from './metrics.js';
 import { inProcessSite } from './test-helpers.js';
 
 type Site = Awaited<ReturnType<typeof inProcessSite>>;
@@ -203,6 +207,180 @@ describe('bad input', () => {
     expect(after.digests).toEqual(before.digests);
     expect((await site.app.inject({ method: 'GET', url: item('profiles', 'k') })).json().value).toEqual({ keep: true });
   });
+});
+
+describe('If-Match: *', () => {
+  it('needs a live item: PUT, PATCH and DELETE of a missing or deleted item answer 412 and write nothing', async () => {
+    const star = { ...json, 'if-match': '*' };
+    await site.app.inject({ method: 'PUT', url: item('carts', 'gone'), headers: json, payload: { a: 1 } });
+    await site.app.inject({ method: 'DELETE', url: item('carts', 'gone') });
+    const before = (await site.app.inject({ method: 'GET', url: '/v1/status' })).json();
+    for (const key of ['missing', 'gone']) {
+      const writes = [
+        { method: 'PUT' as const, payload: { a: 2 } },
+        { method: 'PATCH' as const, payload: { set: { a: 2 } } },
+        { method: 'DELETE' as const },
+      ];
+      for (const w of writes) {
+        const res = await site.app.inject({ url: item('carts', key), headers: star, ...w });
+        expect(res.statusCode, `${w.method} ${key}`).toBe(412);
+        expect(res.json(), `${w.method} ${key}`).toMatchObject({ type: 'https://tandem.dev/problems/precondition-failed', status: 412 });
+        expect(res.json().detail).toMatch(/If-Match: \* failed/);
+      }
+      expect((await site.app.inject({ method: 'GET', url: item('carts', key) })).statusCode, key).toBe(404);
+    }
+    const after = (await site.app.inject({ method: 'GET', url: '/v1/status' })).json();
+    expect(after.vector).toEqual(before.vector);
+    expect(after.digests).toEqual(before.digests);
+  });
+
+  it('passes on a live item; a quoted "*" is an ETag like any other and matches no version', async () => {
+    const star = { ...json, 'if-match': '*' };
+    await site.app.inject({ method: 'PUT', url: item('carts', 'here'), headers: json, payload: { a: 1 } });
+    const quoted = await site.app.inject({ method: 'PUT', url: item('carts', 'here'), headers: { ...json, 'if-match': '"*"' }, payload: { a: 9 } });
+    expect(quoted.statusCode).toBe(412);
+    expect((await site.app.inject({ method: 'PUT', url: item('carts', 'here'), headers: star, payload: { a: 2 } })).statusCode).toBe(200);
+    expect((await site.app.inject({ method: 'PATCH', url: item('carts', 'here'), headers: star, payload: { set: { b: 3 } } })).statusCode).toBe(200);
+    expect((await site.app.inject({ method: 'GET', url: item('carts', 'here') })).json().value).toEqual({ a: 2, b: 3 });
+    expect((await site.app.inject({ method: 'DELETE', url: item('carts', 'here'), headers: { 'if-match': '*' } })).statusCode).toBe(200);
+    expect((await site.app.inject({ method: 'GET', url: item('carts', 'here') })).statusCode).toBe(404);
+  });
+});
+
+describe('numbers that JSON.parse reads as Infinity', () => {
+  const cases: { method: 'PUT' | 'PATCH' | 'POST'; url: string; payload: string; path: string }[] = [
+    { method: 'PUT', url: item('profiles', 'n'), payload: '{"a":1e400}', path: 'body.a' },
+    { method: 'PUT', url: item('profiles', 'n'), payload: '{"a":[1,{"b":-1e400}]}', path: 'body.a[1].b' },
+    { method: 'PATCH', url: item('carts', 'n'), payload: '{"set":{"a":{"b":1e999}}}', path: 'body.set.a.b' },
+    { method: 'PATCH', url: item('counters', 'n'), payload: '{"increment":{"n":1e400}}', path: 'body.increment.n' },
+    { method: 'PATCH', url: item('counters', 'n'), payload: '{"add":{"tags":[1,1e400]}}', path: 'body.add.tags[1]' },
+    { method: 'PATCH', url: item('counters', 'n'), payload: '{"remove":{"tags":[-1e400]}}', path: 'body.remove.tags[0]' },
+    { method: 'POST', url: '/v1/batch', payload: '{"ops":[{"op":"put","table":"profiles","key":"n","value":{"x":1e400}}]}', path: 'body.ops[0].value.x' },
+    { method: 'POST', url: '/v1/batch', payload: '{"ops":[{"op":"patch","table":"carts","key":"n","value":{"set":{"x":1e400}}}]}', path: 'body.ops[0].value.set.x' },
+  ];
+
+  it('are refused with 400 naming the path, before anything is written', async () => {
+    const before = (await site.app.inject({ method: 'GET', url: '/v1/status' })).json();
+    for (const c of cases) {
+      const res = await site.app.inject({ method: c.method, url: c.url, headers: json, payload: c.payload });
+      expect(res.statusCode, c.payload).toBe(400);
+      expect(res.headers['content-type']).toMatch(/application\/problem\+json/);
+      expect(res.json().errors, c.payload).toEqual([{ path: c.path, message: 'numbers must be finite' }]);
+      expect(res.json().detail, c.payload).toBe(`${c.path}: numbers must be finite`);
+    }
+    const after = (await site.app.inject({ method: 'GET', url: '/v1/status' })).json();
+    expect(after.vector).toEqual(before.vector);
+    expect(after.digests).toEqual(before.digests);
+    // large finite numbers are fine
+    const big = await site.app.inject({ method: 'PUT', url: item('profiles', 'n'), headers: json, payload: '{"a":1e308,"b":-5e-324}' });
+    expect(big.statusCode).toBe(200);
+    expect((await site.app.inject({ method: 'GET', url: item('profiles', 'n') })).json().value).toEqual({ a: 1e308, b: -5e-324 });
+  });
+});
+
+describe('request bodies', () => {
+  const utf8 = (...parts: (string | number[])[]) => Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : Buffer.from(p))));
+
+  it('invalid UTF-8 is refused with 400 and nothing is stored', async () => {
+    const bad = [
+      utf8('{"a":"', [0xff], '"}'), // never valid
+      utf8('{"a":"', [0xc3], '"}'), // truncated sequence
+      utf8('{"a":"', [0xed, 0xa0, 0x80], '"}'), // an encoded surrogate
+      utf8('{"a":"', [0xc0, 0xaf], '"}'), // overlong "/"
+    ];
+    for (const payload of bad) {
+      const put = await site.app.inject({ method: 'PUT', url: item('profiles', 'u'), headers: json, payload });
+      expect(put.statusCode, payload.toString('hex')).toBe(400);
+      expect(put.json()).toMatchObject({ status: 400, errors: [{ path: 'body', message: 'invalid UTF-8' }] });
+      const batch = await site.app.inject({ method: 'POST', url: '/v1/batch', headers: json, payload: utf8('{"ops":[{"op":"put","table":"profiles","key":"u","value":{"a":"', [0xff], '"}}]}') });
+      expect(batch.statusCode).toBe(400);
+    }
+    expect((await site.app.inject({ method: 'GET', url: item('profiles', 'u') })).statusCode).toBe(404);
+    expect(Object.keys((await site.app.inject({ method: 'GET', url: '/v1/status' })).json().vector)).toEqual([]);
+    const good = await site.app.inject({ method: 'PUT', url: item('profiles', 'u'), headers: json, payload: utf8('\u{feff}{"a":"ünï 🙂"}') });
+    expect(good.statusCode).toBe(200);
+    expect((await site.app.inject({ method: 'GET', url: item('profiles', 'u') })).json().value).toEqual({ a: 'ünï 🙂' });
+  });
+
+  it('Content-Type: application/json with no body is fine where a request takes none, and refused where one is needed', async () => {
+    await site.app.inject({ method: 'PUT', url: item('profiles', 'e'), headers: json, payload: { v: 1 } });
+    const get = await site.app.inject({ method: 'GET', url: item('profiles', 'e'), headers: json });
+    expect(get.statusCode).toBe(200);
+    const scan = await site.app.inject({ method: 'GET', url: '/v1/tables/profiles/items', headers: json });
+    expect(scan.statusCode).toBe(200);
+    const del = await site.app.inject({ method: 'DELETE', url: item('profiles', 'e'), headers: json });
+    expect(del.statusCode).toBe(200);
+    expect((await site.app.inject({ method: 'GET', url: item('profiles', 'e') })).statusCode).toBe(404);
+    for (const method of ['PUT', 'PATCH'] as const) {
+      const empty = await site.app.inject({ method, url: item('carts', 'e'), headers: json, payload: '' });
+      expect(empty.statusCode, method).toBe(400);
+      expect(empty.json(), method).toMatchObject({ detail: 'the request needs a JSON object body', errors: [{ path: 'body', message: 'missing body' }] });
+    }
+    const batch = await site.app.inject({ method: 'POST', url: '/v1/batch', headers: json, payload: '' });
+    expect(batch.statusCode).toBe(400);
+    expect((await site.app.inject({ method: 'GET', url: item('carts', 'e') })).statusCode).toBe(404);
+  });
+
+  it('a body sent with a DELETE is ignored, unread, whatever it holds', async () => {
+    for (const payload of ['{"x":1}', 'not json', utf8([0xff])]) {
+      await site.app.inject({ method: 'PUT', url: item('profiles', 'd'), headers: json, payload: { v: 1 } });
+      const del = await site.app.inject({ method: 'DELETE', url: item('profiles', 'd'), headers: json, payload });
+      expect(del.statusCode, String(payload)).toBe(200);
+      expect((await site.app.inject({ method: 'GET', url: item('profiles', 'd') })).statusCode).toBe(404);
+    }
+  });
+
+  it('malformed JSON and prototype keys name the body; the size limit still answers 413', async () => {
+    const malformed = await site.app.inject({ method: 'PUT', url: item('profiles', 'j'), headers: json, payload: '{"a":' });
+    expect(malformed.statusCode).toBe(400);
+    expect(malformed.json()).toMatchObject({ errors: [{ path: 'body', message: 'invalid JSON' }] });
+    for (const payload of ['{"__proto__":{"x":1}}', '{"constructor":{"prototype":{"x":1}}}']) {
+      const res = await site.app.inject({ method: 'PUT', url: item('profiles', 'j'), headers: json, payload });
+      expect(res.statusCode, payload).toBe(400);
+      expect(res.json(), payload).toMatchObject({ errors: [{ path: 'body', message: 'forbidden key' }] });
+    }
+    const huge = await site.app.inject({ method: 'PUT', url: item('profiles', 'j'), headers: json, payload: JSON.stringify({ big: 'x'.repeat(5 * 1024 * 1024) }) });
+    expect(huge.statusCode).toBe(413);
+    expect((await site.app.inject({ method: 'GET', url: item('profiles', 'j') })).statusCode).toBe(404);
+  });
+});
+
+describe('durability of a repeated delete', () => {
+  for (const confirmed of [false, true]) {
+    it(`a quorum DELETE of an already deleted item waits for the tombstone's durability (${confirmed ? 'confirmed: 200' : 'not confirmed: 504'})`, async () => {
+      await site.app.inject({ method: 'PUT', url: item('profiles', 'q'), headers: json, payload: { v: 1 } });
+      const first = (await site.app.inject({ method: 'DELETE', url: item('profiles', 'q') })).json();
+      const asked: [string, string][] = [];
+      const env: Env = { clock: realClock, timers: realTimers, random: realRandom, transport: { request: () => Promise.reject(new Error('no network here')) }, log: silentLogger };
+      const app = buildSiteServer({
+        env,
+        node: site.node,
+        metrics: new SiteMetrics(),
+        hooks: {
+          awaitDurability: async (dot, level) => {
+            asked.push([dot, level]);
+            return confirmed;
+          },
+        },
+      });
+      try {
+        const before = (await app.inject({ method: 'GET', url: '/v1/status' })).json();
+        const again = await app.inject({ method: 'DELETE', url: item('profiles', 'q'), headers: { 'tandem-durability': 'quorum' } });
+        expect(asked).toEqual([[first.dot, 'quorum']]);
+        if (confirmed) {
+          expect(again.statusCode).toBe(200);
+          expect(again.json()).toMatchObject({ key: 'q', version: first.version, dot: first.dot });
+        } else {
+          expect(again.statusCode).toBe(504);
+          expect(again.json()).toMatchObject({ type: 'https://tandem.dev/problems/durability-timeout', status: 504, version: first.version, dot: first.dot });
+        }
+        const after = (await app.inject({ method: 'GET', url: '/v1/status' })).json();
+        expect(after.vector).toEqual(before.vector);
+      } finally {
+        await app.close();
+      }
+    });
+  }
 });
 
 describe('a store that fails', () => {

@@ -5,6 +5,7 @@ import { Readable } from 'node:stream';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { RequestError } from '../core/errors.js';
 import { readBody, type Env, type RequestHandler } from '../platform/env.js';
+import { classifyUpstreamError } from '../platform/upstream-errors.js';
 import { limits } from '../limits.js';
 import type { ItemRecord } from '../store/types.js';
 import type { ItemOp } from '../core/write.js';
@@ -36,8 +37,8 @@ export interface SiteServerHooks {
   peers?: () => Record<string, PeerStatus>;
   /** extra readiness condition: caught up with reachable peers */
   ready?: () => { ready: boolean; reason?: string };
-  /** waits until the write's entry is durable on enough sites for the durability level */
-  awaitDurability?: (seq: number, level: Durability) => Promise<boolean>;
+  /** waits until the write `dot` (of any origin) is durable on enough sites for the durability level */
+  awaitDurability?: (dot: string, level: Durability) => Promise<boolean>;
   /** a connected peer whose vector covers `token` (a session read this site cannot serve yet goes there) */
   coveringPeer?: (token: VersionVector) => string | undefined;
   /** peer API handler (replication feed, snapshots, repair), mounted under /v1/peer/ */
@@ -51,6 +52,8 @@ export interface SiteServerOptions {
   metrics: SiteMetrics;
   hooks?: SiteServerHooks;
   sessionWaitMs?: number;
+  /** how long a request forwarded to an owner may take; tests shorten it */
+  forwardTimeoutMs?: number;
 }
 
 const problemType = (t: string) => `https://tandem.dev/problems/${t}`;
@@ -63,6 +66,7 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
   const { node, metrics, env } = options;
   const hooks = options.hooks ?? {};
   const sessionWaitMs = options.sessionWaitMs ?? 2_000;
+  const forwardTimeoutMs = options.forwardTimeoutMs ?? limits.forwardTimeoutMs;
   const app = Fastify({
     logger: false,
     bodyLimit: limits.requestBodyBytesMax,
@@ -88,9 +92,7 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
           ? `request body exceeds ${limits.requestBodyBytesMax} bytes`
           : e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE'
             ? `unsupported Content-Type "${String(req.headers['content-type'] ?? '')}"; send application/json`
-            : e.code === 'FST_ERR_CTP_EMPTY_JSON_BODY'
-              ? 'the request needs a JSON object body'
-              : `malformed request: ${e.message ?? 'invalid'}`;
+            : `malformed request: ${e.message ?? 'invalid'}`;
       return sendProblem(reply, new RequestError(status, (e.code ?? 'bad-request').toLowerCase(), 'Bad request', detail));
     }
     env.log.error({ err: error, url: req.url }, 'internal error');
@@ -106,6 +108,25 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     return sendProblem(reply, RequestError.notFound(`no route for ${req.method} ${req.url.split('?')[0]}`));
   });
 
+  // JSON bodies are decoded strictly: invalid UTF-8 is refused, never stored with U+FFFD in its
+  // place. An empty body is no body, because many clients send Content-Type: application/json on
+  // every request; a route that needs a body says so (validate.ts). A DELETE takes no body, so one
+  // sent with it is ignored unread, as most servers do. Fastify's own parser still does the
+  // parsing: it refuses __proto__ and constructor.prototype keys.
+  const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+  const parseJsonText = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, raw: Buffer, done) => {
+    if (raw.length === 0 || req.method === 'DELETE') return done(null, undefined);
+    let text: string;
+    try {
+      text = strictUtf8.decode(raw);
+    } catch {
+      return done(RequestError.badRequest('body: not valid UTF-8', [{ path: 'body', message: 'invalid UTF-8' }]), undefined);
+    }
+    parseJsonText(req, text, (err, value) => (err ? done(invalidJson(text), undefined) : done(null, value)));
+  });
+
   const siteHeader = (reply: FastifyReply) => reply.header('tandem-site', node.siteId);
 
   app.addHook('onRequest', (req, reply, done) => {
@@ -118,7 +139,7 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
   // ---------- health, status, metrics ----------
   app.get('/health', async () => ({ status: 'ok', site: node.siteId }));
   app.get('/ready', async (_req, reply) => {
-    const extra = hooks.ready?.() ?? { ready: true };
+    const extra = node.originConfirmed ? (hooks.ready?.() ?? { ready: true }) : { ready: false, reason: 'confirming with its peers how much of its origin they hold (no writes until then)' };
     if (!node.serving || !extra.ready) {
       return reply.code(503).send({ ready: false, site: node.siteId, reason: extra.reason ?? 'not serving' });
     }
@@ -182,12 +203,10 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     const owner = node.writeOwner(table, key);
     if (owner !== undefined) return forward(req, reply, owner);
     const outcome = await node.write(table, key, itemOp, {
-      ...(ifMatch !== undefined && ifMatch !== '*' ? { ifMatch } : {}),
+      ...(ifMatch !== undefined ? { ifMatch } : {}),
       ...(ifNoneMatch?.any ? { ifNoneMatch: true } : {}),
       ...(durability !== 'local' ? { awaitsAck: true } : {}),
     });
-    if (ifMatch === '*' && !outcome.record.live && itemOp.op !== 'delete')
-      throw RequestError.preconditionFailed('If-Match: * failed: the item does not exist');
     return answerWrite(reply, outcome, durability, session);
   };
 
@@ -320,14 +339,21 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     return new RequestError(503, 'session-unavailable', 'Session unavailable', detail, [], { retryAfterS: 1 });
   }
 
+  /**
+   * Waits for the durability asked. Also when nothing was written (a delete of a tombstone): the
+   * answer says the item is deleted at that level, and the tombstone (of any origin) may be on
+   * this site alone so far.
+   */
   async function ensureDurable(outcome: WriteOutcome, level: Durability): Promise<void> {
-    if (level === 'local' || !outcome.wrote) return;
-    const ok = hooks.awaitDurability ? await hooks.awaitDurability(outcome.seq, level) : node.config.sites.length === 1;
-    if (!ok)
-      throw new RequestError(504, 'durability-timeout', 'Durability timeout', `the write was committed at ${node.siteId} but not confirmed ${level} in time; its outcome is unknown`, [], {
+    if (level === 'local') return;
+    const ok = hooks.awaitDurability ? await hooks.awaitDurability(outcome.dot, level) : node.config.sites.length === 1;
+    if (!ok) {
+      const what = outcome.wrote ? `the write was committed at ${node.siteId}` : `the item was deleted already (by ${outcome.dot})`;
+      throw new RequestError(504, 'durability-timeout', 'Durability timeout', `${what} but not confirmed ${level} in time; its outcome is unknown`, [], {
         version: outcome.record.version,
         dot: outcome.dot,
       });
+    }
   }
 
   async function answerWrite(reply: FastifyReply, outcome: WriteOutcome, durability: Durability, session: VersionVector | undefined) {
@@ -338,29 +364,50 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     return { key: rec.key, version: rec.version, dot: outcome.dot, origin: rec.origin };
   }
 
-  /** Sends the request on to `owner` (an item's owner, or for 'session' a peer covering the session). */
+  /**
+   * Sends the request on to `owner` (an item's owner, or for 'session' a peer covering the session).
+   * When it fails, a read is safe to retry (503). So is a write that certainly never left this
+   * site; any other failed write may have been applied at the owner: 502 with
+   * Tandem-Outcome: unknown, which clients and routers must not repeat blindly.
+   */
   async function forward(req: FastifyRequest, reply: FastifyReply, owner: string, why: 'owner' | 'session' = 'owner') {
     if (why === 'owner' && header(req, forwardedHeader) !== undefined)
       throw RequestError.unavailable('not-owner', `site ${node.siteId} is not the owner of this item (forwarded by ${header(req, forwardedHeader)})`);
     const site = node.config.sites.find((s) => s.id === owner)!;
     const headers: Record<string, string> = { [forwardedHeader]: node.siteId };
-    for (const h of ['content-type', 'if-match', 'if-none-match', 'tandem-consistency', 'tandem-durability', 'tandem-session'])
+    for (const h of ['if-match', 'if-none-match', 'tandem-consistency', 'tandem-durability', 'tandem-session'])
       if (header(req, h) !== undefined) headers[h] = header(req, h)!;
     const body = req.body === undefined ? undefined : Buffer.from(JSON.stringify(req.body));
+    if (body) headers['content-type'] = 'application/json';
+    const ac = new AbortController();
+    let timedOut = false;
+    const timer = env.timers.after(forwardTimeoutMs, () => {
+      timedOut = true;
+      ac.abort(new Error(`no answer within ${forwardTimeoutMs} ms`));
+    });
     let res;
+    let bytes;
     try {
-      res = await env.transport.request({
-        method: req.method,
-        url: `${site.url}${req.url}`,
-        headers,
-        ...(body ? { body } : {}),
-        signal: AbortSignal.timeout(limits.peerRequestTimeoutMs),
-      });
+      res = await env.transport.request({ method: req.method, url: `${site.url}${req.url}`, headers, ...(body ? { body } : {}), signal: ac.signal });
+      bytes = await readBody(res.body, limits.requestBodyBytesMax);
     } catch (e) {
-      if (why === 'session') throw sessionUnavailable(`site ${node.siteId} has not yet received this session's writes and ${owner}, which has, did not answer (${(e as Error).message})`);
-      throw RequestError.unavailable('owner-unavailable', `the owner ${owner} of this item is unreachable (${(e as Error).message})`);
+      const failure = timedOut ? `no answer within ${forwardTimeoutMs} ms` : (e as Error).message;
+      if (why === 'session') throw sessionUnavailable(`site ${node.siteId} has not yet received this session's writes and ${owner}, which has, did not answer (${failure})`);
+      if (req.method === 'GET' || (res === undefined && classifyUpstreamError(e) === 'not-sent'))
+        throw RequestError.unavailable('owner-unavailable', `the owner ${owner} of this item is unreachable (${failure})`);
+      return reply
+        .code(502)
+        .header('tandem-outcome', 'unknown')
+        .type('application/problem+json')
+        .send({
+          type: problemType('outcome-unknown'),
+          title: 'Outcome unknown',
+          status: 502,
+          detail: `this write was sent to the owner ${owner} but no answer came back (${failure}): its outcome is unknown, it may or may not have been applied; read the item before repeating it`,
+        });
+    } finally {
+      timer.cancel();
     }
-    const bytes = await readBody(res.body, limits.requestBodyBytesMax);
     reply.code(res.status);
     for (const h of ['content-type', 'etag', 'tandem-session', 'retry-after']) if (res.headers[h]) reply.header(h, res.headers[h]);
     reply.header('tandem-site', res.headers['tandem-site'] ?? owner);
@@ -386,6 +433,16 @@ function flatHeaders(h: FastifyRequest['headers']): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(h)) if (v !== undefined) out[k] = Array.isArray(v) ? v.join(', ') : v;
   return out;
+}
+
+/** Why fastify's JSON parser refused a body (cold path: parses again for the position of the error). */
+function invalidJson(text: string): RequestError {
+  try {
+    JSON.parse(text);
+  } catch (e) {
+    return RequestError.badRequest(`body: not valid JSON (${(e as Error).message})`, [{ path: 'body', message: 'invalid JSON' }]);
+  }
+  return RequestError.badRequest('body: __proto__ and constructor.prototype keys are not allowed', [{ path: 'body', message: 'forbidden key' }]);
 }
 
 function sendProblem(reply: FastifyReply, error: RequestError) {

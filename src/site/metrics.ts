@@ -62,10 +62,10 @@ export class SiteMetrics {
     buckets: [1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 35, 40, 45, 50, 60, 75, 100, 150, 200, 300, 500, 1000, 2000, 5000, 10_000, 30_000],
     registers: [this.registry],
   });
-  /** Entries that came in on peer feeds: applied, or already here (sent by two peers at once). */
+  /** Entries that came in on peer feeds: applied, already here (sent by two peers at once), or quarantined (their merge failed). */
   readonly entriesReceived = new Counter({
     name: 'tandem_replication_entries_received_total',
-    help: 'Log entries received from peers, by result: applied, or a duplicate of one already here',
+    help: 'Log entries received from peers, by result: applied, a duplicate of one already here, or quarantined (logged, items not applied)',
     labelNames: ['result'] as const,
     registers: [this.registry],
   });

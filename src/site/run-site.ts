@@ -1,6 +1,7 @@
 // Runs one site node as a process: real Env, SQLite store on disk, HTTP server on the site's URL.
 // Shuts down cleanly on SIGTERM/SIGINT: stop accepting, finish in-flight requests, commit queued
 // writes, close the database.
+import { fdatasync } from 'node:fs';
 import { join } from 'node:path';
 import type { ClusterConfig } from '../config/schema.js';
 import { limits } from '../limits.js';
@@ -28,6 +29,27 @@ export interface StartSiteOptions {
    * more writes, and the caller should end the process so that a restart recovers from the disk.
    */
   onFatal?: (error: Error) => void;
+  /**
+   * Faults injected on purpose (drills, tests): `fsyncDelayMs` holds every WAL fdatasync this long,
+   * so that crashes land between a commit and its sync.
+   */
+  faults?: { fsyncDelayMs?: number };
+}
+
+/** The faults a site process is started with, from its environment (TANDEM_FAULT_FSYNC_DELAY_MS). */
+export function faultsFromEnv(env: NodeJS.ProcessEnv): NonNullable<StartSiteOptions['faults']> {
+  const raw = env['TANDEM_FAULT_FSYNC_DELAY_MS'];
+  if (raw === undefined || raw === '') return {};
+  const ms = Number(raw);
+  if (!Number.isInteger(ms) || ms < 0 || ms > 600_000) throw new Error(`TANDEM_FAULT_FSYNC_DELAY_MS: expected an integer 0..600000 (ms), got "${raw}"`);
+  return { fsyncDelayMs: ms };
+}
+
+function delayedFdatasync(env: ReturnType<typeof realEnv>, delayMs: number): (fd: number, done: (error: NodeJS.ErrnoException | null) => void) => void {
+  env.log.warn({ fsyncDelayMs: delayMs }, 'fault injected: every WAL fdatasync is held back');
+  return (fd, done) => {
+    env.timers.after(delayMs, () => fdatasync(fd, done));
+  };
 }
 
 export async function startSite(options: StartSiteOptions): Promise<RunningSite> {
@@ -41,6 +63,7 @@ export async function startSite(options: StartSiteOptions): Promise<RunningSite>
     siteId,
     wallMs: () => env.clock.wallMs(),
     conflictEntriesMax: limits.conflictFeedEntriesMax,
+    ...(options.faults?.fsyncDelayMs ? { fdatasync: delayedFdatasync(env, options.faults.fsyncDelayMs) } : {}),
     onFatal: (error) => {
       env.log.error({ err: error }, 'store failed: no more writes are acknowledged; restart the site');
       options.onFatal?.(error);

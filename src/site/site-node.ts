@@ -24,7 +24,8 @@ export type Consistency = 'eventual' | 'session' | 'strong';
 export type Durability = 'local' | 'quorum' | 'all';
 
 export interface WriteOptions {
-  ifMatch?: string;
+  /** `*`: the item must exist (be live); a version: it must be live at exactly that version */
+  ifMatch?: '*' | { version: string };
   ifNoneMatch?: boolean;
   /** the caller will wait for peers' acks (quorum or all durability): peers ack this entry at once */
   awaitsAck?: boolean;
@@ -70,6 +71,7 @@ export class SiteNode {
   private sessionWaiters = new Set<SessionWaiter>();
   private commitListeners = new Set<() => void>();
   private stopping = false;
+  private confirmedOrigin = false;
   /** the config's sites, all active: the members until a topology epoch says otherwise */
   private readonly configMembers: Member[];
   private readonly log;
@@ -123,12 +125,51 @@ export class SiteNode {
     return stored.epoch > 0 ? stored : { epoch: 0, members: this.configMembers.map((m) => ({ ...m })) };
   }
 
+  /**
+   * Whether this site may number new writes under its origin. A store opened anew may at once (no
+   * one holds its new origin); a reopened one only once its peers confirm they hold no more of its
+   * origin than it does (confirmOrigin): its disk may have been rolled back (a VM snapshot, a
+   * restored copy), and numbering again what peers already hold would give one dot two meanings.
+   */
+  get originConfirmed(): boolean {
+    return this.confirmedOrigin;
+  }
+
+  /**
+   * Asks the peers how much of this site's origin they hold (`peersHold`: the highest seq of the
+   * origin any current peer holds and the highest incarnation of this site any of them has seen,
+   * or undefined if not every one answered). Keeps the origin if none holds more than this store;
+   * otherwise, or if it cannot tell, takes a new incarnation (and pulls the old origin's missing
+   * entries back like any peer's). Then writes are taken.
+   */
+  async confirmOrigin(peersHold: (origin: string) => Promise<{ seq: number; incarnationMax: number } | undefined>): Promise<'kept' | 'renewed'> {
+    assert(this.identity !== undefined, 'site node not started');
+    if (this.confirmedOrigin) return 'kept';
+    const origin = this.identity.origin;
+    const mine = this.deps.store.vector()[origin] ?? 0;
+    const held = await peersHold(origin);
+    let outcome: 'kept' | 'renewed' = 'kept';
+    if (held === undefined || held.seq > mine) {
+      this.identity = await this.deps.store.takeNewIncarnation(held?.incarnationMax ?? 0);
+      outcome = 'renewed';
+      this.log.warn(
+        { was: origin, now: this.identity.origin, heldHere: mine, heldByPeers: held?.seq ?? 'unknown' },
+        held === undefined
+          ? 'took a new incarnation: not every peer could tell how much of this site\'s origin it holds'
+          : 'took a new incarnation: a peer holds more of this site\'s origin than its store (a rolled-back or restored disk)',
+      );
+    }
+    this.confirmedOrigin = true;
+    return outcome;
+  }
+
   get serving(): boolean {
     return this.identity !== undefined && !this.stopping;
   }
 
   async start(): Promise<StoreIdentity> {
     this.identity = await this.deps.store.open();
+    this.confirmedOrigin = this.identity.created;
     // Until a topology epoch says otherwise, the members are the config's sites, all active.
     if (this.deps.store.membership().epoch < 0) await this.deps.store.setMembership({ epoch: 0, members: this.configMembers });
     this.clock = new HybridClock({
@@ -230,6 +271,8 @@ export class SiteNode {
 
   private async commitLocal(ops: BatchOp[], options: WriteOptions): Promise<WriteOutcome[]> {
     if (!this.serving) throw RequestError.unavailable('shutting-down', 'this site is not serving');
+    if (!this.confirmedOrigin)
+      throw RequestError.unavailable('starting', `site ${this.siteId} is starting: it takes writes once its peers confirm how much of its origin they hold`);
     const clock = this.clock!;
     const identity = this.identity!;
     let unchanged: ItemRecord | undefined;
@@ -245,9 +288,10 @@ export class SiteNode {
           const cur = current[i];
           if (options.ifNoneMatch && cur?.live)
             throw RequestError.preconditionFailed(`If-None-Match: * failed: item ${o.key} exists (version ${cur.version})`);
-          if (options.ifMatch !== undefined && (!cur?.live || cur.version !== options.ifMatch))
+          const ifMatch = options.ifMatch;
+          if (ifMatch !== undefined && (!cur?.live || (ifMatch !== '*' && cur.version !== ifMatch.version)))
             throw RequestError.preconditionFailed(
-              `If-Match failed: item ${o.key} is ${cur?.live ? `at version ${cur.version}` : 'absent'}`,
+              `If-Match${ifMatch === '*' ? ': *' : ''} failed: item ${o.key} is ${cur?.live ? `at version ${cur.version}` : cur ? 'deleted' : 'absent'}`,
             );
         });
         if (ops.length === 1 && ops[0]!.op === 'delete') {
@@ -272,11 +316,13 @@ export class SiteNode {
             throw RequestError.tooLarge(`item ${o.key} would exceed ${limits.itemBodyBytesMax} bytes`);
           return rec;
         });
-        return { records, hlc: hlcToHex(hlc) };
+        return { records, hlc: hlcToHex(hlc), clock: hlcToHex(clock.current()) };
       },
     });
     if (result.kind === 'local' && !result.ok) {
       if (result.error instanceof UnchangedSignal) {
+        // the tombstone may be this site's own delete whose sync is still in flight: answer only once it is durable
+        if ((unchanged!.state.c[identity.origin] ?? 0) > (this.deps.store.durableVector()[identity.origin] ?? 0)) await this.deps.store.sync();
         return [{ record: unchanged!, dot: unchanged!.state.w.d, seq: 0, wrote: false }];
       }
       throw result.error;
@@ -288,7 +334,7 @@ export class SiteNode {
   }
 
   /** Applies entries from a peer (any origin), joining states by each table's policy. */
-  async applyRemote(entries: LogEntry[], raw?: Uint8Array[]): Promise<{ applied: number; duplicates: number; gaps: number }> {
+  async applyRemote(entries: LogEntry[], raw?: Uint8Array[]): Promise<{ applied: number; duplicates: number; gaps: number; quarantined: number }> {
     const clock = this.clock!;
     assert(raw === undefined || raw.length === entries.length, 'one raw body per entry');
     // what this site already has (from another peer, usually) is not worth a place in a commit
@@ -307,6 +353,7 @@ export class SiteNode {
         return this.committer.submit({
           kind: 'remote',
           entry,
+          clock: hlcToHex(clock.current()),
           ...(bytes !== undefined ? { raw: bytes } : {}),
           merge: (current) => this.joinItems(entry.items, current),
         });
@@ -314,19 +361,24 @@ export class SiteNode {
     );
     let applied = 0;
     let gaps = 0;
+    let quarantined = 0;
     const nowMs = this.deps.env.clock.wallMs();
     for (const [j, r] of results.entries()) {
       assert(r.kind === 'remote', 'remote result');
-      if (r.applied) {
+      const entry = entries[fresh[j]!]!;
+      if (r.applied && r.quarantined !== undefined) {
+        quarantined++;
+        this.log.error({ origin: entry.origin, seq: entry.seq, reason: r.quarantined }, 'a peer entry could not be applied: quarantined (logged and relayed, its items unchanged here)');
+      } else if (r.applied) {
         applied++;
-        const entry = entries[fresh[j]!]!;
         this.deps.metrics?.replicationLagMs.observe({ origin: siteOfOrigin(entry.origin) }, Math.max(0, nowMs - hlcMs(hlcFromHex(entry.hlc))));
       } else if (r.reason === 'duplicate') duplicates++;
       else gaps++;
     }
     this.deps.metrics?.entriesReceived.inc({ result: 'applied' }, applied);
     this.deps.metrics?.entriesReceived.inc({ result: 'duplicate' }, duplicates);
-    return { applied, duplicates, gaps };
+    if (quarantined > 0) this.deps.metrics?.entriesReceived.inc({ result: 'quarantined' }, quarantined);
+    return { applied, duplicates, gaps, quarantined };
   }
 
   async recordConflicts(records: ConflictRecord[]): Promise<void> {
@@ -335,13 +387,13 @@ export class SiteNode {
     assert(result.kind === 'repair', 'repair result');
   }
 
-  async advanceVector(vector: VersionVector): Promise<void> {
-    const result = await this.committer.submit({ kind: 'advance-vector', vector });
+  async advanceVector(vector: VersionVector, gcFloor?: VersionVector): Promise<void> {
+    const result = await this.committer.submit({ kind: 'advance-vector', vector, ...(gcFloor !== undefined ? { gcFloor } : {}) });
     assert(result.kind === 'advance-vector', 'advance-vector result');
   }
 
   /** Anti-entropy and snapshots: joins peers' states into local items (no log entry, vector unchanged). */
-  async repairItems(items: { table: string; key: string; state: ItemState }[]): Promise<number> {
+  async repairItems(items: { table: string; key: string; state: ItemState }[], options: { reportAs?: string } = {}): Promise<number> {
     if (items.length === 0) return 0;
     let changed = 0;
     const result = await this.committer.submit({
@@ -351,10 +403,22 @@ export class SiteNode {
         const joined = this.joinItems(items, current);
         const records = joined.records.filter((rec, i) => current[i] === undefined || rec.version !== current[i]!.version);
         changed += records.length;
+        if (options.reportAs !== undefined)
+          for (const rec of records) {
+            const before = current[items.findIndex((i) => i.table === rec.table && i.key === rec.key)];
+            this.log.warn(
+              { table: rec.table, key: rec.key, before: before?.version ?? null, after: rec.version, by: options.reportAs },
+              'repaired an item that differed from a peer at the same vector',
+            );
+          }
         return { records, conflicts: joined.conflicts };
       },
     });
     assert(result.kind === 'repair', 'repair result');
+    if (result.failed !== undefined) {
+      this.log.error({ keys: items.slice(0, 10).map((i) => `${i.table}/${i.key}`), reason: result.failed }, 'peer item states could not be joined here: not repaired');
+      return 0;
+    }
     return changed;
   }
 

@@ -23,28 +23,34 @@ function isWellFormedUtf16(s: string): boolean {
   return !/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(s);
 }
 
-function checkJsonDepth(value: unknown, path: string): void {
-  const tooDeep = deepestPath(value, depthMax);
-  if (tooDeep !== undefined) {
-    const where = path + tooDeep;
-    throw RequestError.badRequest(`${where}: nested deeper than ${depthMax} levels`, [{ path: where, message: 'too deep' }]);
-  }
+/**
+ * Rejects what cannot be stored: nesting deeper than `depthMax`, and numbers that are not finite
+ * (JSON.parse reads 1e400 as Infinity, which canonical JSON cannot write; it would fail later, at
+ * commit, as a 500).
+ */
+function checkJsonValue(value: unknown, path: string): void {
+  const problem = firstUnstorable(value, depthMax);
+  if (problem === undefined) return;
+  const where = path + problem.at;
+  const message = problem.kind === 'too-deep' ? `nested deeper than ${depthMax} levels` : 'numbers must be finite';
+  throw RequestError.badRequest(`${where}: ${message}`, [{ path: where, message }]);
 }
 
-/** The path (from `value`) of the first node nested more than `levels` deep, or undefined. Builds no path on the way. */
-function deepestPath(value: unknown, levels: number): string | undefined {
-  if (levels < 0) return '';
+/** The first node (its path from `value`) that cannot be stored, or undefined. Builds no path on the way. */
+function firstUnstorable(value: unknown, levels: number): { at: string; kind: 'too-deep' | 'not-finite' } | undefined {
+  if (levels < 0) return { at: '', kind: 'too-deep' };
+  if (typeof value === 'number') return Number.isFinite(value) ? undefined : { at: '', kind: 'not-finite' };
   if (value === null || typeof value !== 'object') return undefined;
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
-      const below = deepestPath(value[i], levels - 1);
-      if (below !== undefined) return `[${i}]${below}`;
+      const below = firstUnstorable(value[i], levels - 1);
+      if (below !== undefined) return { at: `[${i}]${below.at}`, kind: below.kind };
     }
     return undefined;
   }
   for (const k in value) {
-    const below = deepestPath((value as Record<string, unknown>)[k], levels - 1);
-    if (below !== undefined) return `.${k}${below}`;
+    const below = firstUnstorable((value as Record<string, unknown>)[k], levels - 1);
+    if (below !== undefined) return { at: `.${k}${below.at}`, kind: below.kind };
   }
   return undefined;
 }
@@ -56,7 +62,7 @@ function objectBody(body: unknown, path: string): JsonObject {
     throw RequestError.badRequest(`${path}: expected a JSON object, got ${Array.isArray(body) ? 'an array' : typeof body}`, [
       { path, message: 'expected a JSON object' },
     ]);
-  checkJsonDepth(body, path);
+  checkJsonValue(body, path);
   const size = Buffer.byteLength(JSON.stringify(body), 'utf8');
   if (size > limits.itemBodyBytesMax) throw RequestError.tooLarge(`${path}: an item is at most ${limits.itemBodyBytesMax} bytes; got ${size}`);
   if (Object.keys(body).length > limits.fieldsPerItemMax)
@@ -160,13 +166,17 @@ export function oneOf<T extends string>(header: string, value: string | undefine
   ]);
 }
 
-/** `If-Match: "<version>"` (quoted, as an ETag) or the bare version; `*` means "exists". */
-export function parseIfMatch(value: string | undefined): string | undefined {
+/**
+ * `If-Match: "<version>"` (quoted, as an ETag) or the bare version; a bare `*` means "exists"
+ * (a quoted `"*"` is an ETag like any other, RFC 9110, and matches no version).
+ */
+export function parseIfMatch(value: string | undefined): '*' | { version: string } | undefined {
   if (value === undefined) return undefined;
   const v = value.trim();
-  const m = /^"([^"]{1,128})"$/.exec(v) ?? /^([0-9a-f]{16}-[a-z0-9-]{1,32}-[0-9a-f]{12})$/.exec(v) ?? (v === '*' ? [v, v] : null);
+  if (v === '*') return '*';
+  const m = /^"([^"]{1,128})"$/.exec(v) ?? /^([0-9a-f]{16}-[a-z0-9-]{1,32}-[0-9a-f]{12})$/.exec(v);
   if (!m) throw RequestError.badRequest('If-Match: expected "<version>" (an ETag from this API) or *', [{ path: 'header.if-match', message: 'malformed' }]);
-  return m[1];
+  return { version: m[1]! };
 }
 
 export function parseIfNoneMatch(value: string | undefined, forWrite: boolean): { any: boolean; versions: string[] } | undefined {

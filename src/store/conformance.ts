@@ -273,6 +273,53 @@ export function storeSuite(name: string, factory: StoreFactory): void {
       await store.close();
     });
 
+    it('takeNewIncarnation: the old origin stays as a peer origin, new writes are numbered from 1 under the new one, durably', async () => {
+      const { store, reopen } = await factory.create('s1');
+      const first = await store.open();
+      await store.commit([put('t', 'a'), put('t', 'b')]);
+      await store.commit([remote(entry('p.1', 1, 'c'))]);
+      const next = await store.takeNewIncarnation(first.incarnation + 5);
+      expect(next.origin).not.toBe(first.origin);
+      expect(next.incarnation).toBeGreaterThan(first.incarnation + 5);
+      const [w] = await store.commit([put('t', 'd')]);
+      expect(w).toMatchObject({ kind: 'local', ok: true, seq: 1 });
+      expect(store.vector()).toEqual({ [first.origin]: 2, [next.origin]: 1, 'p.1': 1 });
+      // the old origin's entries are served like any peer's, in order, and more of them can be applied
+      expect((await store.readLog({}, 10, 1 << 20)).map((e) => `${e.origin}:${e.seq}`).sort()).toEqual(
+        [`${first.origin}:1`, `${first.origin}:2`, `${next.origin}:1`, 'p.1:1'].sort(),
+      );
+      expect(await store.commit([remote(entry(first.origin, 3, 'e'))])).toMatchObject([{ kind: 'remote', applied: true }]);
+      await store.close();
+      const again = reopen();
+      const reopened = await again.open();
+      expect(reopened.origin).toBe(next.origin);
+      expect(again.vector()).toEqual({ [first.origin]: 3, [next.origin]: 1, 'p.1': 1 });
+      expect(await again.commit([put('t', 'f')])).toMatchObject([{ ok: true, seq: 2 }]);
+      expect((await again.readLog({ [next.origin]: 1 }, 10, 1 << 20)).map((e) => `${e.origin}:${e.seq}`).filter((d) => d.startsWith(next.origin))).toEqual([`${next.origin}:2`]);
+      await again.close();
+    });
+
+    it('a snapshot carries the GC floor read with it, and installing one joins that floor into ours', async () => {
+      const { store } = await factory.create('s1');
+      await store.open();
+      await store.commit([remote(entry('p.1', 1, 'a'))]);
+      await store.purgeTombstones({ 'p.1': 1 }, 10);
+      const pages = [];
+      for await (const page of store.snapshot(10)) pages.push(page);
+      expect(pages[0]!.gcFloor).toEqual({ 'p.1': 1 });
+      await store.close();
+
+      const { store: fresh, reopen } = await factory.create('s2');
+      await fresh.open();
+      await fresh.commit([{ kind: 'advance-vector', vector: { 'p.1': 5 }, gcFloor: { 'p.1': 3, 'q.1': 2 } }]);
+      expect(fresh.gcFloor()).toEqual({ 'p.1': 3, 'q.1': 2 });
+      await fresh.close();
+      const again = reopen();
+      await again.open();
+      expect(again.gcFloor()).toEqual({ 'p.1': 3, 'q.1': 2 });
+      await again.close();
+    });
+
     it('repairs write items without a log entry or a vector change', async () => {
       const { store } = await factory.create('s1');
       await store.open();

@@ -55,14 +55,26 @@ export interface ConflictRecord {
   atMs: number;
 }
 
+export interface QuarantinedEntry {
+  origin: string;
+  seq: number;
+  reason: string;
+  /** wall ms when quarantined */
+  atMs: number;
+}
+
 /** A local write: reads some items, builds their next records under the seq the store assigns. */
 export interface LocalCommit {
   kind: 'local';
   refs: ItemRef[];
   /** the writer will wait for peers' acks (quorum or all durability): flags the log entry */
   awaitsAck?: boolean;
-  /** Throws a RequestError to reject this write alone (nothing of it is written). */
-  build(current: (CurrentItem | undefined)[], seq: number): { records: ItemRecord[]; hlc: string };
+  /**
+   * Throws a RequestError to reject this write alone (nothing of it is written). `clock` is the
+   * site's clock after the write (hex), kept as the floor a restart resumes from; the entry's
+   * `hlc` may be ahead of it (a write stamped after a far-ahead item does not drag the clock).
+   */
+  build(current: (CurrentItem | undefined)[], seq: number): { records: ItemRecord[]; hlc: string; clock?: string };
 }
 
 /** A log entry as stored: its MessagePack bytes (log-codec.ts), with the fields a feed needs. */
@@ -80,6 +92,8 @@ export interface RemoteApply {
   /** the entry's bytes as received (they decode to `entry`): logged as they are */
   raw?: Uint8Array;
   merge(current: (CurrentItem | undefined)[]): { records: ItemRecord[]; conflicts: ConflictRecord[] };
+  /** the site's clock after observing the entry (hex), kept as the restart floor; the entry's own hlc is not */
+  clock?: string;
 }
 
 /** Anti-entropy: joins peers' states into items; no log entry, the vector does not move. */
@@ -93,6 +107,8 @@ export interface RepairApply {
 export interface AdvanceVector {
   kind: 'advance-vector';
   vector: VersionVector;
+  /** the snapshot's GC floor: what the tombstones it no longer holds had seen (joined into ours) */
+  gcFloor?: VersionVector;
 }
 
 export type CommitRequest = LocalCommit | RemoteApply | RepairApply | AdvanceVector;
@@ -100,10 +116,15 @@ export type CommitRequest = LocalCommit | RemoteApply | RepairApply | AdvanceVec
 export type CommitResult =
   | { kind: 'local'; ok: true; seq: number; records: ItemRecord[] }
   | { kind: 'local'; ok: false; error: unknown }
-  | { kind: 'remote'; applied: true }
+  /**
+   * `quarantined`: the entry's merge threw; it was logged (and so relayed) and the vector moved
+   * past it, but its items were not changed here: the reason is kept (Store.quarantined()).
+   */
+  | { kind: 'remote'; applied: true; quarantined?: string }
   /** already covered by the vector (a duplicate delivery) */
   | { kind: 'remote'; applied: false; reason: 'duplicate' | 'gap' }
-  | { kind: 'repair'; written: number }
+  /** `failed`: the merge threw; nothing of this request was written */
+  | { kind: 'repair'; written: number; failed?: string }
   | { kind: 'advance-vector' };
 
 export interface ScanRange {
@@ -131,6 +152,15 @@ export interface StoreIdentity {
 export interface Store {
   readonly backend: string;
   open(): Promise<StoreIdentity>;
+  /**
+   * Gives this store a new origin (incarnation) in one durable transaction: the old origin's
+   * entries stay, numbered as a peer's, and its vector entry stays; writes from now on are
+   * numbered from 1 under the new origin. For a store that may have been rolled back (a restored
+   * disk) or whose peers could not tell: a site must never issue a dot twice. The new incarnation
+   * is above `incarnationAtLeast` (the highest one of this site that peers have seen) and above
+   * the old one.
+   */
+  takeNewIncarnation(incarnationAtLeast?: number): Promise<StoreIdentity>;
   close(): Promise<void>;
   getItem(table: string, key: string): Promise<ItemRecord | undefined>;
   /** Live items in UTF-8 byte order of keys. */
@@ -139,6 +169,12 @@ export interface Store {
   scanAll(table: string, after: string | undefined, limit: number): Promise<ItemRecord[]>;
   /** Current version vector (what this site has applied with no gap). */
   vector(): VersionVector;
+  /**
+   * The vector of what the items and digests hold right now: vector() plus this site's own writes
+   * committed and still syncing. Read in the same turn as digests() or bucketDigests() (both
+   * answer from memory), it says exactly which entries those digests cover.
+   */
+  committedVector(): VersionVector;
   /**
    * The part of vector() that is on disk here: after a crash the store holds at least this. Own
    * writes are durable when their commit resolves; peers' entries applied by an unsynced commit
@@ -165,7 +201,7 @@ export interface Store {
   /** Drops conflict feed entries recorded before `olderThanMs` (wall ms). */
   trimConflicts(olderThanMs: number): Promise<number>;
   /** One consistent read of the vector (first page) and every item, tombstones included. */
-  snapshot(pageItems: number): AsyncIterable<{ vector?: VersionVector; items: { table: string; key: string; state: ItemState }[] }>;
+  snapshot(pageItems: number): AsyncIterable<{ vector?: VersionVector; gcFloor?: VersionVector; items: { table: string; key: string; state: ItemState }[] }>;
   /**
    * Commits requests in one durable transaction (group commit), in order. A local request that
    * throws is rejected alone; everything else in the batch commits. Resolves after fsync, unless
@@ -181,6 +217,8 @@ export interface Store {
   /** readLog without decoding: what a feed splices into its frames. */
   readLogRaw(vector: VersionVector, entriesMax: number, bytesMax: number, upTo?: VersionVector): Promise<LogRecord[]>;
   conflicts(table: string, afterId: number, limit: number): Promise<{ id: number; record: ConflictRecord }[]>;
+  /** Peers' entries this site logged without applying their items (their merge failed), oldest first. */
+  quarantined(limit: number): Promise<QuarantinedEntry[]>;
   /** Per-table digest of live items' canonical content (equal across sites iff contents are); tables with no live item are absent. */
   digests(): Promise<Record<string, string>>;
   /** Per-bucket digests of one table (256 buckets by key hash), for anti-entropy. */

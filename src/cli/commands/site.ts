@@ -1,7 +1,7 @@
 // `tandem site --config FILE --site ID [--data-dir DIR]`: one site node.
 import type { Command } from 'commander';
 import { loadConfigFile } from '../../config/load.js';
-import { startSite, type RunningSite } from '../../site/run-site.js';
+import { faultsFromEnv, startSite, type RunningSite } from '../../site/run-site.js';
 import { UsageError } from '../usage.js';
 import { siteExtension } from '../../site/extension.js';
 
@@ -16,6 +16,12 @@ export function registerSiteCommand(program: Command): void {
       const config = loadConfigFile(opts.config);
       if (!config.sites.some((s) => s.id === opts.site))
         throw new UsageError(`--site: ${opts.site} is not a site of ${opts.config} (sites: ${config.sites.map((s) => s.id).join(', ')})`);
+      let faults: ReturnType<typeof faultsFromEnv>;
+      try {
+        faults = faultsFromEnv(process.env);
+      } catch (e) {
+        throw new UsageError((e as Error).message);
+      }
       const site: { running?: RunningSite } = {};
       const running = await startSite({
         config,
@@ -23,6 +29,7 @@ export function registerSiteCommand(program: Command): void {
         dataDir: opts.dataDir,
         configPath: opts.config,
         extend: siteExtension,
+        faults,
         // Fail-stop: the store acknowledges nothing more. Stopping answers what is in flight (503),
         // then the exit code tells the supervisor; a restart recovers from what is on disk.
         onFatal: (error) => {

@@ -160,3 +160,86 @@ it('sqlite: a failed WAL sync is fatal: that commit and every later one is refus
   expect(await again.commit([put('k4')])).toMatchObject([{ ok: true }]);
   await again.close();
 });
+
+it('sqlite: nothing of a write is read, scanned or snapshotted before its fdatasync ends', async () => {
+  const path = join(mkdtempSync(join(tmpdir(), 'tandem-store-')), 'store.db');
+  const held: (() => void)[] = [];
+  const store = new SqliteStore({
+    path,
+    siteId: 'a',
+    wallMs: () => clock++,
+    conflictEntriesMax: 10,
+    // every fdatasync waits until the test lets it go
+    fdatasync: (fd, done) => held.push(() => fdatasync(fd, done)),
+  });
+  const { origin } = await store.open();
+  const committed = store.commit([localPut(origin, 'k')]);
+  // the transaction is committed (visible to this connection) while its sync is held
+  await new Promise((r) => setImmediate(r));
+  expect(held).toHaveLength(1);
+  const settled: string[] = [];
+  const read = store.getItem('t', 'k').then((r) => settled.push(`get ${r?.key}`));
+  const scan = store.scanItems({ table: 't', limit: 10 }).then((r) => settled.push(`scan ${r.length}`));
+  const all = store.scanAll('t', undefined, 10).then((r) => settled.push(`all ${r.length}`));
+  const buckets = store.itemsInBuckets('t', Array.from({ length: 256 }, (_, i) => i), undefined, 10).then((r) => settled.push(`buckets ${r.length}`));
+  const snapshot = (async () => {
+    for await (const page of store.snapshot(10)) if (page.vector) settled.push(`snapshot ${page.vector[origin]}`);
+  })();
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+  expect(settled).toEqual([]);
+  held.shift()!();
+  expect(await committed).toMatchObject([{ ok: true, seq: 1 }]);
+  await Promise.all([read, scan, all, buckets, snapshot]);
+  expect(settled.sort()).toEqual(['all 1', 'buckets 1', 'get k', 'scan 1', 'snapshot 1']);
+  await store.close();
+});
+
+it('sqlite: a read waiting for a sync that fails is refused (503 store-failed), not answered', async () => {
+  const path = join(mkdtempSync(join(tmpdir(), 'tandem-store-')), 'store.db');
+  let fail: (() => void) | undefined;
+  const store = new SqliteStore({
+    path,
+    siteId: 'a',
+    wallMs: () => clock++,
+    conflictEntriesMax: 10,
+    fdatasync: (_fd, done) => {
+      fail = () => done(Object.assign(new Error('EIO: i/o error'), { code: 'EIO' }));
+    },
+  });
+  const { origin } = await store.open();
+  const committed = store.commit([localPut(origin, 'k')]);
+  await new Promise((r) => setImmediate(r));
+  const read = store.getItem('t', 'k');
+  fail!();
+  await expect(committed).rejects.toMatchObject({ status: 503, type: 'store-failed' });
+  await expect(read).rejects.toMatchObject({ status: 503, type: 'store-failed' });
+  await expect(store.getItem('t', 'k')).rejects.toMatchObject({ status: 503, type: 'store-failed' });
+  await store.close();
+});
+
+it('sqlite: a peer entry whose merge throws is quarantined alone: the group commits, the vector moves, later entries apply', async () => {
+  const path = join(mkdtempSync(join(tmpdir(), 'tandem-store-')), 'store.db');
+  const store = new SqliteStore({ path, siteId: 'a', wallMs: () => clock++, conflictEntriesMax: 10 });
+  const { origin } = await store.open();
+  const poisoned = remoteEntry('b.1', 1, 'bad');
+  const throwing: CommitRequest = {
+    ...poisoned,
+    merge: () => {
+      throw new TypeError('malformed item state');
+    },
+  } as CommitRequest;
+  const results = await store.commit([localPut(origin, 'mine'), throwing, remoteEntry('b.1', 2, 'good')]);
+  expect(results).toMatchObject([{ kind: 'local', ok: true }, { kind: 'remote', applied: true, quarantined: 'malformed item state' }, { kind: 'remote', applied: true }]);
+  expect(results[2]).not.toHaveProperty('quarantined');
+  expect(store.vector()).toMatchObject({ [origin]: 1, 'b.1': 2 });
+  expect(await store.getItem('t', 'mine')).toMatchObject({ live: true });
+  expect(await store.getItem('t', 'bad')).toBeUndefined();
+  expect(await store.getItem('t', 'good')).toMatchObject({ live: false });
+  // logged as received, so peers downstream still get it
+  expect((await store.readLog({}, 10, 1 << 20)).map((e) => `${e.origin}:${e.seq}`)).toEqual(['a.1:1', 'b.1:1', 'b.1:2'].map((d) => d.replace('a.1', origin)));
+  expect(await store.quarantined(10)).toMatchObject([{ origin: 'b.1', seq: 1, reason: 'malformed item state' }]);
+  // a repair whose merge throws fails alone too
+  const repair: CommitRequest = { kind: 'repair', refs: [{ table: 't', key: 'x' }], merge: () => { throw new Error('bad state'); } };
+  expect(await store.commit([repair, localPut(origin, 'mine2')])).toMatchObject([{ kind: 'repair', written: 0, failed: 'bad state' }, { kind: 'local', ok: true }]);
+  await store.close();
+});

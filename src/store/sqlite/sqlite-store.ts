@@ -30,6 +30,7 @@ import type {
   ItemRecord,
   LogEntry,
   LogRecord,
+  QuarantinedEntry,
   ScanRange,
   Store,
   StoreIdentity,
@@ -64,6 +65,8 @@ const schemaSql = `
   CREATE TABLE IF NOT EXISTS conflicts (id INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT NULL, key BLOB NOT NULL,
     loser_dot TEXT NOT NULL, body TEXT NOT NULL, at_ms INTEGER NOT NULL, UNIQUE (tbl, key, loser_dot));
   CREATE INDEX IF NOT EXISTS conflicts_age ON conflicts (at_ms);
+  CREATE TABLE IF NOT EXISTS quarantine (origin TEXT NOT NULL, seq INTEGER NOT NULL, reason TEXT NOT NULL, at_ms INTEGER NOT NULL,
+    PRIMARY KEY (origin, seq)) WITHOUT ROWID;
 `;
 const decoder = new Decoder();
 const packr = {
@@ -85,6 +88,15 @@ export interface SqliteStoreOptions {
   /** the WAL fdatasync (default node:fs fdatasync); tests inject a failing one */
   fdatasync?: (fd: number, callback: (error: NodeJS.ErrnoException | null) => void) => void;
   /**
+   * SQLite's automatic checkpoint threshold in WAL pages (default limits.walCheckpointPages); 0
+   * turns automatic checkpoints off. Simulations use 0: the WAL then only grows and the main
+   * database file stays as it was opened, so a power loss can be modelled by keeping the file and
+   * the WAL's synced prefix (syncedWalBytes).
+   */
+  walAutoCheckpointPages?: number;
+  /** Preallocate the WAL at open (default true; see preallocateWal). Simulations skip it: 40 MB per open. */
+  preallocateWal?: boolean;
+  /**
    * Called once when the store fails for good (a WAL sync failed): it takes no more writes from
    * then on, and the process should stop so that a restart recovers from what is on disk.
    */
@@ -105,15 +117,21 @@ export class SqliteStore implements Store {
   readonly backend = 'sqlite';
   private db: Database.Database | undefined;
   private vec: VersionVector = {};
+  /** vec plus this site's own writes committed and not yet synced: what the digests reflect */
+  private committed: VersionVector = {};
   /** what is on disk: vec as of the last WAL sync */
   private durable: VersionVector = {};
   private syncing: Promise<void> | undefined;
   /** Set when a WAL sync failed: every later commit and sync is refused with it. */
   private failure: RequestError | undefined;
+  /** Reads holding this site's own writes that are committed but not yet synced wait here. */
+  private durableWaiters: { seq: number; resolve: () => void; reject: (e: unknown) => void }[] = [];
   private floor: VersionVector = {};
   private members: Membership = { epoch: -1, members: [] };
   /** the WAL file, fdatasync'ed after every commit (durability 'full') */
   private walFd: number | undefined;
+  /** see syncedWalBytes() */
+  private walSyncedBytes = 0;
   private compacted: VersionVector = {};
   /** origin → its number in the log's row ids (the `origins` table) */
   private originNumbers = new Map<string, number>();
@@ -145,7 +163,7 @@ export class SqliteStore implements Store {
     db.pragma('journal_mode = WAL');
     // Rarer, larger checkpoints: each group commit appends many pages; checkpointing every ~1,000
     // pages cost ~15% of write throughput. The WAL shrinks back to the limit after a checkpoint.
-    db.pragma(`wal_autocheckpoint = ${limits.walCheckpointPages}`);
+    db.pragma(`wal_autocheckpoint = ${this.options.walAutoCheckpointPages ?? limits.walCheckpointPages}`);
     db.pragma(`journal_size_limit = ${walBytesFor(db)}`);
     const full = (this.options.durability ?? 'full') === 'full';
     db.pragma(full ? 'synchronous = NORMAL' : 'synchronous = OFF');
@@ -211,9 +229,39 @@ export class SqliteStore implements Store {
       this.stmts.putOrigin.run(ownOriginNumber, this.identity.origin);
       this.originNumbers.set(this.identity.origin, ownOriginNumber);
     }
-    if (full && this.options.path !== ':memory:') this.walFd = preallocateWal(`${this.options.path}-wal`, walBytesFor(db));
+    if (full && this.options.path !== ':memory:') {
+      const walPath = `${this.options.path}-wal`;
+      this.walFd = (this.options.preallocateWal ?? true) ? preallocateWal(walPath, walBytesFor(db)) : openSync(walPath, fsConstants.O_RDWR | fsConstants.O_CREAT, 0o644);
+      // what the WAL held at open is on disk from here on (preallocateWal syncs it; else it is
+      // what a simulated power loss kept)
+      this.walSyncedBytes = fstatSync(this.walFd).size;
+    }
     this.durable = { ...this.vec };
+    this.committed = { ...this.vec };
     return this.identity;
+  }
+
+  async takeNewIncarnation(incarnationAtLeast = 0): Promise<StoreIdentity> {
+    const db = this.handle;
+    const old = this.identity!;
+    const incarnation = Math.max(old.incarnation + 1, incarnationAtLeast + 1, Math.floor(this.options.wallMs()));
+    const origin = originOf(this.options.siteId, incarnation);
+    assert(!this.originNumbers.has(origin), `origin ${origin} is already in this store`);
+    // the old origin becomes a peer's origin: its log rows move to a peer number, in one statement
+    let peerNumber = 1;
+    for (const n of this.originNumbers.values()) if (n !== ownOriginNumber && n >= peerNumber) peerNumber = n + 1;
+    assert(peerNumber < ownOriginNumber, `the log numbers at most ${ownOriginNumber - 1} peer origins`);
+    db.transaction(() => {
+      db.prepare('UPDATE log SET id = id - ? WHERE id > ? AND id <= ?').run(BigInt(ownOriginNumber - peerNumber) * logSpan, logId(ownOriginNumber, 0), logId(ownOriginNumber, logSeqMax));
+      db.prepare('UPDATE origins SET id = ? WHERE id = ?').run(peerNumber, ownOriginNumber);
+      this.stmts.putOrigin.run(ownOriginNumber, origin);
+      this.stmts.putMeta.run('incarnation', String(incarnation));
+    }).immediate();
+    await this.syncWal();
+    this.originNumbers.set(old.origin, peerNumber);
+    this.originNumbers.set(origin, ownOriginNumber);
+    this.identity = { ...old, incarnation, origin, created: false };
+    return { ...this.identity };
   }
 
   private prepare(db: Database.Database) {
@@ -233,6 +281,8 @@ export class SqliteStore implements Store {
       // No `LIMIT ?`: SQLite prepares a statement with a bound LIMIT again on every run (about 11 µs
       // here). An origin's seqs are contiguous in the log, so the upper seq bounds the count.
       readLog: db.prepare('SELECT id - ? AS seq, hlc, body FROM log WHERE id > ? AND id <= ? ORDER BY id'),
+      putQuarantine: db.prepare('INSERT OR IGNORE INTO quarantine (origin, seq, reason, at_ms) VALUES (?, ?, ?, ?)'),
+      readQuarantine: db.prepare('SELECT origin, seq, reason, at_ms AS atMs FROM quarantine ORDER BY at_ms, origin, seq LIMIT ?'),
       putConflict: db.prepare('INSERT OR IGNORE INTO conflicts (tbl, key, loser_dot, body, at_ms) VALUES (?, ?, ?, ?, ?)'),
       trimConflicts: db.prepare('DELETE FROM conflicts WHERE id <= (SELECT MAX(id) FROM conflicts) - ?'),
       readConflicts: db.prepare('SELECT id, body FROM conflicts WHERE tbl = ? AND id > ? ORDER BY id LIMIT ?'),
@@ -271,7 +321,10 @@ export class SqliteStore implements Store {
     const fd = this.walFd;
     const sync = this.options.fdatasync ?? fdatasync;
     try {
+      // every WAL frame written before the fdatasync starts is covered by it
+      const bytes = fstatSync(fd).size;
       await new Promise<void>((resolve, reject) => sync(fd, (err) => (err ? reject(err) : resolve())));
+      if (bytes > this.walSyncedBytes) this.walSyncedBytes = bytes;
     } catch (error) {
       const cause = (error as Error).message;
       const failed = (detail: string) => new RequestError(503, 'store-failed', 'Store failed', detail, [], { retryAfterS: 1 });
@@ -281,6 +334,8 @@ export class SqliteStore implements Store {
       if (this.failure === undefined) {
         this.failure = failed(`site ${this.options.siteId} takes no more writes until it is restarted: its write-ahead log could not be made durable (${cause}); this write was not applied`);
         this.options.onFatal?.(unknown);
+        const unreadable = failed(`site ${this.options.siteId} cannot serve this read: it holds a write that could not be made durable here (${cause}); read at another site`);
+        for (const w of this.durableWaiters.splice(0)) w.reject(unreadable);
       }
       throw unknown;
     }
@@ -299,7 +354,43 @@ export class SqliteStore implements Store {
   async getItem(table: string, key: string): Promise<ItemRecord | undefined> {
     this.assertOpen();
     const row = this.stmts.getItem.get(table, Buffer.from(key, 'utf8')) as ItemRow | undefined;
-    return row ? rowToRecord(table, row) : undefined;
+    return row ? this.durableOnly([rowToRecord(table, row)]).then((r) => r[0]) : undefined;
+  }
+
+  /**
+   * Nothing leaves this site before it is durable here. A group commit's transaction is visible
+   * before its fdatasync ends, so records read then may hold this site's own writes that a crash
+   * would take back and that the site would number again after it; such reads wait for that
+   * sync (it is always in flight: own writes are committed with sync). Peers' entries are durable
+   * at their origin and need not wait.
+   */
+  private async durableOnly<T extends { state: ItemState }>(records: T[]): Promise<T[]> {
+    const own = this.identity!.origin;
+    let needed = 0;
+    for (const r of records) needed = Math.max(needed, r.state.c[own] ?? 0);
+    await this.waitDurable(needed);
+    return records;
+  }
+
+  /** Resolves once this site's own writes up to `seq` are durable; rejects if their sync failed. */
+  private waitDurable(seq: number): Promise<void> {
+    if ((this.durable[this.identity!.origin] ?? 0) >= seq) return Promise.resolve();
+    if (this.failure)
+      return Promise.reject(new RequestError(503, 'store-failed', 'Store failed', `site ${this.options.siteId} cannot serve this read: it holds a write that could not be made durable here; read at another site`, [], { retryAfterS: 1 }));
+    return new Promise((resolve, reject) => this.durableWaiters.push({ seq, resolve, reject }));
+  }
+
+  /** Raises the durable vector and wakes the reads it now covers. */
+  private markDurable(covered: VersionVector): void {
+    this.durable = joinVectors(this.durable, covered);
+    if (this.durableWaiters.length === 0) return;
+    const seq = this.durable[this.identity!.origin] ?? 0;
+    const waiting = this.durableWaiters;
+    this.durableWaiters = [];
+    for (const w of waiting) {
+      if (w.seq <= seq) w.resolve();
+      else this.durableWaiters.push(w);
+    }
   }
 
   async scanItems(range: ScanRange): Promise<ItemRecord[]> {
@@ -332,17 +423,29 @@ export class SqliteStore implements Store {
         `SELECT key, state, live, value, version, origin, hash FROM items WHERE ${where.join(' AND ')} ORDER BY key LIMIT ?`,
       )
       .all(...args) as ItemRow[];
-    return rows.map((r) => rowToRecord(range.table, r));
+    return this.durableOnly(rows.map((r) => rowToRecord(range.table, r)));
   }
 
   async scanAll(table: string, after: string | undefined, limit: number): Promise<ItemRecord[]> {
     this.assertOpen();
     const rows = this.stmts.scanAll.all(table, Buffer.from(after ?? '', 'utf8'), limit) as ItemRow[];
-    return rows.map((r) => rowToRecord(table, r));
+    return this.durableOnly(rows.map((r) => rowToRecord(table, r)));
+  }
+
+  committedVector(): VersionVector {
+    return { ...this.committed };
   }
 
   vector(): VersionVector {
     return { ...this.vec };
+  }
+
+  /**
+   * The WAL file size covered by the last successful fdatasync: what survives a power loss (with
+   * automatic checkpoints off, see walAutoCheckpointPages). Meaningless with a preallocated WAL.
+   */
+  syncedWalBytes(): number {
+    return this.walSyncedBytes;
   }
 
   durableVector(): VersionVector {
@@ -361,9 +464,7 @@ export class SqliteStore implements Store {
       // everything committed before the fdatasync starts is in the WAL file already
       const covered = { ...this.vec };
       this.syncing = this.syncWal()
-        .then(() => {
-          this.durable = joinVectors(this.durable, covered);
-        })
+        .then(() => this.markDurable(covered))
         .finally(() => {
           this.syncing = undefined;
         });
@@ -454,7 +555,7 @@ export class SqliteStore implements Store {
    * A consistent snapshot (invariant 4): items, tombstones, contexts and the vector read in one
    * read transaction on a connection of its own, so writers go on meanwhile. Yields pages.
    */
-  async *snapshot(pageItems: number): AsyncIterable<{ vector?: VersionVector; items: { table: string; key: string; state: ItemState }[] }> {
+  async *snapshot(pageItems: number): AsyncIterable<{ vector?: VersionVector; gcFloor?: VersionVector; items: { table: string; key: string; state: ItemState }[] }> {
     this.assertOpen();
     if (this.options.path === ':memory:') throw new Error('snapshots need a store on disk');
     const reader = new Database(this.options.path, { readonly: true });
@@ -462,7 +563,13 @@ export class SqliteStore implements Store {
       reader.exec('BEGIN');
       const vector: VersionVector = {};
       for (const r of reader.prepare('SELECT origin, seq FROM vector').all() as { origin: string; seq: number }[]) vector[r.origin] = r.seq;
-      yield { vector, items: [] };
+      // the read may include this site's own writes whose sync is still in flight: nothing of it
+      // leaves before they are durable (and if their sync fails, nothing of it leaves at all)
+      await this.waitDurable(vector[this.identity!.origin] ?? 0);
+      // the floor in the same read: it covers exactly the tombstones this read no longer holds
+      const floorRow = reader.prepare("SELECT v FROM meta WHERE k = 'floor'").get() as { v: string } | undefined;
+      const gcFloor = JSON.parse(floorRow?.v ?? '{}') as VersionVector;
+      yield { vector, gcFloor, items: [] };
       let page: { table: string; key: string; state: ItemState }[] = [];
       for (const row of reader.prepare('SELECT tbl, key, state FROM items ORDER BY tbl, key').iterate() as Iterable<{ tbl: string; key: Buffer; state: Buffer }>) {
         page.push({ table: row.tbl, key: row.key.toString('utf8'), state: packr.unpack(row.state) as ItemState });
@@ -490,12 +597,13 @@ export class SqliteStore implements Store {
     this.pendingHashes = [];
     this.pendingOrigins = [];
     let nextCompacted: VersionVector | undefined;
+    let nextFloor: VersionVector | undefined;
     const run = () => {
       for (const req of batch) {
         const current = (refs: { table: string; key: string }[]) => refs.map((r) => this.readCurrent(r.table, r.key));
         if (req.kind === 'local') {
           const seq = (nextVec[identity.origin] ?? 0) + 1;
-          let built: { records: ItemRecord[]; hlc: string };
+          let built: ReturnType<typeof req.build>;
           const before = current(req.refs);
           try {
             built = req.build(before, seq);
@@ -513,7 +621,8 @@ export class SqliteStore implements Store {
           assert(seq <= logSeqMax, `origin ${identity.origin} has used every sequence number`);
           this.stmts.putLog.run(logId(ownOriginNumber, seq), built.hlc, body);
           nextVec[identity.origin] = seq;
-          if (built.hlc > hlcHigh) hlcHigh = built.hlc;
+          const clock = built.clock ?? built.hlc;
+          if (clock > hlcHigh) hlcHigh = clock;
           results.push({ kind: 'local', ok: true, seq, records: built.records });
         } else if (req.kind === 'advance-vector') {
           for (const [o, seq] of Object.entries(req.vector)) {
@@ -524,13 +633,25 @@ export class SqliteStore implements Store {
           const others = Object.fromEntries(Object.entries(req.vector).filter(([o]) => o !== identity.origin));
           nextCompacted = joinVectors(nextCompacted ?? this.compacted, others);
           this.stmts.putMeta.run('compacted', JSON.stringify(canonicalVector(nextCompacted)));
+          if (req.gcFloor !== undefined && !dominates(nextFloor ?? this.floor, req.gcFloor)) {
+            nextFloor = joinVectors(nextFloor ?? this.floor, req.gcFloor);
+            this.stmts.putMeta.run('floor', JSON.stringify(canonicalVector(nextFloor)));
+          }
           results.push({ kind: 'advance-vector' });
         } else if (req.kind === 'repair') {
-          const before = current(req.refs);
-          const { records, conflicts } = req.merge(before);
-          this.writeRecords(records, before);
-          this.writeConflicts(conflicts);
-          results.push({ kind: 'repair', written: records.length });
+          // a merge that throws fails its own request only, before anything of it is written
+          let before: (CurrentItem | undefined)[];
+          let merged: ReturnType<typeof req.merge>;
+          try {
+            before = current(req.refs);
+            merged = req.merge(before);
+          } catch (error) {
+            results.push({ kind: 'repair', written: 0, failed: (error as Error).message ?? String(error) });
+            continue;
+          }
+          this.writeRecords(merged.records, before, undefined);
+          this.writeConflicts(merged.conflicts);
+          results.push({ kind: 'repair', written: merged.records.length });
         } else {
           const { entry } = req;
           const have = nextVec[entry.origin] ?? 0;
@@ -542,23 +663,38 @@ export class SqliteStore implements Store {
             results.push({ kind: 'remote', applied: false, reason: 'gap' });
             continue;
           }
-          const before = current(entry.items);
-          const merged = req.merge(before);
-          // a record whose state is the entry's own (the usual case) keeps the bytes received
-          let received: Map<ItemState, Uint8Array> | undefined;
-          if (req.raw !== undefined) {
-            const bytes = logEntryStateBytes(req.raw);
-            assert(bytes.length === entry.items.length, 'one encoded state per item of the entry');
-            received = new Map(entry.items.map((it, i) => [it.state, bytes[i]!]));
+          // A merge that throws (a malformed entry, a bug) fails this entry alone, before anything
+          // of it is written: the rest of the group commits. The entry is still logged and the
+          // vector moves past it, so its origin's later entries are not held up behind it forever
+          // and peers downstream still get it (invariant 1); its items stay as they were here, and
+          // it is quarantined with the reason for an operator.
+          let quarantined: string | undefined;
+          let before: (CurrentItem | undefined)[] = [];
+          let merged: ReturnType<typeof req.merge> | undefined;
+          try {
+            before = current(entry.items);
+            merged = req.merge(before);
+          } catch (error) {
+            quarantined = (error as Error).message ?? String(error);
+            this.stmts.putQuarantine.run(entry.origin, entry.seq, quarantined.slice(0, 1000), Math.floor(this.options.wallMs()));
           }
-          this.writeRecords(merged.records, before, received);
-          this.writeConflicts(merged.conflicts);
+          if (merged !== undefined) {
+            // a record whose state is the entry's own (the usual case) keeps the bytes received
+            let received: Map<ItemState, Uint8Array> | undefined;
+            if (req.raw !== undefined) {
+              const bytes = logEntryStateBytes(req.raw);
+              assert(bytes.length === entry.items.length, 'one encoded state per item of the entry');
+              received = new Map(entry.items.map((it, i) => [it.state, bytes[i]!]));
+            }
+            this.writeRecords(merged.records, before, received);
+            this.writeConflicts(merged.conflicts);
+          }
           // Invariant 1: every received entry is logged (and so relayed), losers included.
           assert(entry.seq <= logSeqMax, `origin ${entry.origin} has used every sequence number`);
           this.stmts.putLog.run(logId(this.logOriginNumber(entry.origin), entry.seq), entry.hlc, req.raw ?? packr.pack(entry));
           nextVec[entry.origin] = entry.seq;
-          if (entry.hlc > hlcHigh) hlcHigh = entry.hlc;
-          results.push({ kind: 'remote', applied: true });
+          if (req.clock !== undefined && req.clock > hlcHigh) hlcHigh = req.clock;
+          results.push(quarantined === undefined ? { kind: 'remote', applied: true } : { kind: 'remote', applied: true, quarantined });
         }
       }
       for (const [o, s] of Object.entries(nextVec)) if (this.vec[o] !== s) this.stmts.putVector.run(o, s);
@@ -584,15 +720,17 @@ export class SqliteStore implements Store {
       // a transaction that threw was rolled back: its digest changes and origin numbers are dropped
       if (committed) {
         for (const c of changes) xorInto(this.bucketsOf(c.table)[c.bucket]!, c.hash);
+        this.committed = nextVec;
         for (const [origin, n] of origins) this.originNumbers.set(origin, n);
       }
     }
     if (sync) {
       await this.syncWal();
-      this.durable = joinVectors(this.durable, nextVec);
+      this.markDurable(nextVec);
     }
     this.vec = nextVec;
     if (nextCompacted) this.compacted = nextCompacted;
+    if (nextFloor) this.floor = nextFloor;
     if (hlcHigh > identity.hlcHighWater) identity.hlcHighWater = hlcHigh;
     return results;
   }
@@ -671,6 +809,11 @@ export class SqliteStore implements Store {
     return out;
   }
 
+  async quarantined(limit: number): Promise<QuarantinedEntry[]> {
+    this.assertOpen();
+    return this.stmts.readQuarantine.all(limit) as QuarantinedEntry[];
+  }
+
   async conflicts(table: string, afterId: number, limit: number): Promise<{ id: number; record: ConflictRecord }[]> {
     this.assertOpen();
     const rows = this.stmts.readConflicts.all(table, afterId, limit) as { id: number; body: string }[];
@@ -707,7 +850,7 @@ export class SqliteStore implements Store {
         `SELECT key, state, live, value, version, origin, hash FROM items WHERE tbl = ? AND key > ? AND bucket IN (${wanted.map(() => '?').join(',')}) ORDER BY key LIMIT ?`,
       )
       .all(table, Buffer.from(after ?? '', 'utf8'), ...wanted, limit) as ItemRow[];
-    return rows.map((r) => rowToRecord(table, r));
+    return this.durableOnly(rows.map((r) => rowToRecord(table, r)));
   }
 
   async bucketDigests(table: string): Promise<string[]> {

@@ -1,0 +1,54 @@
+// Local writes after a tombstone was purged at one site and not yet at another: what the item's
+// join must still count (ARCHITECTURE.md, "Tombstones"; crdt counters).
+import { describe, expect, it } from 'vitest';
+import { joinStates, type ItemState } from './item.js';
+import { applyLocalWrite, type ItemOp } from './write.js';
+import { materialize, type TableSemantics } from './materialize.js';
+import { hlcOf } from './hlc.js';
+import { dotOf, type VersionVector } from './vector.js';
+
+const crdt: TableSemantics = { conflict: 'crdt', fields: { n: 'counter', tags: 'set' } };
+
+function write(state: ItemState | undefined, op: ItemOp, origin: string, seq: number, ms: number, floor: VersionVector = {}): ItemState {
+  return applyLocalWrite(crdt, state, op, { dot: dotOf(origin, seq), hlc: hlcOf(ms, 0), site: origin.split('.')[0]!, origin }, floor);
+}
+
+const join = (a: ItemState, b: ItemState) => joinStates(a, b, { pruneToMax: false });
+const valueOf = (s: ItemState) => {
+  const m = materialize(crdt, s);
+  return m.live ? m.value : undefined;
+};
+
+describe('counters across a purged tombstone', () => {
+  it('an increment made after this site purged the tombstone counts at a site that still holds it', () => {
+    const x = 'x.1';
+    const plus3 = write(undefined, { op: 'patch', patch: { increment: { n: 3 } } }, x, 1, 1000);
+    const deleted = write(plus3, { op: 'delete' }, x, 2, 1001);
+    // site Y holds the tombstone; site X purged it (causally stable there first) and keeps its context as the GC floor
+    const atY = join(plus3, deleted);
+    expect(valueOf(atY)).toBeUndefined();
+    const again = write(undefined, { op: 'patch', patch: { increment: { n: 1 } } }, x, 3, 1002, deleted.c);
+    expect(valueOf(again)).toEqual({ n: 1 });
+    // Y joins the new write into its tombstone: the +1 must survive the old pair [3, 0]
+    expect(valueOf(join(atY, again))).toEqual({ n: 1 });
+    expect(valueOf(join(again, atY))).toEqual({ n: 1 });
+    // and later increments at X keep adding to the same new slot
+    const plus2 = write(again, { op: 'patch', patch: { increment: { n: 2 } } }, x, 4, 1003);
+    expect(valueOf(join(join(atY, again), plus2))).toEqual({ n: 3 });
+    expect(Object.keys(plus2.k['n']!.inc)).toEqual(['x.1:3']);
+  });
+
+  it('a write on an existing item continues its origin slot, including one named by the bare origin', () => {
+    const legacy: ItemState = {
+      c: { 'x.1': 1 },
+      r: {},
+      k: { n: { inc: { 'x.1': [5, 0] }, rst: {} } },
+      s: {},
+      x: ['x.1:1'],
+      w: { h: '00000000003e8000', s: 'x', d: 'x.1:1' },
+    };
+    const next = write(legacy, { op: 'patch', patch: { increment: { n: 1 } } }, 'x.1', 2, 2000);
+    expect(next.k['n']!.inc).toEqual({ 'x.1': [6, 0] });
+    expect(valueOf(next)).toEqual({ n: 6 });
+  });
+});
