@@ -1,7 +1,11 @@
 // The randomized replication scenario run by the simulation tests and scripts/simulate: a mixed
-// workload on overlapping keys at every site while the network delays, reorders, duplicates and
-// drops messages, partitions (isolate, split, one-way) come and go, and sites crash and restart.
-// After healing it checks convergence (equal digests) and the operation history.
+// workload on overlapping keys at every site (puts, deletes, counter increments and deletes, field
+// patches, some writes with quorum durability, reads) while the network delays, reorders,
+// duplicates and drops messages, partitions (isolate, split, one-way) come and go, and sites crash,
+// lose power (inside slow fsyncs), are rolled back to an earlier copy of their disk, lose their disk
+// and restart; housekeeping runs on independent schedules. The disk ledger judges quorum acks,
+// reissued dots and reads as they happen; after healing it checks convergence (equal digests) and
+// the operation history.
 import type { LogEntry } from '../store/types.js';
 import { checkHistory, History, type Anomaly, type FinalItem } from '../drill/history.js';
 import { SimCluster } from './sim-cluster.js';
@@ -16,6 +20,10 @@ export interface ScenarioResult {
   digestsEqual: boolean;
   anomalies: Anomaly[];
   wipes: number;
+  powerLosses: number;
+  rollbacks: number;
+  quorumAcks: number;
+  reads: number;
 }
 
 export async function runReplicationScenario(seed: number, options: { opsMax?: number } = {}): Promise<ScenarioResult> {
@@ -40,6 +48,12 @@ export async function runReplicationScenario(seed: number, options: { opsMax?: n
       duplicateProbability: rng() < 0.5 ? 0.05 : 0,
       dropProbability: rng() < 0.3 ? 0.002 : 0,
     },
+    disk: {
+      // fast disks, slow ones, and some whose syncs take long enough for crashes to land inside them
+      fsyncDelayMsMax: [0, 30, 300][pick(3)]!,
+      housekeepingIntervalMs: [100, 1_500],
+      antiEntropyIntervalMs: [500, 4_000],
+    },
   });
   const { world } = cluster;
   const history = new History();
@@ -49,6 +63,24 @@ export async function runReplicationScenario(seed: number, options: { opsMax?: n
   const keys = ['k0', 'k1', 'k2', 'k3'];
   let unique = 0;
   let wipes = 0;
+  let powerLosses = 0;
+  let rollbacks = 0;
+  let quorumAcks = 0;
+  let reads = 0;
+  const anomalies: Anomaly[] = [];
+  /**
+   * Entries `victim` lost that no site holds any more are gone for real. A disk loss (wipe or
+   * rollback to an older copy) may take acknowledged writes with it: their outcome becomes unknown.
+   * A power loss must not: acks come after the fsync.
+   */
+  const lostForGood = (victim: string, lost: { dot: string; hash: string }[], cause: 'disk-loss' | 'power-loss') => {
+    const gone = new Set(lost.filter((f) => !cluster.ledger.isHeld(f)).map((f) => f.dot));
+    for (const op of history.ops) {
+      if (op.status !== 'ok' || op.dot === undefined || !gone.has(op.dot)) continue;
+      if (cause === 'disk-loss') op.status = 'pending';
+      else anomalies.push({ kind: 'acked-write-lost', detail: `op ${op.id} ${op.kind} ${op.table}/${op.key} ${op.dot} acknowledged by ${op.site}, lost when ${victim} lost power` });
+    }
+  };
   try {
     for (let i = 0; i < opsTotal; i++) {
       const r = rng();
@@ -71,47 +103,88 @@ export async function runReplicationScenario(seed: number, options: { opsMax?: n
       } else if (r < 0.095 && down.size === 0) {
         // site loss: what it acknowledged but no other site received is gone (its outcome becomes unknown)
         const victim = ids[pick(ids.length)]!;
-        const others = Object.entries(cluster.vectors()).filter(([id]) => id !== victim);
-        for (const op of history.ops) {
-          if (op.site !== victim || op.status !== 'ok' || op.dot === undefined) continue;
-          const at = op.dot.lastIndexOf(':');
-          const [origin, seq] = [op.dot.slice(0, at), Number(op.dot.slice(at + 1))];
-          if (!others.some(([, v]) => (v[origin] ?? 0) >= seq)) op.status = 'pending';
-        }
         down.add(victim);
-        await cluster.wipe(victim);
+        lostForGood(victim, await cluster.wipe(victim), 'disk-loss');
         wipes++;
       } else if (r < 0.11 && down.size > 0) {
         const back = [...down][pick(down.size)]!;
         down.delete(back);
         await cluster.start(back);
+      } else if (r < 0.125 && down.size < ids.length - 1) {
+        // power loss: the disk keeps what its last fdatasync covered
+        const victim = ids[pick(ids.length)]!;
+        if (!down.has(victim)) {
+          down.add(victim);
+          lostForGood(victim, await cluster.powerLoss(victim), 'power-loss');
+          powerLosses++;
+        }
+      } else if (r < 0.14) {
+        // a VM snapshot / `cp -a` of a running site's data directory, for a later rollback
+        const victim = ids[pick(ids.length)]!;
+        if (!down.has(victim)) cluster.snapshotDisk(victim);
+      } else if (r < 0.155 && down.size < ids.length - 1) {
+        // an operator puts an old copy of the data directory back: like site loss for what came after the copy
+        const victim = ids[pick(ids.length)]!;
+        if (!down.has(victim) && cluster.hasDiskCopy(victim)) {
+          down.add(victim);
+          lostForGood(victim, await cluster.rollBackDisk(victim), 'disk-loss');
+          rollbacks++;
+        }
+      } else if (r < 0.21) {
+        // a read at any site must not show this site's own writes before they are durable
+        const up = ids.filter((s) => !down.has(s));
+        const at = cluster.site(up[pick(up.length)]!)!;
+        const table = ['profiles', 'counters', 'carts'][pick(3)]!;
+        const key = keys[pick(keys.length)]!;
+        const origin = at.node.origin;
+        reads++;
+        at.node.get(at.node.table(table), key).then(
+          (rec) => {
+            if (rec !== undefined && cluster.site(at.id) === at) cluster.ledger.readReturned(at.id, origin, rec.state.c, `read ${table}/${key}`);
+          },
+          () => undefined,
+        );
       } else {
         const up = ids.filter((s) => !down.has(s));
         const site = up[pick(up.length)]!;
         const key = keys[pick(keys.length)]!;
         const t = rng();
         const now = world.clock.monotonicMs();
+        // some writes wait for a majority of sites to hold them durably
+        const quorum = rng() < 0.25;
+        const options = quorum ? { awaitsAck: true } : {};
         let promise;
         let op;
-        if (t < 0.45) {
+        if (t < 0.4) {
           op = history.invoke({ site, table: 'profiles', key, kind: 'put', invokedAtMs: now });
-          promise = cluster.write(site, 'profiles', key, { op: 'put', value: { v: ++unique, by: site } });
-        } else if (t < 0.6) {
+          promise = cluster.write(site, 'profiles', key, { op: 'put', value: { v: ++unique, by: site } }, options);
+        } else if (t < 0.52) {
           op = history.invoke({ site, table: 'profiles', key, kind: 'delete', invokedAtMs: now });
-          promise = cluster.write(site, 'profiles', key, { op: 'delete' });
-        } else if (t < 0.8) {
+          promise = cluster.write(site, 'profiles', key, { op: 'delete' }, options);
+        } else if (t < 0.72) {
           const amount = 1 + pick(5);
           op = history.invoke({ site, table: 'counters', key, kind: 'increment', amount, invokedAtMs: now });
-          promise = cluster.write(site, 'counters', key, { op: 'patch', patch: { increment: { n: amount }, add: { tags: [`t${pick(4)}`] } } });
+          promise = cluster.write(site, 'counters', key, { op: 'patch', patch: { increment: { n: amount }, add: { tags: [`t${pick(4)}`] } } }, options);
+        } else if (t < 0.82) {
+          // deletes of counters: increments they observed are gone, concurrent ones survive
+          op = history.invoke({ site, table: 'counters', key, kind: 'delete', invokedAtMs: now });
+          promise = cluster.write(site, 'counters', key, { op: 'delete' }, options);
         } else {
           op = history.invoke({ site, table: 'carts', key, kind: 'patch', invokedAtMs: now });
-          promise = cluster.write(site, 'carts', key, { op: 'patch', patch: { set: { [`f${pick(3)}`]: ++unique } } });
+          promise = cluster.write(site, 'carts', key, { op: 'patch', patch: { set: { [`f${pick(3)}`]: ++unique } } }, options);
         }
         const tracked = op;
+        const writer = cluster.site(site)!;
         promise.then(
-          (outcome) => {
-            tracked.status = 'ok';
+          async (outcome) => {
             tracked.dot = outcome.dot;
+            if (quorum) {
+              // false: the outcome is unknown (timeout), not failed
+              if (!(await writer.replicator.awaitDurability(outcome.dot, 'quorum'))) return;
+              cluster.ledger.quorumAcked(outcome.dot, ids, `op ${tracked.id} ${tracked.kind} ${tracked.table}/${tracked.key} at ${site}`);
+              quorumAcks++;
+            }
+            tracked.status = 'ok';
             tracked.completedAtMs = world.clock.monotonicMs();
           },
           () => {
@@ -133,7 +206,7 @@ export async function runReplicationScenario(seed: number, options: { opsMax?: n
     const digestsEqual = all.every((d) => d === all[0]);
 
     const reference = cluster.site(ids[0]!)!.node;
-    const log: LogEntry[] = cluster.archive;
+    const log: LogEntry[] = cluster.ledger.entries();
     const items = new Map<string, FinalItem>();
     for (const table of ['profiles', 'counters', 'carts']) {
       for (const rec of await reference.store.scanAll(table, undefined, 100_000))
@@ -147,14 +220,15 @@ export async function runReplicationScenario(seed: number, options: { opsMax?: n
         conflicts++;
       }
     }
-    const anomalies = checkHistory({
+    anomalies.push(...cluster.ledger.anomalies);
+    anomalies.push(...checkHistory({
       history,
       log,
       items,
       conflictLosers,
       lwwTables: new Set(['profiles']),
       counterField: (t) => (t === 'counters' ? 'n' : undefined),
-    });
+    }));
     return {
       seed,
       sites: nSites,
@@ -165,6 +239,10 @@ export async function runReplicationScenario(seed: number, options: { opsMax?: n
       digestsEqual,
       anomalies,
       wipes,
+      powerLosses,
+      rollbacks,
+      quorumAcks,
+      reads,
     };
   } finally {
     await cluster.stop();

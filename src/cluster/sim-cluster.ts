@@ -1,20 +1,27 @@
 // A whole cluster in one process on the simulated platform: every site is a real SiteNode with a
 // SQLite store on disk and a real Replicator, talking over the simulated network with seeded
-// delays, drops, duplicates, partitions, crashes and restarts. Used by *.sim.test.ts and the
-// simulation script; a failing seed replays exactly.
-import { mkdtempSync, rmSync } from 'node:fs';
+// delays, drops, duplicates, partitions, crashes and restarts. Disks are simulated too: each store
+// runs SQLite's real WAL with an injected fdatasync that completes after a seeded delay, so a
+// crash or a power loss can land inside a sync; a power loss keeps only what the last sync
+// covered; a disk can be copied while its site runs and put back later (a VM snapshot, `cp -a`).
+// Housekeeping and anti-entropy run on seeded, per-site schedules. The disk ledger (drill/history.ts)
+// follows every commit and sync. Used by *.sim.test.ts and the simulation script; a failing seed
+// replays exactly.
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig } from '../config/load.js';
 import type { ClusterConfig } from '../config/schema.js';
-import { vectorsEqual, type VersionVector } from '../core/vector.js';
+import { assert } from '../core/assert.js';
+import { parseDot, vectorsEqual, type VersionVector } from '../core/vector.js';
 import type { ItemOp } from '../core/write.js';
 import { SimWorld, type SimNetworkOptions } from '../platform/sim/index.js';
 import type { Env } from '../platform/env.js';
 import { Replicator } from '../replication/replicator.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
-import type { CommitRequest, LogEntry, Store } from '../store/types.js';
-import { SiteNode, type WriteOutcome } from '../site/site-node.js';
+import type { CommitRequest, Store } from '../store/types.js';
+import { SiteNode, type WriteOptions, type WriteOutcome } from '../site/site-node.js';
+import { DiskLedger, type DiskCopy } from '../drill/history.js';
 
 export interface SimSite {
   id: string;
@@ -23,12 +30,31 @@ export interface SimSite {
   replicator: Replicator;
 }
 
+/** The simulated disks' and schedules' fault knobs (each site draws its own values from the seed). */
+export interface SimDiskOptions {
+  /** a site's fdatasync takes 0..its own max ms; each site's max is drawn from 0..fsyncDelayMsMax */
+  fsyncDelayMsMax: number;
+  /** each site's housekeeping interval is drawn from this range (equal bounds: every site in lockstep) */
+  housekeepingIntervalMs: [number, number];
+  antiEntropyIntervalMs: [number, number];
+}
+
+export const simDiskDefaults: SimDiskOptions = { fsyncDelayMsMax: 0, housekeepingIntervalMs: [500, 500], antiEntropyIntervalMs: [2_000, 2_000] };
+
 export interface SimClusterOptions {
   seed: number;
   sites: number;
   network?: Partial<SimNetworkOptions>;
+  disk?: Partial<SimDiskOptions>;
   tables?: Record<string, unknown>;
   heartbeatMs?: number;
+}
+
+/** The bytes of a site's data directory: the database file and its WAL. */
+interface DiskImage {
+  db: Buffer;
+  wal: Buffer;
+  ledger: DiskCopy;
 }
 
 export const simSiteIds = ['us-east', 'eu-west', 'ap-south', 'sa-east', 'af-south', 'me-central', 'ca-central'];
@@ -38,13 +64,27 @@ export class SimCluster {
   readonly config: ClusterConfig;
   readonly dir: string;
   private readonly live = new Map<string, SimSite>();
-  /** Every local write any site ever committed (origin, seq, item states): the history checker's
-   * view of the whole log, which the sites themselves compact. */
-  readonly archive: LogEntry[] = [];
+  private readonly stores = new Map<string, SqliteStore>();
+  private readonly disk: SimDiskOptions;
+  /** per site: its fdatasync delay bound and its schedules, drawn once from the seed */
+  private readonly siteDisk = new Map<string, { fsyncDelayMsMax: number; housekeepingIntervalMs: number; antiEntropyIntervalMs: number }>();
+  private starts = 0;
+  private readonly copies = new Map<string, DiskImage>();
+  /** What each site's disk holds, commit by commit and sync by sync, and the judgements made on it. */
+  readonly ledger = new DiskLedger();
 
   private constructor(private readonly options: SimClusterOptions) {
     this.world = new SimWorld({ seed: options.seed, ...(options.network ? { network: options.network } : {}) });
     this.dir = mkdtempSync(join(tmpdir(), `tandem-sim-${options.seed}-`));
+    this.disk = { ...simDiskDefaults, ...options.disk };
+    const draw = this.world.random.fork('sim-disks');
+    const within = ([lo, hi]: [number, number]) => lo + draw.int(hi - lo + 1);
+    for (const id of simSiteIds.slice(0, options.sites))
+      this.siteDisk.set(id, {
+        fsyncDelayMsMax: draw.int(this.disk.fsyncDelayMsMax + 1),
+        housekeepingIntervalMs: within(this.disk.housekeepingIntervalMs),
+        antiEntropyIntervalMs: within(this.disk.antiEntropyIntervalMs),
+      });
     this.config = parseConfig(
       {
         cluster: 'sim',
@@ -74,24 +114,52 @@ export class SimCluster {
     return this.live.get(id);
   }
 
+  private dbPath(id: string): string {
+    return join(this.dir, id, 'store.db');
+  }
+
   async start(id: string): Promise<SimSite> {
     const env = this.world.envFor(id);
+    const knobs = this.siteDisk.get(id)!;
+    const delays = this.world.random.fork(`fsync:${id}:${this.starts++}`);
+    const ledger = this.ledger;
+    // syncs while the site opens complete at once: start() runs before the world is driven again;
+    // so do all of a site whose disk has no delay (tests may await a store call without driving the world)
+    let opening = true;
     const store = new SqliteStore({
-      path: join(this.dir, id, 'store.db'),
+      path: this.dbPath(id),
       siteId: id,
       wallMs: () => env.clock.wallMs(),
       conflictEntriesMax: 100_000,
-      durability: 'os-buffered',
+      durability: 'full',
+      // the WAL only grows (the main file stays as opened: see powerLoss) and no 40 MB preallocation per start
+      walAutoCheckpointPages: 0,
+      preallocateWal: false,
+      // no real fsync: it completes after a seeded delay on the site's timers (never, if the site dies first)
+      fdatasync: (_fd, callback) => {
+        const token = ledger.syncStarted(id);
+        if (opening || knobs.fsyncDelayMsMax === 0) {
+          ledger.syncDone(id, token);
+          callback(null);
+          return;
+        }
+        env.timers.after(delays.int(knobs.fsyncDelayMsMax + 1), () => {
+          ledger.syncDone(id, token);
+          callback(null);
+        });
+      },
     });
-    const node = new SiteNode({ env, config: this.config, siteId: id, store: this.archiving(store), nextTurn: (fn) => env.timers.after(0, fn) });
+    this.stores.set(id, store);
+    const node = new SiteNode({ env, config: this.config, siteId: id, store: this.recording(id, store), nextTurn: (fn) => env.timers.after(0, fn) });
     await node.start();
+    opening = false;
     const replicator = new Replicator({
       env,
       node,
       config: this.config,
       heartbeatMs: this.options.heartbeatMs ?? 200,
-      antiEntropyIntervalMs: 2_000,
-      housekeepingIntervalMs: 500,
+      antiEntropyIntervalMs: knobs.antiEntropyIntervalMs,
+      housekeepingIntervalMs: knobs.housekeepingIntervalMs,
       logRetainEntries: 2,
     });
     this.world.network.listen(`http://${id}`, replicator.handler, id);
@@ -101,44 +169,120 @@ export class SimCluster {
     return site;
   }
 
-  private archiving(store: Store): Store {
-    const archive = this.archive;
-    let origin = '';
+  /**
+   * The store as the site sees it, telling the ledger of every entry as its transaction writes it
+   * (the builds and merges run inside the commit's transaction, before its sync).
+   */
+  private recording(id: string, store: Store): Store {
+    const ledger = this.ledger;
+    const recorded = (req: CommitRequest): CommitRequest => {
+      switch (req.kind) {
+        case 'local':
+          return {
+            ...req,
+            build: (current, seq) => {
+              const built = req.build(current, seq);
+              // the write's own dot stamps its states (the site may have taken a new incarnation since open)
+              const { origin, seq: stamped } = parseDot(built.records[0]!.state.w.d);
+              assert(stamped === seq, `a local write's state carries its own dot, got ${built.records[0]!.state.w.d} for seq ${seq}`);
+              ledger.committedLocal(id, { origin, seq, hlc: built.hlc, items: built.records.map((x) => ({ table: x.table, key: x.key, state: x.state })) });
+              return built;
+            },
+          };
+        case 'remote':
+          return {
+            ...req,
+            merge: (current) => {
+              const merged = req.merge(current);
+              ledger.committedRemote(id, req.entry);
+              return merged;
+            },
+          };
+        case 'advance-vector':
+          ledger.installedSnapshot(id, req.vector);
+          return req;
+        case 'repair':
+          return req;
+      }
+    };
     return new Proxy(store, {
       get(target, prop, receiver) {
-        if (prop === 'open')
-          return async () => {
-            const identity = await target.open();
-            origin = identity.origin;
-            return identity;
-          };
-        if (prop === 'commit')
-          return async (batch: CommitRequest[], options?: { sync?: boolean }) => {
-            const results = await target.commit(batch, options);
-            for (const r of results)
-              if (r.kind === 'local' && r.ok)
-                archive.push({ origin, seq: r.seq, hlc: r.records[0]!.state.w.h, items: r.records.map((x) => ({ table: x.table, key: x.key, state: x.state })) });
-            return results;
-          };
+        if (prop === 'commit') return (batch: CommitRequest[], options?: { sync?: boolean }) => target.commit(batch.map(recorded), options);
         const value: unknown = Reflect.get(target, prop, receiver);
         return typeof value === 'function' ? value.bind(target) : value;
       },
     });
   }
 
-  /** kill -9: the process is gone, its disk stays; queued writes never commit. */
+  /** kill -9: the process is gone, its disk stays (the OS writes out what it buffered); queued writes never commit. */
   async crash(id: string): Promise<void> {
     const site = this.live.get(id);
     if (!site) return;
     this.live.delete(id);
     this.world.crash(id);
+    this.ledger.processCrash(id);
     await site.node.store.close();
   }
 
+  /**
+   * Power loss: the site dies and its disk keeps only what was synced: the main database file (it
+   * does not change while the store is open: automatic checkpoints are off) and the WAL up to the
+   * last fdatasync. Returns the entries lost.
+   */
+  async powerLoss(id: string): Promise<{ dot: string; hash: string }[]> {
+    const site = this.live.get(id);
+    if (!site) return [];
+    const store = this.stores.get(id)!;
+    const path = this.dbPath(id);
+    const db = readFileSync(path);
+    const wal = existsSync(`${path}-wal`) ? readFileSync(`${path}-wal`).subarray(0, store.syncedWalBytes()) : Buffer.alloc(0);
+    this.live.delete(id);
+    this.world.crash(id);
+    const lost = this.ledger.powerLoss(id);
+    // closing checkpoints the WAL into the main file and deletes it: both are put back as they were
+    await site.node.store.close();
+    this.writeDisk(id, db, wal);
+    return lost;
+  }
+
+  /** A copy of a site's disk as it is now (a VM snapshot or `cp -a` of a running site), kept for rollBackDisk. */
+  snapshotDisk(id: string): void {
+    const path = this.dbPath(id);
+    if (!existsSync(path)) return;
+    const wal = existsSync(`${path}-wal`) ? readFileSync(`${path}-wal`) : Buffer.alloc(0);
+    this.copies.set(id, { db: readFileSync(path), wal, ledger: this.ledger.copyDisk(id) });
+  }
+
+  hasDiskCopy(id: string): boolean {
+    return this.copies.has(id);
+  }
+
+  /**
+   * The site dies and its disk is replaced by the copy snapshotDisk took; start() brings it back.
+   * Returns the entries it held that the copy does not.
+   */
+  async rollBackDisk(id: string): Promise<{ dot: string; hash: string }[]> {
+    const copy = this.copies.get(id);
+    if (copy === undefined) return [];
+    await this.crash(id);
+    this.writeDisk(id, copy.db, copy.wal);
+    return this.ledger.rollBack(id, copy.ledger);
+  }
+
+  private writeDisk(id: string, db: Buffer, wal: Buffer): void {
+    const path = this.dbPath(id);
+    rmSync(join(this.dir, id), { recursive: true, force: true });
+    mkdirSync(join(this.dir, id), { recursive: true });
+    writeFileSync(path, db);
+    // SQLite rebuilds the WAL index (-shm) from the WAL when it opens
+    if (wal.byteLength > 0) writeFileSync(`${path}-wal`, wal);
+  }
+
   /** Site loss: the process dies and its disk is destroyed; it comes back empty, with a new incarnation. */
-  async wipe(id: string): Promise<void> {
+  async wipe(id: string): Promise<{ dot: string; hash: string }[]> {
     await this.crash(id);
     rmSync(join(this.dir, id), { recursive: true, force: true });
+    return this.ledger.rollBack(id, undefined);
   }
 
   /** Vectors of the sites that are up. */
@@ -147,10 +291,10 @@ export class SimCluster {
   }
 
   /** Writes at a site; resolves with the outcome, rejects with the error, or never settles if the site crashes. */
-  write(id: string, table: string, key: string, op: ItemOp): Promise<WriteOutcome> {
+  write(id: string, table: string, key: string, op: ItemOp, options: WriteOptions = {}): Promise<WriteOutcome> {
     const site = this.live.get(id);
     if (!site) return Promise.reject(new Error(`site ${id} is down`));
-    return site.node.write(site.node.table(table), key, op);
+    return site.node.write(site.node.table(table), key, op, options);
   }
 
   /** True when every site is up and all hold the same vector with nothing in flight. */

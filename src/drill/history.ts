@@ -1,7 +1,13 @@
 // The operation history of a workload (invoke, ok, fail, unknown) and the checks run on it after
 // the cluster converges: acknowledged writes not lost (present, in a conflict feed, or superseded
-// by a causally later write), counters within their acknowledged bounds, no resurrected deletes.
-import { covers, type Dot } from '../core/vector.js';
+// by a causally later write), counters within their acknowledged bounds (increments that a delete
+// observed excluded), no resurrected deletes. And the disk ledger, which follows what each site's
+// disk holds while the workload runs (what is synced, what a power loss or a rolled-back disk takes
+// away) and judges as it goes: a dot never issued twice with different content, a quorum ack only
+// when a majority durably held that exact entry, no read of a site's own write before it is durable.
+import { createHash } from 'node:crypto';
+import { canonicalJson, type JsonValue } from '../core/canonical-json.js';
+import { covers, parseDot, type Dot, type VersionVector } from '../core/vector.js';
 import type { ItemState } from '../core/item.js';
 import type { LogEntry } from '../store/types.js';
 
@@ -53,8 +59,218 @@ export interface CheckInput {
 }
 
 export interface Anomaly {
-  kind: 'lost-write' | 'counter-out-of-bounds' | 'resurrected' | 'unlogged-ack';
+  kind:
+    | 'lost-write'
+    | 'counter-out-of-bounds'
+    | 'resurrected'
+    | 'unlogged-ack'
+    | 'reissued-dot'
+    | 'unbacked-quorum-ack'
+    | 'read-before-durable'
+    | 'acked-write-lost';
   detail: string;
+}
+
+/** The identity of a log entry's content: canonical JSON of its hlc and item states, hashed. */
+export function entryHash(entry: Pick<LogEntry, 'hlc' | 'items'>): string {
+  const content = { hlc: entry.hlc, items: entry.items.map((i) => ({ table: i.table, key: i.key, state: i.state })) };
+  return createHash('sha256').update(canonicalJson(content as unknown as JsonValue)).digest('hex').slice(0, 32);
+}
+
+interface Fact {
+  dot: Dot;
+  hash: string;
+}
+
+/** What one site's disk holds: entries synced (durable), entries written after the last sync started. */
+interface SiteDisk {
+  durable: Map<Dot, string>;
+  unsynced: Fact[];
+  /** how many entries this disk's unsynced list ever had before unsynced[0] (syncs may overlap) */
+  base: number;
+  /** bumped when unsynced is reset (crash, power loss, rollback, wipe): older sync tokens are void */
+  epoch: number;
+  /** what snapshots installed here cover (their entries are not held one by one) */
+  snapshotVector: VersionVector;
+}
+
+/** A copy of a site's disk (`cp -a` of a running site): everything written, synced or not. */
+export interface DiskCopy {
+  site: string;
+  entries: Map<Dot, string>;
+  snapshotVector: VersionVector;
+}
+
+export interface SyncToken {
+  epoch: number;
+  upTo: number;
+}
+
+/**
+ * The simulation's own account of every site's disk, fed by the store's commits and the injected
+ * fdatasync, so that its judgements do not rest on what the store claims (its vectors are what is
+ * under test). Entries are known by dot and content hash.
+ */
+export class DiskLedger {
+  readonly anomalies: Anomaly[] = [];
+  private readonly disks = new Map<string, SiteDisk>();
+  /** every local commit that some site still holds: what its dot means */
+  private readonly issued = new Map<Dot, { hash: string; entry: LogEntry; site: string }>();
+  /** `site dot hash` for every entry a site ever held durably (a later loss does not undo a past ack) */
+  private readonly everDurable = new Set<string>();
+
+  private disk(site: string): SiteDisk {
+    let d = this.disks.get(site);
+    if (d === undefined) {
+      d = { durable: new Map(), unsynced: [], base: 0, epoch: 0, snapshotVector: {} };
+      this.disks.set(site, d);
+    }
+    return d;
+  }
+
+  /** A local write committed at `site` (in the WAL, not yet synced). */
+  committedLocal(site: string, entry: LogEntry): void {
+    const dot = `${entry.origin}:${entry.seq}`;
+    const hash = entryHash(entry);
+    const before = this.issued.get(dot);
+    if (before !== undefined && before.hash !== hash)
+      this.anomalies.push({
+        kind: 'reissued-dot',
+        detail: `${site} issued ${dot} again with different content (first by ${before.site}, still held by ${this.holders(dot, before.hash).join(', ')})`,
+      });
+    this.issued.set(dot, { hash, entry, site });
+    this.disk(site).unsynced.push({ dot, hash });
+  }
+
+  /** A peer's entry applied at `site` (not yet synced). */
+  committedRemote(site: string, entry: LogEntry): void {
+    this.disk(site).unsynced.push({ dot: `${entry.origin}:${entry.seq}`, hash: entryHash(entry) });
+  }
+
+  /** A snapshot installed at `site`: it covers `vector` without holding the entries. */
+  installedSnapshot(site: string, vector: VersionVector): void {
+    const d = this.disk(site);
+    for (const [o, s] of Object.entries(vector)) if (s > (d.snapshotVector[o] ?? 0)) d.snapshotVector[o] = s;
+  }
+
+  /** An fdatasync of `site`'s WAL starts: it covers everything committed before. */
+  syncStarted(site: string): SyncToken {
+    const d = this.disk(site);
+    return { epoch: d.epoch, upTo: d.base + d.unsynced.length };
+  }
+
+  syncDone(site: string, token: SyncToken): void {
+    const d = this.disk(site);
+    if (token.epoch !== d.epoch || token.upTo <= d.base) return;
+    const covered = token.upTo - d.base;
+    for (const f of d.unsynced.slice(0, covered)) this.makeDurable(site, d, f);
+    d.unsynced = d.unsynced.slice(covered);
+    d.base = token.upTo;
+  }
+
+  private resetUnsynced(d: SiteDisk): void {
+    d.unsynced = [];
+    d.base = 0;
+    d.epoch++;
+  }
+
+  private makeDurable(site: string, d: SiteDisk, f: Fact): void {
+    d.durable.set(f.dot, f.hash);
+    this.everDurable.add(`${site} ${f.dot} ${f.hash}`);
+  }
+
+  /** kill -9: the OS keeps what was written, synced or not. */
+  processCrash(site: string): void {
+    const d = this.disk(site);
+    for (const f of d.unsynced) this.makeDurable(site, d, f);
+    this.resetUnsynced(d);
+  }
+
+  /** The machine loses power: what was not synced is gone. Returns the lost entries. */
+  powerLoss(site: string): Fact[] {
+    const d = this.disk(site);
+    const lost = d.unsynced.filter((f) => d.durable.get(f.dot) !== f.hash);
+    this.resetUnsynced(d);
+    this.forgetUnheld(lost);
+    return lost;
+  }
+
+  copyDisk(site: string): DiskCopy {
+    const d = this.disk(site);
+    const entries = new Map(d.durable);
+    for (const f of d.unsynced) entries.set(f.dot, f.hash);
+    return { site, entries, snapshotVector: { ...d.snapshotVector } };
+  }
+
+  /** The site's disk is replaced by `copy` (empty for a wipe). Returns what it held and the copy does not. */
+  rollBack(site: string, copy: DiskCopy | undefined): Fact[] {
+    const d = this.disk(site);
+    const now = this.copyDisk(site).entries;
+    const lost = [...now].filter(([dot, hash]) => copy?.entries.get(dot) !== hash).map(([dot, hash]) => ({ dot, hash }));
+    d.durable = new Map(copy?.entries ?? []);
+    this.resetUnsynced(d);
+    d.snapshotVector = { ...(copy?.snapshotVector ?? {}) };
+    for (const [dot, hash] of d.durable) this.everDurable.add(`${site} ${dot} ${hash}`);
+    this.forgetUnheld(lost);
+    return lost;
+  }
+
+  /** Lost entries that no site holds any more never happened: their dots may be issued again. */
+  private forgetUnheld(lost: Fact[]): void {
+    for (const f of lost) if (this.issued.get(f.dot)?.hash === f.hash && this.holders(f.dot, f.hash).length === 0) this.issued.delete(f.dot);
+  }
+
+  holders(dot: Dot, hash: string): string[] {
+    const out: string[] = [];
+    for (const [site, d] of this.disks) if (d.durable.get(dot) === hash || d.unsynced.some((f) => f.dot === dot && f.hash === hash)) out.push(site);
+    return out;
+  }
+
+  /** True while some site holds this exact entry (after a loss: whether it survived elsewhere). */
+  isHeld(fact: Fact): boolean {
+    return this.holders(fact.dot, fact.hash).length > 0;
+  }
+
+  /** The highest seq of `origin` that `site` holds durably. */
+  durableSeq(site: string, origin: string): number {
+    let max = 0;
+    for (const dot of this.disk(site).durable.keys()) {
+      const p = parseDot(dot);
+      if (p.origin === origin && p.seq > max) max = p.seq;
+    }
+    return max;
+  }
+
+  /**
+   * A quorum write `dot` was acknowledged: a majority of `dataSites` must have durably held that
+   * exact entry (the one its origin issued last under this dot), now or before a later loss.
+   */
+  quorumAcked(dot: Dot, dataSites: string[], detail: string): void {
+    const issued = this.issued.get(dot);
+    const { origin, seq } = parseDot(dot);
+    const backing = dataSites.filter(
+      (s) => (issued !== undefined && this.everDurable.has(`${s} ${dot} ${issued.hash}`)) || (this.disks.get(s)?.snapshotVector[origin] ?? 0) >= seq,
+    );
+    const needed = Math.floor(dataSites.length / 2) + 1;
+    if (backing.length < needed)
+      this.anomalies.push({
+        kind: 'unbacked-quorum-ack',
+        detail: `${detail}: quorum ack of ${dot} but only ${backing.length} of ${dataSites.length} sites durably held it (${backing.join(', ') || 'none'}; needed ${needed})`,
+      });
+  }
+
+  /** A read at `site` (own origin `origin`) returned a state whose context is `context`. */
+  readReturned(site: string, origin: string, context: VersionVector, detail: string): void {
+    const seen = context[origin] ?? 0;
+    const durable = this.durableSeq(site, origin);
+    if (seen > durable)
+      this.anomalies.push({ kind: 'read-before-durable', detail: `${detail}: read at ${site} saw ${origin}:${seen}, durable there only up to ${durable}` });
+  }
+
+  /** Every local commit some site holds: the history checker's view of the whole log. */
+  entries(): LogEntry[] {
+    return [...this.issued.values()].map((i) => i.entry);
+  }
 }
 
 const ref = (t: string, k: string) => `${t}\u0000${k}`;
@@ -93,12 +309,18 @@ export function checkHistory(input: CheckInput): Anomaly[] {
       anomalies.push({ kind: 'resurrected', detail: `${op.table}/${op.key}: ${winner} was seen by delete ${op.dot} yet is live` });
   }
 
+  // A counter holds the increments no delete observed: a delete's entry (no existence dot left)
+  // carries in its context the dots it removed. An increment of unknown outcome may count or not.
+  const deletesByItem = new Map<string, ItemState[]>();
+  for (const [, items] of entryStates)
+    for (const [r, state] of items) if (input.counterField(r.split('\u0000')[0]!) !== undefined && state.x.length === 0) deletesByItem.set(r, [...(deletesByItem.get(r) ?? []), state]);
   const counters = new Map<string, { acked: number; unknown: number }>();
   for (const op of input.history.ops) {
     if (op.kind !== 'increment') continue;
     const r = ref(op.table, op.key);
     const c = counters.get(r) ?? { acked: 0, unknown: 0 };
-    if (op.status === 'ok') c.acked += op.amount!;
+    const observed = op.dot !== undefined && (deletesByItem.get(r) ?? []).some((d) => covers(d.c, op.dot!));
+    if (op.status === 'ok' && !observed) c.acked += op.amount!;
     else if (op.status === 'pending') c.unknown += op.amount!;
     counters.set(r, c);
   }
