@@ -76,6 +76,8 @@ export class Replicator {
   private heartbeat: TimerHandle | undefined;
   private stopped = false;
   private starting: Promise<void> | undefined;
+  /** aborted by stop(): ends the start-up origin check's requests and waits at once */
+  private readonly lifetime = new AbortController();
   private readonly heartbeatMs: number;
   private readonly ackIntervalMs: number;
   private relayGate: RelayGate | undefined;
@@ -142,7 +144,11 @@ export class Replicator {
    * gate start under the origin it will write as.
    */
   run(): void {
-    this.starting = this.confirmThenReplicate();
+    // a store that cannot take a new incarnation has failed: the site keeps serving reads, takes no
+    // writes and is not ready (the error says why), rather than replicating under a doubtful origin
+    this.starting = this.confirmThenReplicate().catch((e: unknown) => {
+      if (!this.stopped) this.log.error({ err: (e as Error).message }, 'could not confirm this site\'s origin: no writes are taken');
+    });
   }
 
   private async confirmThenReplicate(): Promise<void> {
@@ -180,7 +186,7 @@ export class Replicator {
             this.log.warn({ peer, err: (e as Error).message }, 'peer did not say how much of our origin it holds');
             return undefined;
           }
-          await env.timers.sleep(wait);
+          await env.timers.sleep(wait, this.lifetime.signal).catch(() => undefined);
         }
       }
     }
@@ -192,6 +198,8 @@ export class Replicator {
     const { env, node } = this.options;
     const ac = new AbortController();
     const timeout = env.timers.after(limits.peerRequestTimeoutMs, () => ac.abort(new Error(`${path} timed out`)));
+    const stopping = () => ac.abort(new Error('stopping'));
+    this.lifetime.signal.addEventListener('abort', stopping, { once: true });
     try {
       const res = await env.transport.request({
         method,
@@ -204,6 +212,7 @@ export class Replicator {
       return body;
     } finally {
       timeout.cancel();
+      this.lifetime.signal.removeEventListener('abort', stopping);
     }
   }
 
@@ -247,6 +256,7 @@ export class Replicator {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.lifetime.abort(new Error('stopping'));
     await this.starting?.catch(() => undefined);
     this.feeds.closeFeeds();
     this.unsubscribe?.();
