@@ -45,7 +45,19 @@ describe('disk ledger', () => {
     ledger.committedLocal('a', entry(a, 4, 'new'));
     synced(ledger, 'a');
     ledger.quorumAcked(`${a}:4`, ['a', 'b', 'c'], 'op 1');
-    expect(ledger.anomalies.map((x) => x.kind)).toEqual(['unbacked-quorum-ack']);
+    // the peers got the first meaning of the dot by replication: issuing it again is a reissue too
+    expect(ledger.anomalies.map((x) => x.kind)).toEqual(['reissued-dot', 'unbacked-quorum-ack']);
+  });
+
+  it('an entry applied after every holder lost it (in flight during a rollback) still counts as issued', () => {
+    const ledger = new DiskLedger();
+    ledger.committedLocal('a', entry(a, 1, 'v'));
+    synced(ledger, 'a');
+    ledger.rollBack('a', undefined);
+    ledger.committedRemote('b', entry(a, 1, 'v'));
+    expect(ledger.entries().map((e) => `${e.origin}:${e.seq}`)).toEqual([`${a}:1`]);
+    ledger.committedLocal('a', entry(a, 1, 'other'));
+    expect(ledger.anomalies.map((x) => x.kind)).toEqual(['reissued-dot']);
   });
 
   it('reports a quorum ack when the peers applied the entry but had not synced it', () => {

@@ -7,7 +7,7 @@
 // when a majority durably held that exact entry, no read of a site's own write before it is durable.
 import { createHash } from 'node:crypto';
 import { canonicalJson, type JsonValue } from '../core/canonical-json.js';
-import { covers, parseDot, type Dot, type VersionVector } from '../core/vector.js';
+import { covers, siteOfOrigin, parseDot, type Dot, type VersionVector } from '../core/vector.js';
 import type { ItemState } from '../core/item.js';
 import type { LogEntry } from '../store/types.js';
 
@@ -142,9 +142,18 @@ export class DiskLedger {
     this.disk(site).unsynced.push({ dot, hash });
   }
 
-  /** A peer's entry applied at `site` (not yet synced). */
+  /**
+   * A peer's entry applied at `site` (not yet synced). It may arrive after every site that held it
+   * lost it (in flight when its origin's disk was rolled back): its dot means this content again.
+   */
   committedRemote(site: string, entry: LogEntry): void {
-    this.disk(site).unsynced.push({ dot: `${entry.origin}:${entry.seq}`, hash: entryHash(entry) });
+    const dot = `${entry.origin}:${entry.seq}`;
+    const hash = entryHash(entry);
+    const before = this.issued.get(dot);
+    if (before === undefined) this.issued.set(dot, { hash, entry, site: siteOfOrigin(entry.origin) });
+    else if (before.hash !== hash)
+      this.anomalies.push({ kind: 'reissued-dot', detail: `${site} received ${dot} with content other than what ${before.site} issued under it` });
+    this.disk(site).unsynced.push({ dot, hash });
   }
 
   /** A snapshot installed at `site`: it covers `vector` without holding the entries. */
@@ -220,9 +229,16 @@ export class DiskLedger {
     for (const f of lost) if (this.issued.get(f.dot)?.hash === f.hash && this.holders(f.dot, f.hash).length === 0) this.issued.delete(f.dot);
   }
 
+  /**
+   * The sites holding this exact entry, or its effect: a site that installed a snapshot covering the
+   * dot holds the states it wrote without the entry itself (the snapshot cannot tell one content of
+   * a dot from another, so this errs on the side of "still held").
+   */
   holders(dot: Dot, hash: string): string[] {
+    const { origin, seq } = parseDot(dot);
     const out: string[] = [];
-    for (const [site, d] of this.disks) if (d.durable.get(dot) === hash || d.unsynced.some((f) => f.dot === dot && f.hash === hash)) out.push(site);
+    for (const [site, d] of this.disks)
+      if (d.durable.get(dot) === hash || d.unsynced.some((f) => f.dot === dot && f.hash === hash) || (d.snapshotVector[origin] ?? 0) >= seq) out.push(site);
     return out;
   }
 
