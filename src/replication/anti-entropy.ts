@@ -103,7 +103,7 @@ export class AntiEntropy {
     try {
       for (const table of new Set([...Object.keys(mine), ...Object.keys(theirs.digests)])) {
         if ((mine[table] ?? zero) === (theirs.digests[table] ?? zero)) continue;
-        const reply = await this.call<BucketsReply | string[]>(peer, 'POST', '/v1/peer/buckets', { table });
+        const reply = await this.call<BucketsReply | string[]>(peer, 'POST', '/v1/peer/buckets', { table, withVector: true });
         // a peer of the previous protocol answers the bare list, without its vector
         const theirBuckets = Array.isArray(reply) ? reply : reply.buckets;
         stillAt(Array.isArray(reply) ? undefined : reply.vector, peer);
@@ -142,10 +142,12 @@ export class AntiEntropy {
         return msgpackResponse(200, { v: protocolVersion, vector, digests: await node.store.digests() } satisfies DigestsReply);
       },
       'POST /v1/peer/buckets': async (req) => {
-        const { table } = decodeMessage<{ table: string }>(req.body);
+        const { table, withVector } = decodeMessage<{ table: string; withVector?: boolean }>(req.body);
         if (typeof table !== 'string') return problem(400, 'bad-request', 'table expected');
         const vector = node.store.committedVector();
-        return msgpackResponse(200, { vector, buckets: await node.store.bucketDigests(table) } satisfies BucketsReply);
+        const buckets = await node.store.bucketDigests(table);
+        // a peer of the previous protocol asks without withVector and reads the bare list
+        return msgpackResponse(200, withVector === true ? ({ vector, buckets } satisfies BucketsReply) : buckets);
       },
       'POST /v1/peer/bucket-items': async (req) => {
         const r = decodeMessage<BucketItemsRequest>(req.body);

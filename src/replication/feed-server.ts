@@ -198,7 +198,7 @@ async function* snapshotStream(options: FeedServerOptions, signal: AbortSignal):
     if (signal.aborted) return;
     if (page.vector) vector = page.vector;
     if (page.gcFloor) gcFloor = page.gcFloor;
-    if (page.items.length > 0) yield encodeFrame({ t: 'snapshot-page', v: protocolVersion, items: page.items });
+    if (page.items.length > 0) yield encodeFrame({ t: 'snapshot-page', v: protocolVersion, items: page.items, ...(vector !== undefined ? { vector } : {}) });
   }
   assert(vector !== undefined, 'a snapshot starts with its vector');
   // The conflict feed goes along (not part of the consistent read: it only ever grows, and a

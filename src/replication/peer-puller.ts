@@ -147,12 +147,17 @@ export class PeerPuller {
       throw new Error(`snapshot request answered ${res.status}`);
     }
     let items = 0;
+    // the snapshot's keys: a local item it covers and lacks was deleted and purged at the peer
+    const inSnapshot = new Set<string>();
     for await (const frame of readFrames(res.body)) {
-      if (frame.t === 'snapshot-page') items += await node.repairItems(frame.items);
-      else if (frame.t === 'snapshot-conflicts') await node.recordConflicts(frame.conflicts);
+      if (frame.t === 'snapshot-page') {
+        for (const i of frame.items) inSnapshot.add(`${i.table}\u0000${i.key}`);
+        items += await node.repairItems(frame.items, frame.vector !== undefined ? { supersededBy: frame.vector } : {});
+      } else if (frame.t === 'snapshot-conflicts') await node.recordConflicts(frame.conflicts);
       else if (frame.t === 'snapshot-end') {
+        const retired = await node.retireItemsCoveredBy(frame.vector, (table, key) => inSnapshot.has(`${table}\u0000${key}`));
         await node.advanceVector(frame.vector, frame.gcFloor);
-        this.log.info({ items }, 'snapshot installed');
+        this.log.info({ items, retired }, 'snapshot installed');
         return;
       } else throw new Error(`unexpected ${frame.t} frame in a snapshot`);
     }

@@ -27,7 +27,8 @@ export type FeedFrame =
   | { t: 'batch'; v: number; entries: LogEntry[]; raw?: Uint8Array[]; vector: VersionVector; oldestMs: number }
   | { t: 'heartbeat'; v: number; vector: VersionVector; oldestMs: number; atMs: number }
   /** a snapshot stream (bootstrap): pages of item states, then the vector they amount to */
-  | { t: 'snapshot-page'; v: number; items: { table: string; key: string; state: ItemState }[] }
+  /** `vector`: the snapshot's, on every page: what the receiver's items it covers are superseded by */
+  | { t: 'snapshot-page'; v: number; items: { table: string; key: string; state: ItemState }[]; vector?: VersionVector }
   /** the serving site's conflict feed, after the items: a new site starts with the losers known */
   | { t: 'snapshot-conflicts'; v: number; conflicts: ConflictRecord[] }
   /** `gcFloor`: what the tombstones the sender purged had seen (the receiver's writes to missing keys carry it) */

@@ -15,8 +15,14 @@ export interface ReplicaNode {
   /** `raw[i]`, when given, is entry i's bytes as its peer sent them: logged as they are */
   applyRemote(entries: LogEntry[], raw?: Uint8Array[]): Promise<{ applied: number; duplicates: number; gaps: number; quarantined?: number }>;
   /** Joins peers' item states into local items without logging them or touching the vector (anti-entropy). */
-  /** `reportAs`: log each item that changed, with its versions (a repair that changes anything is a divergence) */
-  repairItems(records: { table: string; key: string; state: ItemRecord['state'] }[], options?: { reportAs?: string }): Promise<number>;
+  /**
+   * `reportAs`: log each item that changed, with its versions (a repair that changes anything is a
+   * divergence). `supersededBy`: a snapshot's vector; a local item it covers is replaced by the
+   * snapshot's state instead of joined (see SiteNode.repairItems).
+   */
+  repairItems(records: { table: string; key: string; state: ItemRecord['state'] }[], options?: { reportAs?: string; supersededBy?: VersionVector }): Promise<number>;
+  /** After a snapshot: local items `vector` covers that the snapshot lacked (`inSnapshot` false) become empty tombstones. */
+  retireItemsCoveredBy(vector: VersionVector, inSnapshot: (table: string, key: string) => boolean): Promise<number>;
   /** Adds a peer's conflict records (a snapshot install) to this site's conflict feed. */
   recordConflicts(records: ConflictRecord[]): Promise<void>;
   /** The end of a snapshot install: everything the snapshot's vector covers is now here. */

@@ -126,3 +126,36 @@ describe('custom merge siblings bound', () => {
     await node.stop();
   });
 });
+
+describe('snapshot install over stale local items', () => {
+  it('a local item the snapshot covers is replaced, not joined; one it covers and lacks is retired; newer local items are kept', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tandem-node-'));
+    const wall = 1_800_000_000_000;
+    const node = nodeAt(dir, () => wall);
+    await node.start();
+    const counters = node.table('counters');
+    const stamp = (origin: string, seq: number, ms: number) => ({ dot: `${origin}:${seq}`, hlc: hlcOf(ms, 0), site: origin.split('.')[0]!, origin });
+    // a stale copy: +2 by ap-south, from before a delete its peers have since purged
+    const stale = applyLocalWrite(counters.semantics, undefined, { op: 'patch', patch: { increment: { n: 2 } } }, stamp('ap-south.1', 1, wall - 10));
+    const gone = applyLocalWrite(counters.semantics, undefined, { op: 'patch', patch: { increment: { n: 4 } } }, stamp('ap-south.1', 2, wall - 9));
+    const mine = applyLocalWrite(counters.semantics, undefined, { op: 'patch', patch: { increment: { n: 1 } } }, stamp('eu-west.1', 1, wall - 8));
+    expect(await node.applyRemote([
+      { origin: 'ap-south.1', seq: 1, hlc: stale.w.h, items: [{ table: 'counters', key: 'k', state: stale }] },
+      { origin: 'ap-south.1', seq: 2, hlc: gone.w.h, items: [{ table: 'counters', key: 'gone', state: gone }] },
+      { origin: 'eu-west.1', seq: 1, hlc: mine.w.h, items: [{ table: 'counters', key: 'newer', state: mine }] },
+    ])).toMatchObject({ applied: 3 });
+    // the peer's snapshot: k deleted (resetting the +2), purged, then written again with +5 from the GC floor
+    const snapshotVector = { 'ap-south.1': 2, 'us-east.9': 3 };
+    const again = applyLocalWrite(counters.semantics, undefined, { op: 'patch', patch: { increment: { n: 5 } } }, stamp('us-east.9', 3, wall - 5), { 'ap-south.1': 2, 'us-east.9': 2 });
+    // a join would keep ap-south's +2 (pairs merge by max): 7
+    expect(await node.repairItems([{ table: 'counters', key: 'k', state: again }], { supersededBy: snapshotVector })).toBe(1);
+    expect((await node.get(counters, 'k'))?.value).toMatchObject({ n: 5 });
+    // 'gone' is covered and absent from the snapshot: deleted and purged at the source
+    expect(await node.retireItemsCoveredBy(snapshotVector, (_t, key) => key === 'k')).toBe(1);
+    expect(await node.get(counters, 'gone')).toBeUndefined();
+    expect((await node.store.getItem('counters', 'gone'))?.state).toMatchObject({ c: { 'ap-south.1': 2 }, k: {}, x: [] });
+    // 'newer' holds a dot the snapshot has not seen: kept as it is
+    expect((await node.get(counters, 'newer'))?.value).toMatchObject({ n: 1 });
+    await node.stop();
+  });
+});

@@ -393,14 +393,23 @@ export class SiteNode {
   }
 
   /** Anti-entropy and snapshots: joins peers' states into local items (no log entry, vector unchanged). */
-  async repairItems(items: { table: string; key: string; state: ItemState }[], options: { reportAs?: string } = {}): Promise<number> {
+  /**
+   * `supersededBy` (a snapshot being installed): a local item whose whole context the snapshot's
+   * vector covers holds nothing the snapshot's source had not seen, so the snapshot's state replaces
+   * it rather than being joined into it. Joining would be the same for every CRDT part but one: a
+   * stale local copy (a disk put back from an older copy) can hold counter increments whose reset
+   * went with a tombstone its peers have since purged, and a join by max would bring them back.
+   */
+  async repairItems(items: { table: string; key: string; state: ItemState }[], options: { reportAs?: string; supersededBy?: VersionVector } = {}): Promise<number> {
     if (items.length === 0) return 0;
     let changed = 0;
+    const covering = options.supersededBy;
     const result = await this.committer.submit({
       kind: 'repair',
       refs: items.map((i) => ({ table: i.table, key: i.key })),
       merge: (current) => {
-        const joined = this.joinItems(items, current);
+        const superseded = current.map((c) => covering !== undefined && c !== undefined && dominates(covering, c.state.c));
+        const joined = this.joinItems(items, current.map((c, i) => (superseded[i] ? undefined : c)));
         const records = joined.records.filter((rec, i) => current[i] === undefined || rec.version !== current[i]!.version);
         changed += records.length;
         if (options.reportAs !== undefined)
@@ -420,6 +429,41 @@ export class SiteNode {
       return 0;
     }
     return changed;
+  }
+
+  /**
+   * The end of a snapshot install: a local item whose context `vector` covers and which the
+   * snapshot did not hold was deleted at the source and its tombstone purged there; it becomes an
+   * empty tombstone here (its context kept, nothing that could come back in a join). Returns how many.
+   */
+  async retireItemsCoveredBy(vector: VersionVector, inSnapshot: (table: string, key: string) => boolean): Promise<number> {
+    let retired = 0;
+    for (const table of this.tables.keys()) {
+      let after: string | undefined;
+      for (;;) {
+        const page = await this.deps.store.scanAll(table, after, limits.feedBatchEntriesMax);
+        if (page.length === 0) break;
+        after = page[page.length - 1]!.key;
+        const stale = page.filter((r) => !inSnapshot(table, r.key) && dominates(vector, r.state.c) && !isEmptyState(r.state));
+        if (stale.length === 0) continue;
+        const runtime = this.table(table);
+        const result = await this.committer.submit({
+          kind: 'repair',
+          refs: stale.map((r) => ({ table, key: r.key })),
+          merge: (current) => {
+            const records = current.flatMap((cur) =>
+              cur !== undefined && dominates(vector, cur.state.c) && !isEmptyState(cur.state)
+                ? [buildRecord(table, cur.key, runtime.semantics, { c: cur.state.c, r: {}, k: {}, s: {}, x: [], w: cur.state.w })]
+                : [],
+            );
+            retired += records.length;
+            return { records, conflicts: [] };
+          },
+        });
+        assert(result.kind === 'repair', 'repair result');
+      }
+    }
+    return retired;
   }
 
   /** Joins incoming item states into the current records by each table's policy; losers become conflicts. */
@@ -462,6 +506,11 @@ export class SiteNode {
 }
 
 class UnchangedSignal extends Error {}
+
+/** A state with no entry left: nothing of it can survive a join. */
+function isEmptyState(state: ItemState): boolean {
+  return Object.keys(state.r).length === 0 && Object.keys(state.k).length === 0 && Object.keys(state.s).length === 0 && state.x.length === 0;
+}
 
 function maxBig(a: bigint, b: bigint): bigint {
   return a > b ? a : b;
