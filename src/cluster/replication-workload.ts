@@ -138,9 +138,14 @@ export async function runReplicationScenario(seed: number, options: { opsMax?: n
         const key = keys[pick(keys.length)]!;
         const origin = at.node.origin;
         reads++;
-        at.node.get(at.node.table(table), key).then(
+        // what the store holds as the read runs (the read's query runs in this turn, its wait for durability after)
+        const vector = at.node.store.committedVector();
+        const runtime = at.node.table(table);
+        at.node.get(runtime, key).then(
           (rec) => {
-            if (rec !== undefined && cluster.site(at.id) === at) cluster.ledger.readReturned(at.id, origin, rec.state.c, `read ${table}/${key}`);
+            if (cluster.site(at.id) !== at) return;
+            if (rec !== undefined) cluster.ledger.readReturned(at.id, origin, rec.state.c, `read ${table}/${key}`);
+            cluster.ledger.readAgainstLog(table, key, runtime.semantics, vector, rec, `read ${table}/${key} at ${at.id}`);
           },
           () => undefined,
         );

@@ -14,6 +14,28 @@ const entry = (origin: string, seq: number, value: string, table = 'profiles', k
 const synced = (ledger: DiskLedger, site: string) => ledger.syncDone(site, ledger.syncStarted(site));
 
 describe('disk ledger', () => {
+  it('reports a read that does not show what the writes its vector covers make (a write resurrected after a purge)', () => {
+    const lww = { conflict: 'lww' as const, fields: {} };
+    const ledger = new DiskLedger();
+    const stateOf = (origin: string, seq: number, ms: number, v: string | undefined, c: Record<string, number>): ItemState => {
+      const d = `${origin}:${seq}`;
+      const h = ms.toString(16).padStart(12, '0') + '0000';
+      return { ...emptyState(), c, r: { '': [v === undefined ? { d, h, s: origin, t: true } : { d, h, s: origin, v: { v } }] }, w: { h, s: origin, d } };
+    };
+    // a put by a.1 and a later, concurrent delete by b.1: the delete wins (higher hlc)
+    const put = stateOf('a.1', 1, 1000, 'x', { 'a.1': 1 });
+    const del = stateOf('b.1', 1, 2000, undefined, { 'b.1': 1 });
+    ledger.committedLocal('a', { origin: 'a.1', seq: 1, hlc: put.w.h, items: [{ table: 'profiles', key: 'k', state: put }] });
+    ledger.committedLocal('b', { origin: 'b.1', seq: 1, hlc: del.w.h, items: [{ table: 'profiles', key: 'k', state: del }] });
+    const both = { 'a.1': 1, 'b.1': 1 };
+    ledger.readAgainstLog('profiles', 'k', lww, both, undefined, 'deleted: right');
+    expect(ledger.anomalies).toEqual([]);
+    // a site that purged the tombstone and then applied the put shows it live: wrong
+    ledger.readAgainstLog('profiles', 'k', lww, both, { live: true, value: { v: 'x' } }, 'resurrected');
+    ledger.readAgainstLog('profiles', 'k', lww, { 'a.1': 1 }, { live: true, value: { v: 'x' } }, 'only the put: right');
+    expect(ledger.anomalies.map((x) => `${x.kind} ${x.detail.split(':')[0]}`)).toEqual(['read-not-of-its-vector resurrected']);
+  });
+
   it('reports a dot issued twice with different content while a peer holds the first', () => {
     const ledger = new DiskLedger();
     ledger.committedLocal('a', entry(a, 1, 'r1'));

@@ -8,7 +8,8 @@
 import { createHash } from 'node:crypto';
 import { canonicalJson, type JsonValue } from '../core/canonical-json.js';
 import { covers, siteOfOrigin, parseDot, type Dot, type VersionVector } from '../core/vector.js';
-import type { ItemState } from '../core/item.js';
+import { joinStates, type ItemState } from '../core/item.js';
+import { materialize, type TableSemantics } from '../core/materialize.js';
 import type { LogEntry } from '../store/types.js';
 
 export type OpStatus = 'pending' | 'ok' | 'fail';
@@ -67,6 +68,7 @@ export interface Anomaly {
     | 'reissued-dot'
     | 'unbacked-quorum-ack'
     | 'read-before-durable'
+    | 'read-not-of-its-vector'
     | 'acked-write-lost';
   detail: string;
 }
@@ -281,6 +283,28 @@ export class DiskLedger {
     const durable = this.durableSeq(site, origin);
     if (seen > durable)
       this.anomalies.push({ kind: 'read-before-durable', detail: `${detail}: read at ${site} saw ${origin}:${seen}, durable there only up to ${durable}` });
+  }
+
+  /**
+   * A read at a site whose store covered `vector` when it read (Store.committedVector, taken in the
+   * same turn) returned `read` (undefined: no live item). Every site's state of an item is the join
+   * of the writes its vector covers, whatever arrived how (entries, snapshots, repairs) and whatever
+   * was purged on the way; so the read must show what that join shows. A purged tombstone whose
+   * concurrent write arrives later, or a counter pair that came back from an older disk, shows here.
+   */
+  readAgainstLog(table: string, key: string, semantics: TableSemantics, vector: VersionVector, read: { live: boolean; value: unknown } | undefined, detail: string): void {
+    let joined: ItemState | undefined;
+    for (const { entry } of this.issued.values()) {
+      if ((vector[entry.origin] ?? 0) < entry.seq) continue;
+      for (const item of entry.items) {
+        if (item.table !== table || item.key !== key) continue;
+        joined = joined === undefined ? item.state : joinStates(joined, item.state, { pruneToMax: semantics.conflict === 'lww' });
+      }
+    }
+    const expected = joined === undefined ? undefined : materialize(semantics, joined);
+    const want = expected?.live ? canonicalJson(expected.value) : 'absent';
+    const got = read?.live ? canonicalJson(read.value as JsonValue) : 'absent';
+    if (want !== got) this.anomalies.push({ kind: 'read-not-of-its-vector', detail: `${detail}: read ${got}, but the writes its vector covers make ${want}` });
   }
 
   /** Every local commit some site holds: the history checker's view of the whole log. */
