@@ -117,9 +117,10 @@ describe('disk faults (real processes)', () => {
 
     const pending = put(east, 'k', { v: 'unacknowledged' }, 'local').catch(() => ({ status: 0 }));
     await new Promise((r) => setTimeout(r, 300));
-    // the write is committed and its sync is held: a read must not answer it yet
+    // the write is committed and its sync is held: a read must not answer it yet (it waits, or, on a
+    // machine slow enough that the write is not even committed, finds nothing)
     const early = await get(east, 'k', AbortSignal.timeout(600)).catch(() => ({ status: 0 }));
-    expect(early.status, 'answered a write whose fdatasync had not ended').toBe(0);
+    expect(early.status, 'answered a write whose fdatasync had not ended').not.toBe(200);
     await cluster.kill('us-east', 'SIGKILL');
     expect((await pending).status).toBe(0);
     // nothing of it left the site

@@ -144,7 +144,9 @@ describe('custom merge', () => {
   });
 
   it('a merge that runs slowly on one site (an overloaded machine) resolves the same there as everywhere', async () => {
-    const slowestMs: number[] = [];
+    // ap-south runs its merges while four threads hog the cores: with a wall-clock bound (the old
+    // node:vm one) it could fall back to LWW there and merge elsewhere. How slow it ran is not
+    // asserted (timing flakes on a shared machine); the step budget's exactness is custom-merge.test.ts's.
     await concurrentWrites(
       slowMerge,
       9,
@@ -155,20 +157,8 @@ describe('custom merge', () => {
         expect(v2).toEqual(v0);
         await expectNothingToRepair(cluster);
       },
-      (cluster) =>
-        wrapMerge(cluster, 'ap-south', (merge) => (siblings) =>
-          onBusyMachine(() => {
-            const started = performance.now();
-            try {
-              return merge(siblings);
-            } finally {
-              slowestMs.push(performance.now() - started);
-            }
-          }),
-        ),
+      (cluster) => wrapMerge(cluster, 'ap-south', (merge) => (siblings) => onBusyMachine(() => merge(siblings))),
     );
-    // the slow site's merges ran past what mergeTimeoutMs bounded as wall time before, and still merged
-    expect(Math.max(...slowestMs)).toBeGreaterThan(50);
   });
 
   it('a merge cannot keep state between calls: a module counter and a global one restart at every call', async () => {
