@@ -71,13 +71,14 @@ export async function runReplicationScenario(seed: number, options: { opsMax?: n
   /**
    * Entries `victim` lost that no site holds any more are gone for real. A disk loss (wipe or
    * rollback to an older copy) may take acknowledged writes with it: their outcome becomes unknown.
-   * A power loss must not: acks come after the fsync.
+   * A power loss must not take the victim's own acknowledged writes (acks come after the fsync); it
+   * may take the last, unsynced copy of another site's write whose own disk was lost before.
    */
   const lostForGood = (victim: string, lost: { dot: string; hash: string }[], cause: 'disk-loss' | 'power-loss') => {
     const gone = new Set(lost.filter((f) => !cluster.ledger.isHeld(f)).map((f) => f.dot));
     for (const op of history.ops) {
       if (op.status !== 'ok' || op.dot === undefined || !gone.has(op.dot)) continue;
-      if (cause === 'disk-loss') op.status = 'pending';
+      if (cause === 'disk-loss' || op.site !== victim) op.status = 'pending';
       else anomalies.push({ kind: 'acked-write-lost', detail: `op ${op.id} ${op.kind} ${op.table}/${op.key} ${op.dot} acknowledged by ${op.site}, lost when ${victim} lost power` });
     }
   };
