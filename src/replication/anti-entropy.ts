@@ -11,11 +11,11 @@
 // means a real divergence (a bug), and each one is logged with its key and versions.
 import { vectorsEqual, type VersionVector } from '../core/vector.js';
 import type { ItemState } from '../core/item.js';
-import { readBody, type Env, type IncomingRequest, type TransportResponse } from '../platform/env.js';
+import type { Env, IncomingRequest, TransportResponse } from '../platform/env.js';
 import { Periodic } from '../platform/periodic.js';
-import { limits } from '../limits.js';
-import { peerHeader, signPeerRequest, type PeerAuthConfig } from './auth.js';
-import { decodeMessage, encodeMessage, protocolVersion } from './protocol.js';
+import type { PeerAuthConfig } from './auth.js';
+import { decodeMessage, protocolVersion } from './protocol.js';
+import { callPeer } from './peer-call.js';
 import type { ReplicaNode } from './replica-node.js';
 import { msgpackResponse, problem } from './feed-server.js';
 
@@ -165,24 +165,9 @@ export class AntiEntropy {
     };
   }
 
-  private async call<T>(peer: string, method: string, path: string, body?: unknown): Promise<T> {
-    const { env, node, auth } = this.options;
-    const ac = new AbortController();
-    const timeout = env.timers.after(limits.peerRequestTimeoutMs, () => ac.abort(new Error('peer request timed out')));
-    try {
-      const res = await env.transport.request({
-        method,
-        url: `${this.options.peerUrls[peer]}${path}`,
-        headers: { 'content-type': 'application/msgpack', [peerHeader]: signPeerRequest(auth, node.siteId, env.clock.wallMs(), method, path) },
-        ...(body !== undefined ? { body: encodeMessage(body) } : {}),
-        signal: ac.signal,
-      });
-      const bytes = await readBody(res.body, 64 * 1024 * 1024);
-      if (res.status !== 200) throw new Error(`peer ${peer} answered ${res.status} to ${path}`);
-      return decodeMessage<T>(bytes);
-    } finally {
-      timeout.cancel();
-    }
+  private call<T>(peer: string, method: string, path: string, body?: unknown): Promise<T> {
+    const { env, node, auth, peerUrls } = this.options;
+    return callPeer<T>({ env, auth, from: node.siteId, peer, peerUrl: peerUrls[peer]!, method, path, ...(body !== undefined ? { body } : {}), replyBytesMax: 64 * 1024 * 1024 });
   }
 }
 

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { demoConfig } from '../config/demo.js';
 import { parseConfig } from '../config/load.js';
+import type { ClusterConfig } from '../config/schema.js';
 import { limits } from '../limits.js';
 import { hlcFromHex, hlcMs, hlcOf } from '../core/hlc.js';
 import { applyLocalWrite } from '../core/write.js';
@@ -15,7 +16,7 @@ import { SiteNode } from './site-node.js';
 
 const config = demoConfig({ sites: 3, basePort: 7100 });
 
-function nodeAt(dir: string, wallMs: () => number): SiteNode {
+function nodeAt(dir: string, wallMs: () => number, tables: { config: ClusterConfig; configPath?: string } = { config }): SiteNode {
   const env: Env = {
     clock: { monotonicMs: () => performance.now(), wallMs },
     timers: realTimers,
@@ -24,7 +25,7 @@ function nodeAt(dir: string, wallMs: () => number): SiteNode {
     log: silentLogger,
   };
   const store = new SqliteStore({ path: join(dir, 'store.db'), siteId: 'us-east', wallMs, conflictEntriesMax: 100 });
-  return new SiteNode({ env, config, siteId: 'us-east', store, nextTurn: realNextTurn });
+  return new SiteNode({ env, config: tables.config, siteId: 'us-east', store, nextTurn: realNextTurn, ...(tables.configPath ? { configPath: tables.configPath } : {}) });
 }
 
 describe('site clock', () => {
@@ -102,15 +103,7 @@ describe('custom merge siblings bound', () => {
       'test config',
     );
     const wall = 1_800_000_000_000;
-    const env: Env = {
-      clock: { monotonicMs: () => performance.now(), wallMs: () => wall },
-      timers: realTimers,
-      random: realRandom,
-      transport: { request: () => Promise.reject(new Error('no network in this test')) },
-      log: silentLogger,
-    };
-    const store = new SqliteStore({ path: join(dir, 'store.db'), siteId: 'us-east', wallMs: () => wall, conflictEntriesMax: 100 });
-    const node = new SiteNode({ env, config: customConfig, siteId: 'us-east', store, nextTurn: realNextTurn, configPath: join(dir, 'cluster.yaml') });
+    const node = nodeAt(dir, () => wall, { config: customConfig, configPath: join(dir, 'cluster.yaml') });
     await node.start();
     const docs = node.table('docs');
     // one concurrent write from each of siblingsMax + 1 origins

@@ -4,7 +4,7 @@
 import { assert } from '../core/assert.js';
 import { RequestError } from '../core/errors.js';
 import { HybridClock, hlcFromHex, hlcMs, hlcToHex } from '../core/hlc.js';
-import { joinStatesTracked, type ItemState } from '../core/item.js';
+import { emptyState, joinStatesTracked, type ItemState } from '../core/item.js';
 import { applyLocalWrite, type ItemOp } from '../core/write.js';
 import { canonicalJson, sameJson } from '../core/canonical-json.js';
 import { dominates, dotOf, siteOfOrigin, type VersionVector } from '../core/vector.js';
@@ -410,16 +410,17 @@ export class SiteNode {
       merge: (current) => {
         const superseded = current.map((c) => covering !== undefined && c !== undefined && dominates(covering, c.state.c));
         const joined = this.joinItems(items, current.map((c, i) => (superseded[i] ? undefined : c)));
-        const records = joined.records.filter((rec, i) => current[i] === undefined || rec.version !== current[i]!.version);
-        changed += records.length;
-        if (options.reportAs !== undefined)
-          for (const rec of records) {
-            const before = current[items.findIndex((i) => i.table === rec.table && i.key === rec.key)];
+        const records = joined.records.filter((rec, i) => {
+          const before = current[i];
+          if (before !== undefined && rec.version === before.version) return false;
+          if (options.reportAs !== undefined)
             this.log.warn(
               { table: rec.table, key: rec.key, before: before?.version ?? null, after: rec.version, by: options.reportAs },
               'repaired an item that differed from a peer at the same vector',
             );
-          }
+          return true;
+        });
+        changed += records.length;
         return { records, conflicts: joined.conflicts };
       },
     });
@@ -453,7 +454,7 @@ export class SiteNode {
           merge: (current) => {
             const records = current.flatMap((cur) =>
               cur !== undefined && dominates(vector, cur.state.c) && !isEmptyState(cur.state)
-                ? [buildRecord(table, cur.key, runtime.semantics, { c: cur.state.c, r: {}, k: {}, s: {}, x: [], w: cur.state.w })]
+                ? [buildRecord(table, cur.key, runtime.semantics, { ...emptyState(), c: cur.state.c, w: cur.state.w })]
                 : [],
             );
             retired += records.length;

@@ -248,9 +248,7 @@ export class SqliteStore implements Store {
     const origin = originOf(this.options.siteId, incarnation);
     assert(!this.originNumbers.has(origin), `origin ${origin} is already in this store`);
     // the old origin becomes a peer's origin: its log rows move to a peer number, in one statement
-    let peerNumber = 1;
-    for (const n of this.originNumbers.values()) if (n !== ownOriginNumber && n >= peerNumber) peerNumber = n + 1;
-    assert(peerNumber < ownOriginNumber, `the log numbers at most ${ownOriginNumber - 1} peer origins`);
+    const peerNumber = this.nextPeerOriginNumber();
     db.transaction(() => {
       db.prepare('UPDATE log SET id = id - ? WHERE id > ? AND id <= ?').run(BigInt(ownOriginNumber - peerNumber) * logSpan, logId(ownOriginNumber, 0), logId(ownOriginNumber, logSeqMax));
       db.prepare('UPDATE origins SET id = ? WHERE id = ?').run(peerNumber, ownOriginNumber);
@@ -334,8 +332,7 @@ export class SqliteStore implements Store {
       if (this.failure === undefined) {
         this.failure = failed(`site ${this.options.siteId} takes no more writes until it is restarted: its write-ahead log could not be made durable (${cause}); this write was not applied`);
         this.options.onFatal?.(unknown);
-        const unreadable = failed(`site ${this.options.siteId} cannot serve this read: it holds a write that could not be made durable here (${cause}); read at another site`);
-        for (const w of this.durableWaiters.splice(0)) w.reject(unreadable);
+        for (const w of this.durableWaiters.splice(0)) w.reject(this.unreadable(cause));
       }
       throw unknown;
     }
@@ -375,9 +372,14 @@ export class SqliteStore implements Store {
   /** Resolves once this site's own writes up to `seq` are durable; rejects if their sync failed. */
   private waitDurable(seq: number): Promise<void> {
     if ((this.durable[this.identity!.origin] ?? 0) >= seq) return Promise.resolve();
-    if (this.failure)
-      return Promise.reject(new RequestError(503, 'store-failed', 'Store failed', `site ${this.options.siteId} cannot serve this read: it holds a write that could not be made durable here; read at another site`, [], { retryAfterS: 1 }));
+    if (this.failure) return Promise.reject(this.unreadable());
     return new Promise((resolve, reject) => this.durableWaiters.push({ seq, resolve, reject }));
+  }
+
+  /** A read refused after a failed sync: what it found holds a write that may not be on disk. */
+  private unreadable(cause?: string): RequestError {
+    const why = cause === undefined ? '' : ` (${cause})`;
+    return new RequestError(503, 'store-failed', 'Store failed', `site ${this.options.siteId} cannot serve this read: it holds a write that could not be made durable here${why}; read at another site`, [], { retryAfterS: 1 });
   }
 
   /** Raises the durable vector and wakes the reads it now covers. */
@@ -748,11 +750,17 @@ export class SqliteStore implements Store {
   private logOriginNumber(origin: string): number {
     const known = this.originNumbers.get(origin) ?? this.pendingOrigins.find(([o]) => o === origin)?.[1];
     if (known !== undefined) return known;
+    const next = this.nextPeerOriginNumber();
+    this.stmts.putOrigin.run(next, origin);
+    this.pendingOrigins.push([origin, next]);
+    return next;
+  }
+
+  /** The lowest peer origin number above every one in use (the transaction in progress's included). */
+  private nextPeerOriginNumber(): number {
     let next = 1;
     for (const n of [...this.originNumbers.values(), ...this.pendingOrigins.map(([, m]) => m)]) if (n !== ownOriginNumber && n >= next) next = n + 1;
     assert(next < ownOriginNumber, `the log numbers at most ${ownOriginNumber - 1} peer origins`);
-    this.stmts.putOrigin.run(next, origin);
-    this.pendingOrigins.push([origin, next]);
     return next;
   }
 
