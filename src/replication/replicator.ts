@@ -7,7 +7,8 @@ import { limits } from '../limits.js';
 import { peerHeader, signPeerRequest, type PeerAuthConfig } from './auth.js';
 import { feedServer, type FeedServer } from './feed-server.js';
 import { PeerPuller, type PeerLinkStatus } from './peer-puller.js';
-import { decodeMessage, encodeMessage, protocolVersion, type AckMessage } from './protocol.js';
+import { encodeMessage, protocolVersion, type AckMessage } from './protocol.js';
+import { callPeer } from './peer-call.js';
 import { msgpackResponse } from './feed-server.js';
 import { Backoff } from '../platform/backoff.js';
 import type { ReplicaNode } from './replica-node.js';
@@ -162,7 +163,8 @@ export class Replicator {
 
   /**
    * The most of `origin` any current peer holds, and the highest incarnation of this site any of
-   * them has seen; undefined unless every current peer answered within originCheckMsMax.
+   * them has seen; undefined unless every current peer answered within originCheckMsMax. Throws
+   * if the replicator stops meanwhile.
    */
   private async peersHold(origin: string): Promise<{ seq: number; incarnationMax: number } | undefined> {
     const { env, node } = this.options;
@@ -172,9 +174,20 @@ export class Replicator {
     let incarnationMax = 0;
     for (const peer of this.peers) {
       for (;;) {
-        if (this.stopped) return undefined;
+        // stopping abandons the check: the site takes no new incarnation on its way down
+        if (this.stopped) throw new Error('stopping');
         try {
-          const reply = decodeMessage<{ vector: VersionVector }>(await this.peerCall(peer, 'GET', '/v1/peer/vector'));
+          const reply = await callPeer<{ vector: VersionVector }>({
+            env,
+            auth: this.auth,
+            from: node.siteId,
+            peer,
+            peerUrl: this.peerUrls[peer]!,
+            method: 'GET',
+            path: '/v1/peer/vector',
+            replyBytesMax: 1024 * 1024,
+            signal: this.lifetime.signal,
+          });
           for (const [o, s] of Object.entries(reply.vector ?? {})) {
             if (o === origin) seq = Math.max(seq, s);
             if (siteOfOrigin(o) === node.siteId) incarnationMax = Math.max(incarnationMax, incarnationOf(o));
@@ -191,29 +204,6 @@ export class Replicator {
       }
     }
     return { seq, incarnationMax };
-  }
-
-  /** One small request to a peer (bounded in time and size); the body of a 200, else throws. */
-  private async peerCall(peer: string, method: string, path: string): Promise<Uint8Array> {
-    const { env, node } = this.options;
-    const ac = new AbortController();
-    const timeout = env.timers.after(limits.peerRequestTimeoutMs, () => ac.abort(new Error(`${path} timed out`)));
-    const stopping = () => ac.abort(new Error('stopping'));
-    this.lifetime.signal.addEventListener('abort', stopping, { once: true });
-    try {
-      const res = await env.transport.request({
-        method,
-        url: `${this.peerUrls[peer]}${path}`,
-        headers: { [peerHeader]: signPeerRequest(this.auth, node.siteId, env.clock.wallMs(), method, path) },
-        signal: ac.signal,
-      });
-      const body = await readBody(res.body, 1024 * 1024);
-      if (res.status !== 200) throw new Error(`peer ${peer} answered ${res.status} to ${path}`);
-      return body;
-    } finally {
-      timeout.cancel();
-      this.lifetime.signal.removeEventListener('abort', stopping);
-    }
   }
 
   private replicate(): void {
