@@ -49,6 +49,19 @@ export const limits = {
    * one does not answer, it takes a new incarnation rather than risk numbering a write twice.
    */
   originCheckMsMax: 3_000,
+  /** Void owned items waiting for their owner's compensating write (beyond it they are logged, not compensated). */
+  voidBacklogMax: 100_000,
+  /** A compensating write that could not be admitted yet is tried again after this long. */
+  compensateRetryMs: 200,
+  /**
+   * A site a voter has not granted a lease since the voter started counts as failed only after this
+   * long (or three leases, if longer): sites of one cluster may start seconds apart.
+   */
+  ownerStartGraceMs: 5_000,
+  /** A write refused because its owner is changing is tried again this often at the site... */
+  ownerRetryMs: 25,
+  /** ...for at most this long when another site forwarded it (that site's forward timeout must not run out first). */
+  ownerWaitForwardedMs: 800,
   /** Peer links retry sooner: a failed connect is cheap, and heal time is bounded by it. */
   peerBackoffMsMax: 150,
 } as const;

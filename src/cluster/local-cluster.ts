@@ -58,6 +58,7 @@ export class LocalCluster {
 
   /** Starts every site (and the router) and waits until all are healthy. */
   async start(timeoutMs = 30_000): Promise<void> {
+    for (const w of this.options.config.witnesses) this.startWitness(w.id);
     for (const site of this.options.config.sites) this.startSite(site.id);
     if (this.options.withRouter) this.startRouter();
     await this.waitHealthy(timeoutMs);
@@ -65,6 +66,10 @@ export class LocalCluster {
 
   startSite(id: string): ManagedProcess {
     return this.spawnChild(id, ['site', '--config', this.configPath, '--site', id, '--data-dir', this.options.dataDir], this.options.siteEnv?.(id));
+  }
+
+  startWitness(id: string): ManagedProcess {
+    return this.spawnChild(id, ['witness', '--config', this.configPath, '--id', id, '--data-dir', this.options.dataDir]);
   }
 
   startRouter(): ManagedProcess {
@@ -97,7 +102,10 @@ export class LocalCluster {
   /** Polls each endpoint until it answers: sites on /ready, the router on its status API. */
   async waitHealthy(timeoutMs: number): Promise<void> {
     const deadline = performance.now() + timeoutMs;
-    const urls = this.options.config.sites.map((s) => ({ id: s.id, url: `${s.url}/ready` }));
+    const urls = [
+      ...this.options.config.witnesses.map((w) => ({ id: w.id, url: `${w.url}/health` })),
+      ...this.options.config.sites.map((s) => ({ id: s.id, url: `${s.url}/ready` })),
+    ];
     if (this.options.withRouter) urls.push({ id: 'router', url: `http://${this.options.config.router.listen}/_tandem/router/ready` });
     for (const { id, url } of urls) {
       for (let delay = 25; ; delay = Math.min(delay * 2, 250)) {

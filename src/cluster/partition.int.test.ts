@@ -114,7 +114,7 @@ describe('partition and heal with real processes', () => {
       headers: { 'tandem-consistency': 'session', 'tandem-session': token },
     });
     const body = JSON.parse(await read.body.text());
-    expect(read.statusCode).toBe(200);
+    expect(read.statusCode, JSON.stringify(body)).toBe(200);
     expect(body.value).toEqual({ v: 'after' });
     expect(['us-east', 'ap-south']).toContain(read.headers['tandem-site']);
     // eu-west itself does not have it: an eventual read there still misses it

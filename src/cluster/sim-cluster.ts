@@ -22,12 +22,19 @@ import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import type { CommitRequest, Store } from '../store/types.js';
 import { SiteNode, type WriteOptions, type WriteOutcome } from '../site/site-node.js';
 import { DiskLedger, type DiskCopy } from '../drill/history.js';
+import { TopologyService } from '../topology/topology-service.js';
+import { SqliteVoterStorage } from '../topology/voter-storage.js';
+import { Voter } from '../topology/paxos.js';
+import { genesisTopology } from '../topology/record.js';
+import { witnessHandler } from '../topology/witness.js';
 
 export interface SimSite {
   id: string;
   env: Env;
   node: SiteNode;
   replicator: Replicator;
+  /** with `topology` on: the site's topology driver (ownership from epochs and leases) */
+  topology?: TopologyService;
 }
 
 /** The simulated disks' and schedules' fault knobs (each site draws its own values from the seed). */
@@ -48,6 +55,12 @@ export interface SimClusterOptions {
   disk?: Partial<SimDiskOptions>;
   tables?: Record<string, unknown>;
   heartbeatMs?: number;
+  /** run topology (voters, leases, failover) on every site; the config's `topology` block */
+  topology?: Record<string, unknown>;
+  /** witnesses (voters with no data), named w1, w2… */
+  witnesses?: number;
+  /** weakened topology rules, only for tests that show a check catches their absence */
+  unsafeTopology?: { expiryMs?: number };
 }
 
 /** The bytes of a site's data directory: the database file and its WAL. */
@@ -70,6 +83,8 @@ export class SimCluster {
   private readonly siteDisk = new Map<string, { fsyncDelayMsMax: number; housekeepingIntervalMs: number; antiEntropyIntervalMs: number }>();
   private starts = 0;
   private readonly copies = new Map<string, DiskImage>();
+  /** Every write of owned items committed anywhere: by which site, under which lease epoch, when (sim time). */
+  readonly admissions: { site: string; epoch: number; atMs: number; dot: string; items: { table: string; key: string }[]; compensates: boolean }[] = [];
   /** What each site's disk holds, commit by commit and sync by sync, and the judgements made on it. */
   readonly ledger = new DiskLedger();
 
@@ -90,6 +105,8 @@ export class SimCluster {
         cluster: 'sim',
         secret: 'simulation-secret-0123456789',
         sites: simSiteIds.slice(0, options.sites).map((id) => ({ id, url: `http://${id}` })),
+        witnesses: Array.from({ length: options.witnesses ?? 0 }, (_, i) => ({ id: `w${i + 1}`, url: `http://w${i + 1}` })),
+        ...(options.topology ? { topology: options.topology } : {}),
         tables: options.tables ?? {
           profiles: { pattern: 'local', conflict: 'lww' },
           carts: { pattern: 'local', conflict: 'merge' },
@@ -102,8 +119,35 @@ export class SimCluster {
 
   static async create(options: SimClusterOptions): Promise<SimCluster> {
     const cluster = new SimCluster(options);
+    for (const w of cluster.config.witnesses) cluster.startWitness(w.id);
     for (const s of cluster.config.sites) await cluster.start(s.id);
     return cluster;
+  }
+
+  private readonly witnesses = new Map<string, Voter>();
+
+  /** A witness: a voter with no data, on the simulated network (its state file survives restarts). */
+  startWitness(id: string): Voter {
+    const env = this.world.envFor(id);
+    const storage = this.voterStorage(id);
+    const t = this.config.topology;
+    const voter = new Voter({
+      id,
+      storage,
+      genesis: genesisTopology(this.config),
+      monotonicMs: () => env.clock.monotonicMs(),
+      restartQuietMs: () => Math.ceil((t.leaseMs * (1 + t.driftRateMax)) / (1 - t.driftRateMax)),
+    });
+    const auth = { cluster: this.config.cluster, secret: this.config.secret, knownSites: new Set(this.config.sites.map((s) => s.id)) };
+    this.world.network.listen(`http://${id}`, witnessHandler({ env, voter, auth }), id);
+    this.witnesses.set(id, voter);
+    return voter;
+  }
+
+  /** Restarts a witness (its process died; its state file is kept). */
+  restartWitness(id: string): void {
+    this.world.crash(id);
+    this.startWitness(id);
   }
 
   get siteIds(): string[] {
@@ -153,20 +197,48 @@ export class SimCluster {
     const node = new SiteNode({ env, config: this.config, siteId: id, store: this.recording(id, store), nextTurn: (fn) => env.timers.after(0, fn) });
     await node.start();
     opening = false;
+    const holder: { replicator?: Replicator } = {};
+    const topology = this.options.topology
+      ? new TopologyService({
+          env,
+          config: this.config,
+          host: { siteId: id, store: node.store, wakePulls: () => holder.replicator?.wakePulls() },
+          auth: { cluster: this.config.cluster, secret: this.config.secret, knownSites: new Set(this.config.sites.map((s) => s.id)) },
+          // the voter's file lives apart from the store: a lost or rolled-back disk does not take a voter's promises with it
+          storage: this.voterStorage(id),
+          ...(this.options.unsafeTopology ? { unsafe: this.options.unsafeTopology } : {}),
+        })
+      : undefined;
+    if (topology) {
+      node.attachOwnership(topology);
+      topology.onChange(() => node.ownershipChanged());
+    }
     const replicator = new Replicator({
       env,
       node,
       config: this.config,
+      ...(topology ? { extraRoutes: topology.routes() } : {}),
       heartbeatMs: this.options.heartbeatMs ?? 200,
       antiEntropyIntervalMs: knobs.antiEntropyIntervalMs,
       housekeepingIntervalMs: knobs.housekeepingIntervalMs,
       logRetainEntries: 2,
     });
+    holder.replicator = replicator;
     this.world.network.listen(`http://${id}`, replicator.handler, id);
     replicator.run();
-    const site = { id, env, node, replicator };
+    topology?.run();
+    const site: SimSite = { id, env, node, replicator, ...(topology ? { topology } : {}) };
     this.live.set(id, site);
     return site;
+  }
+
+  private readonly voterFiles = new Map<string, SqliteVoterStorage>();
+
+  private voterStorage(id: string): SqliteVoterStorage {
+    this.voterFiles.get(id)?.close();
+    const storage = new SqliteVoterStorage(join(this.dir, 'voters', `${id}.db`));
+    this.voterFiles.set(id, storage);
+    return storage;
   }
 
   /**
@@ -186,6 +258,8 @@ export class SimCluster {
               const { origin, seq: stamped } = parseDot(built.records[0]!.state.w.d);
               assert(stamped === seq, `a local write's state carries its own dot, got ${built.records[0]!.state.w.d} for seq ${seq}`);
               ledger.committedLocal(id, { origin, seq, hlc: built.hlc, items: built.records.map((x) => ({ table: x.table, key: x.key, state: x.state })) });
+              if (built.epoch !== undefined)
+                this.admissions.push({ site: id, epoch: built.epoch, atMs: this.world.clock.monotonicMs(), dot: `${origin}:${seq}`, items: built.records.map((x) => ({ table: x.table, key: x.key })), compensates: built.voids !== undefined });
               return built;
             },
           };
@@ -317,6 +391,7 @@ export class SimCluster {
       await s.node.store.close();
     }
     this.live.clear();
+    for (const f of this.voterFiles.values()) f.close();
     rmSync(this.dir, { recursive: true, force: true });
   }
 }

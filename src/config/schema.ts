@@ -34,6 +34,8 @@ export const tableSchema = z
     mergeTimeoutMs: z.number().int().min(1).max(1000).default(50),
     home: homeSchema.optional(),
     writeSite: siteId.optional(),
+    /** for owned tables: where ownership goes when its owner fails, in order (default: the config's site order) */
+    failoverOrder: z.array(siteId).min(1).max(50).optional(),
     durability: z.enum(['local', 'quorum', 'all']).default('local'),
   })
   .superRefine((t, ctx) => {
@@ -47,8 +49,26 @@ export const tableSchema = z
       ctx.addIssue({ code: 'custom', path: ['writeSite'], message: 'writeSite is only allowed with pattern: global' });
     if (t.pattern === 'partitioned' && t.home === undefined)
       ctx.addIssue({ code: 'custom', path: ['home'], message: 'pattern: partitioned needs home' });
+    if (t.pattern === 'local' && t.failoverOrder !== undefined)
+      ctx.addIssue({ code: 'custom', path: ['failoverOrder'], message: 'failoverOrder is only allowed with pattern: global or partitioned' });
     if (t.pattern !== 'partitioned' && t.home !== undefined)
       ctx.addIssue({ code: 'custom', path: ['home'], message: 'home is only allowed with pattern: partitioned' });
+  });
+
+/** Topology, leases and failover (ARCHITECTURE.md, "Topology, leases and failover"). */
+export const topologySchema = z
+  .strictObject({
+    leaseMs: z.number().int().min(100).max(60_000).default(2_000),
+    commitBudgetMs: z.number().int().min(1).max(10_000).default(200),
+    driftRateMax: z.number().min(0).max(0.1).default(0.001),
+    autoFailover: z.boolean().default(true),
+    failback: z.enum(['manual', 'auto']).default('manual'),
+    switchoverWaitMs: z.number().int().min(100).max(600_000).default(5_000),
+    degradedDurability: z.enum(['refuse', 'allow']).default('refuse'),
+  })
+  .superRefine((t, ctx) => {
+    if (t.commitBudgetMs * 2 > t.leaseMs)
+      ctx.addIssue({ code: 'custom', path: ['commitBudgetMs'], message: `expected at most half of leaseMs (${t.leaseMs})` });
   });
 
 export const clusterSchema = z
@@ -59,6 +79,9 @@ export const clusterSchema = z
     witnesses: z.array(witnessSchema).default([]),
     tables: z.record(z.string().regex(tableNamePattern, 'expected a table name [A-Za-z0-9_.-]{1,64}'), tableSchema),
     router: routerSchema.default(() => routerSchema.parse({})),
+    topology: topologySchema.default(() => topologySchema.parse({})),
+    /** topology changes over HTTP need `Authorization: Bearer <adminToken>`; unset: loopback clients only */
+    adminToken: z.string().min(16, 'expected at least 16 characters').optional(),
   })
   .superRefine((c, ctx) => {
     const ids = new Set<string>();
@@ -76,11 +99,15 @@ export const clusterSchema = z
     for (const [name, t] of Object.entries(c.tables)) {
       if (t.writeSite !== undefined && !c.sites.some((s) => s.id === t.writeSite))
         ctx.addIssue({ code: 'custom', path: ['tables', name, 'writeSite'], message: `unknown site ${t.writeSite}` });
+      t.failoverOrder?.forEach((id, i) => {
+        if (!c.sites.some((s) => s.id === id)) ctx.addIssue({ code: 'custom', path: ['tables', name, 'failoverOrder', i], message: `unknown site ${id}` });
+      });
     }
   });
 
 export type ClusterConfig = z.infer<typeof clusterSchema>;
 export type SiteConfig = z.infer<typeof siteSchema>;
 export type TableConfig = z.infer<typeof tableSchema>;
+export type TopologyConfig = z.infer<typeof topologySchema>;
 export type TablePattern = TableConfig['pattern'];
 export type ConflictPolicy = TableConfig['conflict'];

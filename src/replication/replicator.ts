@@ -2,7 +2,7 @@
 // durability waits, per-link status, and the readiness rule "caught up with the peers it can
 // reach". One long-running part with the same face as every other: run() / stop().
 import type { ClusterConfig } from '../config/schema.js';
-import { readBody, type Env, type RequestHandler, type TimerHandle } from '../platform/env.js';
+import { readBody, type Env, type IncomingRequest, type RequestHandler, type TimerHandle, type TransportResponse } from '../platform/env.js';
 import { limits } from '../limits.js';
 import { peerHeader, signPeerRequest, type PeerAuthConfig } from './auth.js';
 import { feedServer, type FeedServer } from './feed-server.js';
@@ -41,6 +41,8 @@ export interface ReplicatorOptions {
     setPeer(peer: string, s: PeerLinkStatus): void;
     repaired(n: number): void;
   };
+  /** more peer routes served beside the feed (topology's voter) */
+  extraRoutes?: Record<string, (req: IncomingRequest, from: string) => Promise<TransportResponse>>;
 }
 
 /** An applied batch at least this large means the site is catching up. */
@@ -126,11 +128,17 @@ export class Replicator {
       },
       extraRoutes: {
         ...this.antiEntropy.routes(),
+        ...options.extraRoutes,
         // what this site holds of every origin: a restarting peer asks before it numbers new writes
         'GET /v1/peer/vector': async () => msgpackResponse(200, { v: protocolVersion, vector: node.store.committedVector() }),
       },
     });
     this.handler = this.feeds.handler;
+  }
+
+  /** Pull from every peer now, whatever the backoffs say (a new owner catching up to its cut). */
+  wakePulls(): void {
+    for (const p of this.pullers.values()) p.wake();
   }
 
   /** The current members this site replicates with. */

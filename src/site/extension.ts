@@ -1,7 +1,10 @@
 // What a site process adds around the bare node: replication (pullers, feed, acks, anti-entropy).
 // Peer URLs come from the config; TANDEM_PEER_URLS (JSON: { siteId: url }) overrides them, so tests
 // and drills can route a site's peer traffic through link fault proxies.
+import { join } from 'node:path';
 import { Replicator } from '../replication/replicator.js';
+import { TopologyService } from '../topology/topology-service.js';
+import { SqliteVoterStorage } from '../topology/voter-storage.js';
 import type { StartSiteOptions } from './run-site.js';
 
 export function peerUrlsFromEnv(raw: string | undefined): Record<string, string> | undefined {
@@ -12,13 +15,26 @@ export function peerUrlsFromEnv(raw: string | undefined): Record<string, string>
   return parsed as Record<string, string>;
 }
 
-export const siteExtension: NonNullable<StartSiteOptions['extend']> = (node, env, metrics) => {
+export const siteExtension: NonNullable<StartSiteOptions['extend']> = (node, env, metrics, site) => {
   const peerUrls = peerUrlsFromEnv(process.env.TANDEM_PEER_URLS);
+  const holder: { replicator?: Replicator } = {};
+  const voterStorage = new SqliteVoterStorage(join(site.dir, 'topology.db'));
+  const topology = new TopologyService({
+    env,
+    config: node.config,
+    host: { siteId: node.siteId, store: node.store, wakePulls: () => holder.replicator?.wakePulls() },
+    auth: { cluster: node.config.cluster, secret: node.config.secret, knownSites: new Set(node.config.sites.map((s) => s.id)) },
+    storage: voterStorage,
+    ...(peerUrls ? { urls: peerUrls } : {}),
+  });
+  node.attachOwnership(topology);
+    topology.onChange(() => node.ownershipChanged());
   const replicator = new Replicator({
     env,
     node,
     config: node.config,
     ...(peerUrls ? { peerUrls } : {}),
+    extraRoutes: topology.routes(),
     heartbeatMs: 500,
     metrics: {
       setPeer(peer, s) {
@@ -29,15 +45,29 @@ export const siteExtension: NonNullable<StartSiteOptions['extend']> = (node, env
       repaired: (n) => metrics.repairs.inc(n),
     },
   });
+  holder.replicator = replicator;
   return {
     hooks: {
       peers: () => replicator.peerStatus(),
-      ready: () => replicator.ready(),
+      ready: () => {
+        const t = topology.readiness();
+        return t.ready ? replicator.ready() : t;
+      },
+      topology,
+      // forwards are data API calls: to the site's own URL (the proxies carry the peer protocol only)
+      peerUrl: (id) => node.config.sites.find((s) => s.id === id)?.url ?? topology.record().members.find((m) => m.id === id)?.url,
       coveringPeer: (token) => replicator.coveringPeer(token),
       awaitDurability: (dot, level) => (level === 'local' ? Promise.resolve(true) : replicator.awaitDurability(dot, level)),
       peerHandler: replicator.handler,
     },
-    start: () => replicator.run(),
-    stop: () => replicator.stop(),
+    start: () => {
+      replicator.run();
+      topology.run();
+    },
+    stop: async () => {
+      await topology.stop();
+      await replicator.stop();
+      voterStorage.close();
+    },
   };
 };

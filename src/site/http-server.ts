@@ -10,6 +10,9 @@ import { limits } from '../limits.js';
 import type { ItemRecord } from '../store/types.js';
 import type { ItemOp } from '../core/write.js';
 import type { SiteMetrics } from './metrics.js';
+import type { TopologyService } from '../topology/topology-service.js';
+import { registerTopologyRoutes } from './topology-api.js';
+import { protocolVersion } from '../replication/protocol.js';
 import { SiteNode, type BatchOp, type Consistency, type Durability, type WriteOutcome } from './site-node.js';
 import { decodeSession, encodeSession, joinSession } from './session.js';
 import { canonicalVector, type VersionVector } from '../core/vector.js';
@@ -44,6 +47,10 @@ export interface SiteServerHooks {
   /** peer API handler (replication feed, snapshots, repair), mounted under /v1/peer/ */
   peerHandler?: RequestHandler;
   epoch?: () => number;
+  /** the topology driver: GET /v1/topology and the operator actions (topology-api.ts) */
+  topology?: TopologyService;
+  /** where a peer is reached (members added online are not in the config) */
+  peerUrl?: (site: string) => string | undefined;
 }
 
 export interface SiteServerOptions {
@@ -148,7 +155,9 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
   app.get('/v1/status', async () => ({
     site: node.siteId,
     origin: node.origin,
-    epoch: hooks.epoch?.() ?? Math.max(0, node.membership().epoch),
+    epoch: hooks.topology?.epoch() ?? hooks.epoch?.() ?? Math.max(0, node.membership().epoch),
+    protocol: protocolVersion,
+    tables: [...node.tables.keys()],
     vector: canonicalVector(node.vector()),
     peers: hooks.peers?.() ?? {},
     digests: await node.store.digests(),
@@ -200,14 +209,38 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     const ifMatch = parseIfMatch(header(req, 'if-match'));
     const ifNoneMatch = parseIfNoneMatch(header(req, 'if-none-match'), true);
     const itemOp = op(req);
-    const owner = node.writeOwner(table, key);
-    if (owner !== undefined) return forward(req, reply, owner);
-    const outcome = await node.write(table, key, itemOp, {
-      ...(ifMatch !== undefined ? { ifMatch } : {}),
-      ...(ifNoneMatch?.any ? { ifNoneMatch: true } : {}),
-      ...(durability !== 'local' ? { awaitsAck: true } : {}),
-    });
-    return answerWrite(reply, outcome, durability, session);
+    const attempt = async (parked: boolean) => {
+      const owner = node.writeOwner(table, key);
+      if (owner !== undefined) return forward(req, reply, owner, 'owner', parked);
+      const outcome = await node.write(table, key, itemOp, {
+        ...(ifMatch !== undefined ? { ifMatch } : {}),
+        ...(ifNoneMatch?.any ? { ifNoneMatch: true } : {}),
+        ...(durability !== 'local' ? { awaitsAck: true } : {}),
+      });
+      return answerWrite(reply, outcome, durability, session);
+    };
+    // Ownership in motion (a handover fencing the item here, a new owner renewing its lease or
+    // pulling up to its cut, a unit revoked and not yet installed) refuses a write before anything
+    // is written; it is tried again for a bounded time, so a planned move costs clients latency, not
+    // errors. A handover's parked write then goes to the new owner (never committed here: no duplicate).
+    const topology = hooks.topology;
+    const forwarded = header(req, forwardedHeader) !== undefined;
+    const deadline = env.clock.monotonicMs() + (forwarded ? limits.ownerWaitForwardedMs : node.config.topology.switchoverWaitMs);
+    let parked = false;
+    for (;;) {
+      const epoch = topology?.epoch();
+      try {
+        return await attempt(parked);
+      } catch (e) {
+        if (!(e instanceof RequestError && e.type === 'owner-changed' && topology !== undefined && epoch !== undefined)) throw e;
+        const left = deadline - env.clock.monotonicMs();
+        if (left <= 0) throw e;
+        if (e.extra.parked === true) {
+          parked = true;
+          await topology.waitForEpochAfter(epoch, left);
+        } else await env.timers.sleep(Math.min(left, limits.ownerRetryMs));
+      }
+    }
   };
 
   app.put('/v1/tables/:table/items/:key', writeRoute((req) => validatePut(req.body)));
@@ -271,6 +304,7 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     const level = durability ?? strongestDurability(ops.map((o) => node.table(o.table).config.durability));
     const outcomes = await node.batch(batchOps, level !== 'local' ? { awaitsAck: true } : {});
     await ensureDurable(outcomes[0]!, level);
+    ensureAcknowledgeable(outcomes[0]!);
     if (outcomes.length > 0) {
       const s = joinSession(session, outcomes[0]!.record.state.c);
       reply.header('tandem-session', encodeSession(outcomes.reduce((acc, o) => joinSession(acc, o.record.state.c), s)));
@@ -294,6 +328,7 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     return {
       conflicts: rows.map(({ record: c }) => ({
         key: c.key,
+        reason: c.reason ?? 'concurrent',
         field: c.field === '' ? undefined : c.field,
         winner: c.winner,
         loser: { value: c.loser.deleted ? null : c.loser.value, deleted: c.loser.deleted, version: c.loser.version, origin: c.loser.origin, dot: c.loserDot },
@@ -302,6 +337,8 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
       cursor: last ? encodeCursor(String(last.id)) : (q.cursor ?? null),
     };
   });
+
+  if (hooks.topology) registerTopologyRoutes(app, { env, node, topology: hooks.topology, send: sendProblem });
 
   // ---------- peer API ----------
   if (hooks.peerHandler) {
@@ -356,8 +393,22 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     }
   }
 
+  /**
+   * A write of owned items is acknowledged only while the owner's lease is still certainly valid
+   * once the write became acknowledgeable (after its fsync, or its quorum): a lease that ran out
+   * meanwhile may have let a new owner cut the write off. Its outcome is then unknown.
+   */
+  function ensureAcknowledgeable(outcome: WriteOutcome): void {
+    if (node.acknowledgeable(outcome)) return;
+    throw new RequestError(504, 'lease-expired', 'Outcome unknown', `the write was committed at ${node.siteId} but its lease expired before it could be acknowledged; its outcome is unknown (a new owner may have cut it off)`, [], {
+      version: outcome.record.version,
+      dot: outcome.dot,
+    });
+  }
+
   async function answerWrite(reply: FastifyReply, outcome: WriteOutcome, durability: Durability, session: VersionVector | undefined) {
     await ensureDurable(outcome, durability);
+    ensureAcknowledgeable(outcome);
     const rec: ItemRecord = outcome.record;
     reply.header('etag', `"${rec.version}"`);
     reply.header('tandem-session', encodeSession(joinSession(session, rec.state.c)));
@@ -370,11 +421,15 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
    * site; any other failed write may have been applied at the owner: 502 with
    * Tandem-Outcome: unknown, which clients and routers must not repeat blindly.
    */
-  async function forward(req: FastifyRequest, reply: FastifyReply, owner: string, why: 'owner' | 'session' = 'owner') {
-    if (why === 'owner' && header(req, forwardedHeader) !== undefined)
-      throw RequestError.unavailable('not-owner', `site ${node.siteId} is not the owner of this item (forwarded by ${header(req, forwardedHeader)})`);
-    const site = node.config.sites.find((s) => s.id === owner)!;
-    const headers: Record<string, string> = { [forwardedHeader]: node.siteId };
+  async function forward(req: FastifyRequest, reply: FastifyReply, owner: string, why: 'owner' | 'session' = 'owner', parked = false) {
+    // one hop: a site forwarded to that no longer owns the item says so, unless it parked the write
+    // through a handover (then it knows the new owner for certain, and sends it one hop further)
+    const hops = header(req, forwardedHeader)?.split(',') ?? [];
+    if (why === 'owner' && hops.length > 0 && !(parked && hops.length < 2))
+      throw RequestError.unavailable('owner-changed', `site ${node.siteId} is not the owner of this item (forwarded by ${hops.join(', ')}; the owner is ${owner} now); nothing was written: retry`);
+    const ownerUrl = hooks.peerUrl?.(owner) ?? node.config.sites.find((s) => s.id === owner)?.url;
+    if (ownerUrl === undefined) throw RequestError.unavailable('owner-unavailable', `no address known for the owner ${owner}`);
+    const headers: Record<string, string> = { [forwardedHeader]: [...hops, node.siteId].join(',') };
     for (const h of ['if-match', 'if-none-match', 'tandem-consistency', 'tandem-durability', 'tandem-session'])
       if (header(req, h) !== undefined) headers[h] = header(req, h)!;
     const body = req.body === undefined ? undefined : Buffer.from(JSON.stringify(req.body));
@@ -388,7 +443,7 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     let res;
     let bytes;
     try {
-      res = await env.transport.request({ method: req.method, url: `${site.url}${req.url}`, headers, ...(body ? { body } : {}), signal: ac.signal });
+      res = await env.transport.request({ method: req.method, url: `${ownerUrl}${req.url}`, headers, ...(body ? { body } : {}), signal: ac.signal });
       bytes = await readBody(res.body, limits.requestBodyBytesMax);
     } catch (e) {
       const failure = timedOut ? `no answer within ${forwardTimeoutMs} ms` : (e as Error).message;

@@ -15,6 +15,17 @@ export class SiteMetrics {
     help: 'Concurrent values that lost and went to the conflict feed',
     registers: [this.registry],
   });
+  readonly voidedItems = new Counter({
+    name: 'tandem_voided_items_total',
+    help: 'Owned items of peers\' entries not applied: beyond the cut of a move of their unit',
+    registers: [this.registry],
+  });
+  readonly leaseRemainingMs = new Gauge({
+    name: 'tandem_lease_remaining_ms',
+    help: 'ms left on this site\'s topology lease (0: none)',
+    registers: [this.registry],
+  });
+  readonly topologyEpoch = new Gauge({ name: 'tandem_topology_epoch', help: 'The newest topology epoch this site knows', registers: [this.registry] });
   readonly clockSkewAlarms = new Counter({
     name: 'tandem_clock_skew_alarms_total',
     help: 'Remote timestamps ahead of the local clock by more than clockSkewMsMax',

@@ -7,18 +7,19 @@ import { HybridClock, hlcFromHex, hlcMs, hlcToHex } from '../core/hlc.js';
 import { emptyState, joinStatesTracked, type ItemState } from '../core/item.js';
 import { applyLocalWrite, type ItemOp } from '../core/write.js';
 import { canonicalJson, sameJson } from '../core/canonical-json.js';
-import { dominates, dotOf, siteOfOrigin, type VersionVector } from '../core/vector.js';
+import { dominates, dotOf, parseDot, siteOfOrigin, type VersionVector } from '../core/vector.js';
 import type { ClusterConfig } from '../config/schema.js';
 import type { Env } from '../platform/env.js';
 import { limits } from '../limits.js';
 import { GroupCommitter } from '../store/group-commit.js';
-import type { ConflictRecord, CurrentItem, ItemRecord, LogEntry, Store, StoreIdentity } from '../store/types.js';
+import type { ConflictRecord, CurrentItem, ItemRecord, LogEntry, Store, StoreIdentity, VoidedWrite } from '../store/types.js';
 import { buildRecord } from './records.js';
 import { buildTables, ownerOf, type TableRuntime } from './tables.js';
 import type { SiteMetrics } from './metrics.js';
 import { loadCustomMerge } from './custom-merge.js';
 import type { CustomMerge } from '../core/materialize.js';
 import type { Member, Membership } from '../core/membership.js';
+import type { Ownership } from '../topology/topology-service.js';
 
 export type Consistency = 'eventual' | 'session' | 'strong';
 export type Durability = 'local' | 'quorum' | 'all';
@@ -37,6 +38,8 @@ export interface WriteOutcome {
   seq: number;
   /** false when nothing was written (delete of an already deleted item) */
   wrote: boolean;
+  /** owned units the write touched, and the epoch of the lease it was admitted under */
+  owned?: { units: string[]; epoch: number };
 }
 
 export interface BatchOp {
@@ -74,6 +77,10 @@ export class SiteNode {
   private confirmedOrigin = false;
   /** the config's sites, all active: the members until a topology epoch says otherwise */
   private readonly configMembers: Member[];
+  private ownership: Ownership | undefined;
+  /** void owned items this site (their owner) applied nowhere and must compensate where others did */
+  private voidBacklog: (VoidedWrite & { origin: string; seq: number })[] = [];
+  private compensating = false;
   private readonly log;
 
   constructor(private readonly deps: SiteNodeDeps) {
@@ -201,10 +208,47 @@ export class SiteNode {
     return t;
   }
 
+  /**
+   * From now on ownership of `global` and `partitioned` items comes from topology epochs and leases
+   * (topology/): writes of owned items are admitted only under the owner's lease, carry its epoch,
+   * and peers' owned items are applied only if they count. Without it (single-process tests), the
+   * config's owners stand forever and no lease is needed.
+   */
+  attachOwnership(ownership: Ownership): void {
+    this.ownership = ownership;
+  }
+
+  /** The topology changed: units this site gained may hold void items it must compensate. */
+  ownershipChanged(): void {
+    if (this.voidBacklog.length > 0) void this.compensate();
+  }
+
+  /** The unit (topology/record.ts) an item belongs to, or undefined for a `local` table. */
+  unitOf(table: TableRuntime, key: string): string | undefined {
+    return this.ownership?.unitFor(table.name, table.config, key);
+  }
+
   /** The site that must accept this write, or undefined if this site may. */
   writeOwner(table: TableRuntime, key: string): string | undefined {
+    if (this.ownership !== undefined) {
+      const unit = this.ownership.unitFor(table.name, table.config, key);
+      if (unit === undefined) return undefined;
+      const owner = this.ownership.ownerOf(unit);
+      if (owner === null)
+        throw RequestError.unavailable('owner-changed', `${unit} is being moved to a new owner (epoch ${this.ownership.epoch()}); nothing was written: retry shortly`);
+      return owner === this.siteId ? undefined : owner;
+    }
     const owner = ownerOf(this.deps.config, table, key);
     return owner === undefined || owner === this.siteId ? undefined : owner;
+  }
+
+  /**
+   * Whether a committed write may be acknowledged now: a write of owned items only while the lease
+   * it was admitted under (or its renewal, with no move between) is still certainly valid.
+   */
+  acknowledgeable(outcome: WriteOutcome): boolean {
+    if (outcome.owned === undefined || this.ownership === undefined) return true;
+    return this.ownership.acknowledgeable(outcome.owned.units, outcome.owned.epoch);
   }
 
   vector(): VersionVector {
@@ -276,6 +320,9 @@ export class SiteNode {
     const clock = this.clock!;
     const identity = this.identity!;
     let unchanged: ItemRecord | undefined;
+    const ownership = this.ownership;
+    const units = ownership === undefined ? [] : [...new Set(ops.map((o) => ownership.unitFor(o.table, this.table(o.table).config, o.key)).filter((u): u is string => u !== undefined))];
+    let admittedEpoch: number | undefined;
     const result = await this.committer.submit({
       kind: 'local',
       refs: ops.map((o) => ({ table: o.table, key: o.key })),
@@ -283,6 +330,9 @@ export class SiteNode {
       build: (current, seq) => {
         const dot = dotOf(identity.origin, seq);
         const runtimes = ops.map((o) => this.table(o.table));
+        // Admission of owned items happens here, where seqs are assigned: a fence or a lost lease
+        // stops every write not yet numbered, and none numbered before it is left out of a cut.
+        if (units.length > 0) admittedEpoch = ownership!.admit(units);
         // Preconditions and no-op deletes are decided before anything is built.
         ops.forEach((o, i) => {
           const cur = current[i];
@@ -316,7 +366,7 @@ export class SiteNode {
             throw RequestError.tooLarge(`item ${o.key} would exceed ${limits.itemBodyBytesMax} bytes`);
           return rec;
         });
-        return { records, hlc: hlcToHex(hlc), clock: hlcToHex(clock.current()) };
+        return { records, hlc: hlcToHex(hlc), clock: hlcToHex(clock.current()), ...(admittedEpoch !== undefined ? { epoch: admittedEpoch } : {}) };
       },
     });
     if (result.kind === 'local' && !result.ok) {
@@ -330,13 +380,20 @@ export class SiteNode {
     assert(result.kind === 'local' && result.ok, 'local commit result');
     this.deps.metrics?.writes.inc(ops.length);
     const dot = dotOf(identity.origin, result.seq);
-    return result.records.map((record) => ({ record, dot, seq: result.seq, wrote: true }));
+    const owned = admittedEpoch !== undefined ? { units, epoch: admittedEpoch } : undefined;
+    return result.records.map((record) => ({ record, dot, seq: result.seq, wrote: true, ...(owned ? { owned } : {}) }));
   }
 
   /** Applies entries from a peer (any origin), joining states by each table's policy. */
   async applyRemote(entries: LogEntry[], raw?: Uint8Array[]): Promise<{ applied: number; duplicates: number; gaps: number; quarantined: number }> {
     const clock = this.clock!;
     assert(raw === undefined || raw.length === entries.length, 'one raw body per entry');
+    // whether an owned item counts is judged by the record of its entry's epoch: learn it first
+    if (this.ownership !== undefined) {
+      const newest = Math.max(0, ...entries.map((e) => e.epoch ?? 0));
+      if (newest > this.ownership.epoch() && !(await this.ownership.learnEpoch(newest)))
+        throw new Error(`entries of topology epoch ${newest} arrived before this site could learn that epoch (it knows ${this.ownership.epoch()}); will retry`);
+    }
     // what this site already has (from another peer, usually) is not worth a place in a commit
     const have = this.vector();
     let duplicates = 0;
@@ -355,7 +412,7 @@ export class SiteNode {
           entry,
           clock: hlcToHex(clock.current()),
           ...(bytes !== undefined ? { raw: bytes } : {}),
-          merge: (current) => this.joinItems(entry.items, current),
+          merge: (current) => this.joinItems(entry.items, current, entry),
         });
       }),
     );
@@ -375,10 +432,94 @@ export class SiteNode {
       } else if (r.reason === 'duplicate') duplicates++;
       else gaps++;
     }
+    if (this.voidBacklog.length > 0) void this.compensate();
     this.deps.metrics?.entriesReceived.inc({ result: 'applied' }, applied);
     this.deps.metrics?.entriesReceived.inc({ result: 'duplicate' }, duplicates);
     if (quarantined > 0) this.deps.metrics?.entriesReceived.inc({ result: 'quarantined' }, quarantined);
     return { applied, duplicates, gaps, quarantined };
+  }
+
+  private voidConflicts(voids: VoidedWrite[], winner: ItemState['w'] | undefined): ConflictRecord[] {
+    return voids.map((v) => ({
+      reason: 'voided' as const,
+      table: v.table,
+      key: v.key,
+      loserDot: v.dot,
+      field: '',
+      winner: { version: winner ? `${winner.h}-${winner.s}` : '', origin: winner?.s ?? '' },
+      loser: { value: v.value, deleted: v.value === null, version: '', origin: siteOfOrigin(parseDot(v.dot).origin) },
+      atMs: Math.floor(this.deps.env.clock.wallMs()),
+    }));
+  }
+
+  /**
+   * Undoes void owned items (ARCHITECTURE.md, "Voiding is per item, by epoch"): as their owner, this
+   * site commits for each a write of its own current value (or a tombstone) whose context covers the
+   * void dots, so the sites that applied them take this value instead; the entry names them, so every
+   * site records the voided values in its conflict feed.
+   */
+  private async compensate(): Promise<void> {
+    if (this.compensating || this.ownership === undefined || this.stopping) return;
+    this.compensating = true;
+    try {
+      const ownership = this.ownership;
+      const mine = (v: { table: string; key: string }) => {
+        try {
+          const unit = ownership.unitFor(v.table, this.table(v.table).config, v.key);
+          return unit !== undefined && ownership.ownerOf(unit) === this.siteId;
+        } catch {
+          return false;
+        }
+      };
+      let retry = false;
+      const todo = this.voidBacklog.filter(mine);
+      this.voidBacklog = this.voidBacklog.filter((v) => !mine(v));
+      while (todo.length > 0 && this.serving) {
+        const batch = todo.splice(0, limits.groupCommitWritesMax);
+        const byItem = new Map<string, (VoidedWrite & { origin: string; seq: number })[]>();
+        for (const v of batch) byItem.set(`${v.table}\u0000${v.key}`, [...(byItem.get(`${v.table}\u0000${v.key}`) ?? []), v]);
+        for (const voids of byItem.values()) {
+          const { table, key } = voids[0]!;
+          const runtime = this.table(table);
+          const unit = this.ownership.unitFor(table, runtime.config, key);
+          if (unit === undefined) continue;
+          const clock = this.clock!;
+          const identity = this.identity!;
+          let built: VoidedWrite[] = [];
+          const result = await this.committer.submit({
+            kind: 'local',
+            refs: [{ table, key }],
+            build: (current, seq) => {
+              const cur = current[0];
+              const undo = voids.filter((v) => (cur?.state.c[v.origin] ?? 0) < v.seq);
+              if (undo.length === 0) throw new UnchangedSignal();
+              const epoch = this.ownership!.admit([unit]);
+              const base: ItemState = cur?.state ?? { ...emptyState(), c: this.deps.store.gcFloor() };
+              const covering: VersionVector = { ...base.c };
+              for (const v of undo) covering[v.origin] = Math.max(covering[v.origin] ?? 0, v.seq);
+              const value = cur?.live ? buildRecord(table, key, runtime.semantics, cur.state).value : undefined;
+              const dot = dotOf(identity.origin, seq);
+              const hlc = clock.tickAfter(cur ? hlcFromHex(cur.state.w.h) : 0n);
+              const state = applyLocalWrite(runtime.semantics, { ...base, c: covering }, value !== undefined ? { op: 'put', value } : { op: 'delete' }, { dot, hlc, site: identity.siteId, origin: identity.origin }, this.deps.store.gcFloor());
+              built = undo.map((v) => ({ table: v.table, key: v.key, dot: v.dot, value: v.value }));
+              return { records: [buildRecord(table, key, runtime.semantics, state)], hlc: hlcToHex(hlc), clock: hlcToHex(clock.current()), epoch, voids: built };
+            },
+          });
+          if (result.kind === 'local' && result.ok) {
+            const rec = result.records[0]!;
+            await this.recordConflicts(this.voidConflicts(built, rec.state.w));
+            this.log.warn({ table, key, voided: built.map((v) => v.dot), dot: dotOf(identity.origin, result.seq) }, 'compensated void owned writes');
+          } else if (result.kind === 'local' && !(result.error instanceof UnchangedSignal)) {
+            // not admitted yet (a lease being renewed, a promotion pulling): kept for the next try
+            this.voidBacklog.push(...voids);
+            retry = true;
+          }
+        }
+      }
+      if (retry && !this.stopping) this.deps.env.timers.after(limits.compensateRetryMs, () => void this.compensate());
+    } finally {
+      this.compensating = false;
+    }
   }
 
   async recordConflicts(records: ConflictRecord[]): Promise<void> {
@@ -471,11 +612,33 @@ export class SiteNode {
   private joinItems(
     items: { table: string; key: string; state: ItemState }[],
     current: (CurrentItem | undefined)[],
+    entry?: LogEntry,
   ): { records: ItemRecord[]; conflicts: ConflictRecord[] } {
     const records: ItemRecord[] = [];
     const conflicts: ConflictRecord[] = [];
+    // a compensating write: every site records the values it undid, whether it had applied them or not
+    if (entry?.voids !== undefined) {
+      conflicts.push(...this.voidConflicts(entry.voids, entry.items[0]?.state.w));
+      const done = new Set(entry.voids.map((v) => v.dot));
+      this.voidBacklog = this.voidBacklog.filter((v) => !done.has(v.dot));
+    }
     items.forEach((item, i) => {
       const runtime = this.tables.get(item.table);
+      // An owned item of an entry admitted under a lease whose epoch was later cut short does not
+      // count: it is logged and relayed (the entry is), never applied.
+      if (entry !== undefined && runtime !== undefined && this.ownership !== undefined) {
+        const unit = ownedUnit(this.ownership, runtime, item.key);
+        if (unit !== undefined && !this.ownership.counts(unit, entry.origin, entry.seq, entry.epoch ?? 0)) {
+          this.deps.metrics?.voidedItems.inc();
+          // every site keeps it: whichever owns the unit (now or after a later move) compensates
+          if (this.voidBacklog.length < limits.voidBacklogMax) {
+            const voided = buildRecord(item.table, item.key, runtime.semantics, item.state);
+            this.voidBacklog.push({ table: item.table, key: item.key, dot: dotOf(entry.origin, entry.seq), value: voided.live ? voided.value! : null, origin: entry.origin, seq: entry.seq });
+          }
+          this.log.warn({ unit, table: item.table, key: item.key, dot: dotOf(entry.origin, entry.seq), epoch: entry.epoch ?? 0 }, 'void owned item not applied: beyond the cut of a move of its unit');
+          return;
+        }
+      }
       // An unknown table (config skew between sites during a rolling change) is kept as lww.
       const semantics = runtime?.semantics ?? { conflict: 'lww' as const, fields: {} };
       const cur: ItemState | undefined = current[i]?.state;
@@ -507,6 +670,15 @@ export class SiteNode {
 }
 
 class UnchangedSignal extends Error {}
+
+/** The unit of an owned item, or undefined (a `local` table, or a key no partition names any more). */
+function ownedUnit(ownership: Ownership, table: TableRuntime, key: string): string | undefined {
+  try {
+    return ownership.unitFor(table.name, table.config, key);
+  } catch {
+    return undefined;
+  }
+}
 
 /** A state with no entry left: nothing of it can survive a join. */
 function isEmptyState(state: ItemState): boolean {

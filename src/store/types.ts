@@ -42,9 +42,30 @@ export interface LogEntry {
   items: { table: string; key: string; state: ItemState }[];
   /** the origin waits for peers' acks of this entry (quorum or all durability): ack it at once */
   awaitsAck?: true;
+  /**
+   * The topology epoch of the lease the entry was admitted under, when it writes owned items
+   * (`global` or `partitioned` tables): whether those items count is decided by it (topology/record.ts,
+   * entryCounts). Absent: no owned item, or written before topology epochs existed.
+   */
+  epoch?: number;
+  /**
+   * A compensating write (topology/): the void owned writes it undoes, with the values they had
+   * where they were applied, so every site applying it records them in its conflict feed.
+   */
+  voids?: VoidedWrite[];
+}
+
+export interface VoidedWrite {
+  table: string;
+  key: string;
+  dot: string;
+  /** the value the void write left (null: it deleted) */
+  value: JsonValue | null;
 }
 
 export interface ConflictRecord {
+  /** why the loser lost: a concurrent write won; a failover voided it; a rewind overwrote it (default concurrent) */
+  reason?: 'concurrent' | 'voided' | 'rewound';
   table: string;
   key: string;
   loserDot: string;
@@ -74,7 +95,7 @@ export interface LocalCommit {
    * site's clock after the write (hex), kept as the floor a restart resumes from; the entry's
    * `hlc` may be ahead of it (a write stamped after a far-ahead item does not drag the clock).
    */
-  build(current: (CurrentItem | undefined)[], seq: number): { records: ItemRecord[]; hlc: string; clock?: string };
+  build(current: (CurrentItem | undefined)[], seq: number): { records: ItemRecord[]; hlc: string; clock?: string; epoch?: number; voids?: VoidedWrite[] };
 }
 
 /** A log entry as stored: its MessagePack bytes (log-codec.ts), with the fields a feed needs. */

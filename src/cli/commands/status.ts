@@ -35,15 +35,36 @@ async function getJson<T>(url: string): Promise<T | undefined> {
   }
 }
 
-async function collect(routerUrl: string, siteUrls: Record<string, string> | undefined) {
+interface TopologyView {
+  epoch: number;
+  members: { id: string; kind: string; state: string }[];
+  owners: Record<string, string | null>;
+  homes: Record<string, Record<string, string | null>>;
+  leases: Record<string, { validForMs: number }>;
+  history: { epoch: number; action: string; by: string; why: string; atMs: number; detail?: string }[];
+}
+
+async function collect(routerUrl: string, siteUrls: Record<string, string> | undefined, history: boolean) {
   const router = await getJson<{ sites: Record<string, RouterSiteView> }>(`${routerUrl}/_tandem/router/status`);
   const urls = siteUrls ?? Object.fromEntries(Object.entries(router?.sites ?? {}).map(([id, s]) => [id, s.target]));
   const sites: Record<string, SiteStatus | undefined> = {};
-  await Promise.all(Object.entries(urls).map(async ([id, url]) => (sites[id] = await getJson<SiteStatus>(`${url}/v1/status`))));
-  return { router: router ?? null, sites };
+  const topologies: Record<string, TopologyView | undefined> = {};
+  await Promise.all(
+    Object.entries(urls).map(async ([id, url]) => {
+      sites[id] = await getJson<SiteStatus>(`${url}/v1/status`);
+      topologies[id] = await getJson<TopologyView>(`${url}/v1/topology${history ? '?history' : ''}`);
+    }),
+  );
+  // the newest epoch any site knows; leases as each holder reports its own
+  const known = Object.values(topologies).filter((t): t is TopologyView => t !== undefined);
+  const newest = known.sort((a, b) => b.epoch - a.epoch)[0];
+  const leases: Record<string, { validForMs: number }> = {};
+  for (const t of known) Object.assign(leases, t.leases);
+  const topology = newest ? { ...newest, leases } : null;
+  return { router: router ?? null, sites, topology };
 }
 
-function render(data: Awaited<ReturnType<typeof collect>>): string {
+function render(data: Awaited<ReturnType<typeof collect>>, showHistory: boolean): string {
   const ids = [...new Set([...Object.keys(data.router?.sites ?? {}), ...Object.keys(data.sites)])];
   const rows = [['site', 'router', 'rtt ms', 'dial', 'share', 'node', 'epoch', 'entries', 'max lag', 'links']];
   for (const id of ids) {
@@ -70,6 +91,15 @@ function render(data: Awaited<ReturnType<typeof collect>>): string {
   lines.push('');
   if (!data.router) lines.push('router: unreachable');
   lines.push(digestSets.size <= 1 ? 'digests: equal on every reachable site' : 'digests: DIFFER (replication in progress or diverged)');
+  const t = data.topology;
+  if (t) {
+    lines.push(`topology: epoch ${t.epoch}; members ${t.members.map((m) => `${m.id}${m.kind === 'witness' ? ' (witness)' : ''}: ${m.state}`).join(', ')}`);
+    for (const [table, owner] of Object.entries(t.owners)) lines.push(`  ${table}: owner ${owner ?? '(moving)'}`);
+    for (const [table, homes] of Object.entries(t.homes))
+      lines.push(`  ${table}: ${Object.entries(homes).map(([p, o]) => `${p}→${o ?? '(moving)'}`).join(', ')}`);
+    lines.push(`  leases: ${Object.entries(t.leases).map(([s, l]) => `${s} ${l.validForMs} ms`).join(', ') || 'none held'}`);
+    if (showHistory) for (const h of t.history) lines.push(`  epoch ${h.epoch}: ${h.action}${h.detail ? ` (${h.detail})` : ''} by ${h.by}: ${h.why} at ${new Date(h.atMs).toISOString()}`);
+  } else lines.push('topology: no site answered');
   return lines.join('\n');
 }
 
@@ -81,11 +111,12 @@ export function registerStatusCommand(program: Command): void {
     .option('--config <file>', 'cluster config: reach site nodes at their configured URLs (default: the router targets)')
     .option('--json', 'print JSON')
     .option('--watch', 'refresh every second until interrupted')
-    .action(async (opts: { url: string; config?: string; json?: boolean; watch?: boolean }) => {
+    .option('--history', 'every topology change: who, why, when')
+    .action(async (opts: { url: string; config?: string; json?: boolean; watch?: boolean; history?: boolean }) => {
       const siteUrls = opts.config ? Object.fromEntries(loadConfigFile(opts.config).sites.map((s) => [s.id, s.url])) : undefined;
       for (;;) {
-        const data = await collect(opts.url.replace(/\/$/, ''), siteUrls);
-        const text = opts.json ? JSON.stringify(data, null, 2) : render(data);
+        const data = await collect(opts.url.replace(/\/$/, ''), siteUrls, opts.history === true);
+        const text = opts.json ? JSON.stringify(data, null, 2) : render(data, opts.history === true);
         process.stdout.write(opts.watch ? `\x1b[2J\x1b[H${text}\n` : `${text}\n`);
         if (!opts.watch) {
           if (!data.router && Object.values(data.sites).every((s) => s === undefined)) process.exitCode = 1;

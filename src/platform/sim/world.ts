@@ -84,6 +84,7 @@ export class SimWorld {
   /** Bumped by `crash`: envs of an older incarnation of a node go inert. */
   private readonly incarnationOfNode = new Map<string, number>();
   private readonly pendingTimersOfNode = new Map<string, Set<TimerHandle>>();
+  private readonly pausedUntilOfNode = new Map<string, number>();
 
   constructor(options: SimWorldOptions) {
     this.seed = options.seed;
@@ -148,6 +149,15 @@ export class SimWorld {
     for (const timer of this.pendingTimersOfNode.get(nodeId) ?? []) timer.cancel();
     this.pendingTimersOfNode.delete(nodeId);
     this.network.crash(nodeId);
+  }
+
+  /**
+   * Pauses node `nodeId` for `ms` (SIGSTOP then SIGCONT, or a VM pause): none of its timers fires
+   * before it resumes (then every one due fires at once); its clocks go on. Cut its links meanwhile
+   * if its sockets should go quiet too.
+   */
+  pause(nodeId: string, ms: number): void {
+    this.pausedUntilOfNode.set(nodeId, Math.max(this.pausedUntilOfNode.get(nodeId) ?? 0, this.nowMsValue + ms));
   }
 
   /** Runs the next event, then settles. Returns false when nothing is left to run. */
@@ -241,17 +251,26 @@ export class SimWorld {
     const after = (ms: number, fn: () => void): TimerHandle => {
       if (!isAlive()) return { cancel: () => {} };
       const pending = nodeId === null ? null : this.pendingTimersOf(nodeId);
-      const handle = this.schedule(ms, `timer ${owner}`, () => {
-        pending?.delete(handle);
-        fn();
-      });
-      pending?.add(handle);
-      return {
+      let inner: TimerHandle;
+      const handle: TimerHandle = {
         cancel: () => {
           pending?.delete(handle);
-          handle.cancel();
+          inner.cancel();
         },
       };
+      const fire = () => {
+        // a paused process (SIGSTOP, a VM pause) runs its timers only once it resumes
+        const until = nodeId === null ? 0 : (this.pausedUntilOfNode.get(nodeId) ?? 0);
+        if (this.nowMsValue < until) {
+          inner = this.schedule(until - this.nowMsValue, `timer ${owner} (resumed)`, fire);
+          return;
+        }
+        pending?.delete(handle);
+        fn();
+      };
+      inner = this.schedule(ms, `timer ${owner}`, fire);
+      pending?.add(handle);
+      return handle;
     };
     const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
       new Promise<void>((resolve, reject) => {

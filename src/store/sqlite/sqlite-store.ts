@@ -616,7 +616,7 @@ export class SqliteStore implements Store {
           assert(built.records.length > 0, 'a local write changes at least one item');
           // the entry is encoded first, with the states: the items table keeps the same bytes
           const { body, states } = encodeLogEntry(
-            { origin: identity.origin, seq, hlc: built.hlc, ...(req.awaitsAck ? { awaitsAck: true as const } : {}) },
+            { origin: identity.origin, seq, hlc: built.hlc, ...(req.awaitsAck ? { awaitsAck: true as const } : {}), ...(built.epoch !== undefined ? { epoch: built.epoch } : {}), ...(built.voids !== undefined ? { voids: built.voids } : {}) },
             built.records.map((r) => ({ table: r.table, key: r.key, state: r.state })),
           );
           this.writeRecords(built.records, before, new Map(built.records.map((r, i) => [r.state, states[i]!])));

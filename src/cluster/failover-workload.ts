@@ -1,0 +1,366 @@
+// A seeded failover scenario on the simulated cluster (topology on): clients write a `global` table
+// (quorum and local durability), a partitioned table and a local table at random sites, which
+// forward owned writes to the owner they know; on the seed's plan the owner crashes, is isolated
+// (both ways or one way), pauses longer than its lease, a switchover runs (with a partition in the
+// middle), voters restart, clocks drift. Then everything heals and converges, and the history of
+// every admitted write is checked:
+//   - `two-owners`: never two sites admitting writes of one unit in overlapping intervals (per site
+//     and lease epoch: from its first to its last admission);
+//   - `acked-quorum-write-lost`: every acknowledged quorum write is at every site at the end;
+//   - `local-write-voided`: every acknowledged write of a `local` table is at every site;
+//   - `epochs-differ` / `not-converged`: every site ends at the same epoch and vector;
+//   - `no-owner`: after the heal, every unit has an owner again.
+import { assert } from '../core/assert.js';
+import { RequestError } from '../core/errors.js';
+import { SimCluster, type SimSite } from './sim-cluster.js';
+import type { WriteOutcome } from '../site/site-node.js';
+import { units } from '../topology/record.js';
+
+export type FailoverFault = 'crash' | 'isolate' | 'one-way' | 'pause' | 'switchover' | 'switchover-partition' | 'voter-restart' | 'drift' | 'isolate-failover';
+export const failoverFaults: readonly FailoverFault[] = ['crash', 'isolate', 'one-way', 'pause', 'switchover', 'switchover-partition', 'voter-restart', 'drift', 'isolate-failover'];
+
+export interface FailoverAnomaly {
+  kind: 'two-owners' | 'acked-quorum-write-lost' | 'local-write-voided' | 'epochs-differ' | 'not-converged' | 'no-owner' | 'digests-differ' | 'void-not-in-feed' | 'acked-after-cut';
+  detail: string;
+}
+
+export interface FailoverResult {
+  seed: number;
+  fault: FailoverFault;
+  anomalies: FailoverAnomaly[];
+  acked: number;
+  ackedQuorum: number;
+  failed: number;
+  unknown: number;
+  epochs: number;
+  /** sim ms from the fault until the first write of the global table admitted by another site (crash/isolate/pause) */
+  promotedAfterMs: number | undefined;
+}
+
+export interface FailoverOptions {
+  fault?: FailoverFault;
+  leaseMs?: number;
+  witnesses?: number;
+  sites?: number;
+  /** weakenings, for showing which check catches which rule (never in production) */
+  weaken?: { ackWithoutLeaseCheck?: boolean; noExpiryWait?: boolean };
+}
+
+interface AckedWrite {
+  table: string;
+  key: string;
+  value: string;
+  durability: 'local' | 'quorum';
+  site: string;
+  dot: string;
+  ackedAtMs: number;
+}
+
+export async function runFailoverScenario(seed: number, options: FailoverOptions = {}): Promise<FailoverResult> {
+  const leaseMs = options.leaseMs ?? 1_000;
+  const sites = options.sites ?? 3;
+  const fault = options.fault ?? failoverFaults[seed % failoverFaults.length]!;
+  const cluster = await SimCluster.create({
+    seed,
+    sites,
+    witnesses: options.witnesses ?? 0,
+    network: { oneWayDelayMsMean: 5, oneWayDelayMsJitter: 3 },
+    // a pause should often land between a commit and its sync (its acknowledgement waits past it)
+    disk: { fsyncDelayMsMax: fault === 'pause' ? 40 : 5 },
+    heartbeatMs: 100,
+    topology: { leaseMs, commitBudgetMs: Math.floor(leaseMs / 10), driftRateMax: 0.01 },
+    ...(options.weaken?.noExpiryWait ? { unsafeTopology: { expiryMs: 0 } } : {}),
+    tables: {
+      ledger: { pattern: 'global', writeSite: 'us-east', durability: 'quorum' },
+      orders: { pattern: 'partitioned', home: { from: 'key-prefix', separator: ':' } },
+      profiles: { pattern: 'local' },
+    },
+  });
+  const { world } = cluster;
+  const rnd = world.random.fork('failover-workload');
+  const acked: AckedWrite[] = [];
+  let failed = 0;
+  let unknown = 0;
+  let n = 0;
+  let stopWriting = false;
+  let faultAtMs = -1;
+  let victim = 'us-east';
+  const ids = cluster.siteIds;
+  const inFlight = new Set<Promise<void>>();
+
+  const writeOnce = async () => {
+    const entry = cluster.site(ids[rnd.int(ids.length)]!);
+    if (entry === undefined) return;
+    const which = rnd.int(10);
+    const id = `w${++n}`;
+    const table = which < 5 ? 'ledger' : which < 8 ? 'orders' : 'profiles';
+    const key = table === 'orders' ? `${ids[rnd.int(ids.length)]}:${id}` : id;
+    const durability: 'local' | 'quorum' = table === 'ledger' ? (rnd.int(4) === 0 ? 'local' : 'quorum') : 'local';
+    // the entry site sends owned writes to the owner it knows (one hop, as the HTTP layer does)
+    let site: SimSite = entry;
+    try {
+      const owner = entry.node.writeOwner(entry.node.table(table), key);
+      if (owner !== undefined) {
+        const o = cluster.site(owner);
+        if (o === undefined) throw RequestError.unavailable('owner-unavailable', `${owner} is down`);
+        site = o;
+        if (site.node.writeOwner(site.node.table(table), key) !== undefined) throw RequestError.unavailable('owner-changed', 'moved');
+      }
+      const outcome: WriteOutcome = await site.node.write(site.node.table(table), key, { op: 'put', value: { v: id } }, durability === 'quorum' ? { awaitsAck: true } : {});
+      if (durability === 'quorum' && !(await site.replicator.awaitDurability(outcome.dot, 'quorum'))) {
+        unknown++;
+        return;
+      }
+      if (!options.weaken?.ackWithoutLeaseCheck && !site.node.acknowledgeable(outcome)) {
+        unknown++;
+        return;
+      }
+      acked.push({ table, key, value: id, durability, site: site.id, dot: outcome.dot, ackedAtMs: world.clock.monotonicMs() });
+    } catch (e) {
+      if (e instanceof RequestError && e.status === 503) failed++;
+      else if (e instanceof RequestError && e.status >= 400 && e.status < 500) failed++;
+      else unknown++;
+    }
+  };
+
+  const load = () => {
+    if (stopWriting) return;
+    for (let i = 0; i < 2; i++) {
+      const p = writeOnce();
+      inFlight.add(p);
+      void p.finally(() => inFlight.delete(p));
+    }
+    world.timers.after(20, load);
+  };
+
+  const ownerOfLedger = () => {
+    for (const id of ids) {
+      const t = cluster.site(id)?.topology;
+      if (t) return t.record().owners['ledger'] ?? null;
+    }
+    return null;
+  };
+
+  try {
+    await world.runUntil(() => ids.every((id) => cluster.site(id)!.node.originConfirmed), { timeoutMs: 10_000 });
+    await world.runFor(leaseMs);
+    load();
+    await world.runFor(2_000 + rnd.int(1_000));
+    victim = ownerOfLedger() ?? 'us-east';
+    faultAtMs = world.clock.monotonicMs();
+    const others = ids.filter((s) => s !== victim);
+    switch (fault) {
+      case 'crash':
+        await cluster.crash(victim);
+        await world.runFor(4 * leaseMs + rnd.int(leaseMs));
+        await cluster.start(victim);
+        break;
+      case 'isolate':
+        world.network.partition({ kind: 'isolate-site', site: victim });
+        await world.runFor(4 * leaseMs + rnd.int(leaseMs));
+        world.network.heal();
+        break;
+      case 'one-way':
+        // the owner hears everyone, nobody hears it: it must stop writing, and failover must not livelock
+        for (const o of others) world.network.cutLink(victim, o);
+        await world.runFor(4 * leaseMs + rnd.int(leaseMs));
+        world.network.heal();
+        break;
+      case 'pause': {
+        // longer than the lease: its timers (fsyncs, renewals) fire only after; its sockets go quiet
+        const ms = 2 * leaseMs + rnd.int(2 * leaseMs);
+        world.pause(victim, ms);
+        for (const o of others) {
+          world.network.cutLink(victim, o);
+          world.network.cutLink(o, victim);
+        }
+        await world.runFor(ms);
+        world.network.heal();
+        await world.runFor(2 * leaseMs);
+        break;
+      }
+      case 'switchover':
+      case 'switchover-partition': {
+        const to = others[rnd.int(others.length)]!;
+        const by = cluster.site(ids[rnd.int(ids.length)]!)!.topology!;
+        const plan = by.planFailover({ table: 'ledger', to });
+        const done = by.switchover(plan, { by: 'sim', why: 'planned' }, 5_000).catch(() => undefined);
+        if (fault === 'switchover-partition') {
+          await world.runFor(rnd.int(30));
+          world.network.partition({ kind: 'isolate-site', site: rnd.int(2) === 0 ? victim : to });
+          await world.runFor(3 * leaseMs);
+          world.network.heal();
+        }
+        let settled = false;
+        void done.finally(() => (settled = true));
+        await world.runUntil(() => settled, { timeoutMs: 30_000 });
+        break;
+      }
+      case 'isolate-failover': {
+        // an operator fails the table over at once from the majority side while the owner, cut
+        // off, still holds its lease: the new owner must wait until that lease has certainly expired
+        world.network.partition({ kind: 'isolate-site', site: victim });
+        const to = others[rnd.int(others.length)]!;
+        const by = cluster.site(to)!.topology!;
+        let settled = false;
+        void by
+          .failover(by.planFailover({ table: 'ledger', to }), { by: 'sim', why: 'operator failover' }, 10_000)
+          .catch(() => undefined)
+          .finally(() => (settled = true));
+        await world.runUntil(() => settled, { timeoutMs: 30_000 });
+        await world.runFor(leaseMs);
+        world.network.heal();
+        break;
+      }
+      case 'voter-restart': {
+        // a voter (not the owner) restarts twice in a row while the owner crashes
+        const voter = others[rnd.int(others.length)]!;
+        await cluster.crash(voter);
+        await cluster.start(voter);
+        await cluster.crash(victim);
+        await world.runFor(leaseMs / 2);
+        await cluster.crash(voter);
+        await cluster.start(voter);
+        await world.runFor(4 * leaseMs);
+        await cluster.start(victim);
+        break;
+      }
+      case 'drift': {
+        // wall clocks off by up to a lease either way, then the owner crashes
+        for (const id of ids) world.setSkew(id, rnd.int(2 * leaseMs + 1) - leaseMs);
+        await world.runFor(leaseMs);
+        await cluster.crash(victim);
+        await world.runFor(4 * leaseMs);
+        await cluster.start(victim);
+        break;
+      }
+    }
+    await world.runFor(2_000);
+    stopWriting = true;
+    // a write at a site that crashed never settles: its outcome is unknown, like any other cut short
+    await world.runUntil(() => inFlight.size === 0, { timeoutMs: 10_000 }).catch(() => undefined);
+    await world.runUntil(
+      () =>
+        ids.every((id) => cluster.site(id) !== undefined) &&
+        cluster.converged() &&
+        new Set(ids.map((id) => cluster.site(id)!.topology!.epoch())).size === 1 &&
+        units(cluster.site(ids[0]!)!.topology!.record()).every((u) => u.owner !== null),
+      { timeoutMs: 60_000 },
+    ).catch(() => undefined);
+    const anomalies = await check(cluster, acked);
+    const promoted = cluster.admissions.find((a) => a.atMs > faultAtMs && a.site !== victim && a.items.some((i) => i.table === 'ledger'));
+    return {
+      seed,
+      fault,
+      anomalies,
+      acked: acked.length,
+      ackedQuorum: acked.filter((a) => a.durability === 'quorum').length,
+      failed,
+      unknown,
+      epochs: cluster.site(ids[0]!)?.topology?.epoch() ?? 0,
+      promotedAfterMs: fault === 'crash' || fault === 'isolate' || fault === 'pause' || fault === 'one-way' || fault === 'isolate-failover' ? (promoted ? promoted.atMs - faultAtMs : undefined) : undefined,
+    };
+  } finally {
+    await cluster.stop();
+  }
+}
+
+async function check(cluster: SimCluster, acked: AckedWrite[]): Promise<FailoverAnomaly[]> {
+  const anomalies: FailoverAnomaly[] = [];
+  const ids = cluster.siteIds;
+  const live = ids.map((id) => cluster.site(id)).filter((s): s is SimSite => s !== undefined);
+  assert(live.length > 0, 'some site is up');
+  if (!cluster.converged()) anomalies.push({ kind: 'not-converged', detail: JSON.stringify(cluster.vectors()) });
+  else {
+    const digests = await cluster.digests();
+    const first = JSON.stringify(digests[live[0]!.id]);
+    for (const s of live) if (JSON.stringify(digests[s.id]) !== first) anomalies.push({ kind: 'digests-differ', detail: `${s.id}: ${JSON.stringify(digests[s.id])} vs ${live[0]!.id}: ${first}` });
+  }
+  const epochs = new Set(live.map((s) => s.topology!.epoch()));
+  if (epochs.size > 1) anomalies.push({ kind: 'epochs-differ', detail: [...epochs].join(', ') });
+  for (const u of units(live[0]!.topology!.record())) if (u.owner === null) anomalies.push({ kind: 'no-owner', detail: `${u.unit} has no owner after the heal` });
+
+  // two owners: per unit, the [first, last] admission of each (site, epoch) must not overlap another site's
+  const intervals = new Map<string, Map<string, { site: string; epoch: number; from: number; to: number }>>();
+  const topo = live[0]!.topology!;
+  for (const a of cluster.admissions)
+    for (const it of a.items) {
+      const t = live[0]!.node.table(it.table);
+      const unit = topo.unitFor(it.table, t.config, it.key);
+      if (unit === undefined) continue;
+      const per = intervals.get(unit) ?? new Map();
+      const k = `${a.site}@${a.epoch}`;
+      const cur = per.get(k);
+      if (cur === undefined) per.set(k, { site: a.site, epoch: a.epoch, from: a.atMs, to: a.atMs });
+      else cur.to = Math.max(cur.to, a.atMs);
+      intervals.set(unit, per);
+    }
+  for (const [unit, per] of intervals) {
+    const list = [...per.values()];
+    for (let i = 0; i < list.length; i++)
+      for (let j = i + 1; j < list.length; j++) {
+        const a = list[i]!;
+        const b = list[j]!;
+        if (a.site !== b.site && a.from <= b.to && b.from <= a.to)
+          anomalies.push({ kind: 'two-owners', detail: `${unit}: ${a.site} (epoch ${a.epoch}) admitted ${a.from}–${a.to} ms while ${b.site} (epoch ${b.epoch}) admitted ${b.from}–${b.to} ms` });
+      }
+  }
+
+  // every voided value is in every site's conflict feed: an admitted owned write whose item is gone
+  // everywhere was voided (keys are written once), and each site lists exactly the same voided dots
+  const voidedAt = new Map<string, Set<string>>();
+  for (const s of live) {
+    const dots = new Set<string>();
+    for (const table of ['ledger', 'orders']) {
+      let after = 0;
+      for (;;) {
+        const page = await s.node.store.conflicts(table, after, 1000);
+        if (page.length === 0) break;
+        after = page[page.length - 1]!.id;
+        for (const c of page) if (c.record.reason === 'voided') dots.add(c.record.loserDot);
+      }
+    }
+    voidedAt.set(s.id, dots);
+  }
+  const firstVoided = voidedAt.get(live[0]!.id)!;
+  for (const s of live) {
+    const mine = voidedAt.get(s.id)!;
+    const diff = [...mine].filter((d) => !firstVoided.has(d)).concat([...firstVoided].filter((d) => !mine.has(d)));
+    if (diff.length > 0) anomalies.push({ kind: 'void-not-in-feed', detail: `${s.id} and ${live[0]!.id} list different voided writes: ${diff.slice(0, 5).join(', ')}` });
+  }
+  for (const a of cluster.admissions)
+    for (const it of a.compensates ? [] : a.items) {
+      const rec = await live[0]!.node.get(live[0]!.node.table(it.table), it.key);
+      if (rec === undefined && !firstVoided.has(a.dot))
+        anomalies.push({ kind: 'void-not-in-feed', detail: `${it.table}/${it.key} (${a.dot}, admitted by ${a.site} at epoch ${a.epoch}) is gone but in no conflict feed as voided` });
+    }
+
+  // a voided write may have been acknowledged (local durability: RPO), but never after a new owner
+  // was admitting writes of its unit: by then the old lease had certainly expired
+  const byDot = new Map(cluster.admissions.map((a) => [a.dot, a]));
+  for (const w of acked) {
+    if (!firstVoided.has(w.dot)) continue;
+    const own = byDot.get(w.dot);
+    if (own === undefined) continue;
+    const unit = topo.unitFor(w.table, live[0]!.node.table(w.table).config, w.key);
+    const later = cluster.admissions.find(
+      (a) => a.site !== own.site && a.epoch > own.epoch && a.atMs < w.ackedAtMs && a.items.some((i) => topo.unitFor(i.table, live[0]!.node.table(i.table).config, i.key) === unit),
+    );
+    if (later !== undefined)
+      anomalies.push({ kind: 'acked-after-cut', detail: `${w.table}/${w.key} (${w.dot}) was acknowledged by ${w.site} at ${w.ackedAtMs} ms, after ${later.site} admitted ${later.dot} at epoch ${later.epoch} (${later.atMs} ms), and is void` });
+  }
+
+  for (const w of acked) {
+    if (w.table !== 'profiles' && w.durability !== 'quorum') continue;
+    for (const s of live) {
+      const rec = await s.node.get(s.node.table(w.table), w.key);
+      const v = (rec?.value as { v?: string } | undefined)?.v;
+      if (v !== w.value)
+        anomalies.push({
+          kind: w.table === 'profiles' ? 'local-write-voided' : 'acked-quorum-write-lost',
+          detail: `${w.table}/${w.key} (${w.dot}, acked by ${w.site}) is ${v === undefined ? 'missing' : `"${v}"`} at ${s.id}`,
+        });
+    }
+  }
+  return anomalies;
+}

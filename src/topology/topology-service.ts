@@ -1,0 +1,861 @@
+// The topology driver of one site (ARCHITECTURE.md, "Topology, leases and failover"): its voter,
+// its lease, the ownership checks the write path makes, and the moves of ownership — automatic
+// when an owner's lease lapses at a majority, or asked by an operator.
+//
+// A move is two epochs. `revoke` takes the units away from their owner (nobody may write them);
+// voters stop granting the old owner anything that covers them, because they grant only at their
+// newest epoch. `install` gives each unit its new owner, with the cut: proposed by the new owner
+// once a majority of voters vouch that the old lease has certainly expired (each has gone
+// L·(1+ρ)/(1−ρ) on its own monotonic clock since its last grant at an epoch where the old owner
+// held the units), and once it holds durably every entry of the old owner's origins that a read
+// quorum of data sites holds (the cut). Entries of the old owner beyond the cut are void.
+import { RequestError } from '../core/errors.js';
+import { dominates, joinVectors, siteOfOrigin, type VersionVector } from '../core/vector.js';
+import type { ClusterConfig, TableConfig } from '../config/schema.js';
+import type { Env } from '../platform/env.js';
+import { Periodic } from '../platform/periodic.js';
+import { Backoff } from '../platform/backoff.js';
+import { limits } from '../limits.js';
+import type { Store } from '../store/types.js';
+import { callPeer } from '../replication/peer-call.js';
+import type { PeerAuthConfig } from '../replication/auth.js';
+import { msgpackResponse, problem } from '../replication/feed-server.js';
+import { decodeMessage } from '../replication/protocol.js';
+import type { IncomingRequest, TransportResponse } from '../platform/env.js';
+import { LeaseHolder } from './lease.js';
+import { grantAgeMs, propose, silentForMs, Voter, type VoterReply, type VoterRequest, type VoterStorage, type VoterView } from './paxos.js';
+import {
+  addCut,
+  dataSites,
+  entryCounts,
+  genesisTopology,
+  isTopology,
+  majority,
+  member,
+  nextTopology,
+  ownerAt,
+  ownerOfUnit,
+  setOwner,
+  splitUnit,
+  unitOf,
+  units,
+  unitsOwnedBy,
+  voters,
+  type Topology,
+} from './record.js';
+
+/** What the write path asks of topology (SiteNode). */
+export interface Ownership {
+  /** the newest epoch this site knows */
+  epoch(): number;
+  /** The unit an item belongs to, or undefined for a `local` table. Throws 400 for a key naming no partition. */
+  unitFor(table: string, config: TableConfig, key: string): string | undefined;
+  /** The unit's owner now (null: being moved). */
+  ownerOf(unit: string): string | null;
+  /** Admits a write of these units here: the epoch of the lease it is admitted under. Throws 503 otherwise. */
+  admit(units: string[]): number;
+  /** Whether a write of these units admitted under `epoch` may be acknowledged now. */
+  acknowledgeable(units: string[], epoch: number): boolean;
+  /** Whether an owned item of entry (origin, seq, epoch) counts (not void). */
+  counts(unit: string, origin: string, seq: number, epoch: number): boolean;
+  /** Learns the record of `epoch` (or newer) from the voters; false if none has it. */
+  learnEpoch(epoch: number): Promise<boolean>;
+}
+
+/** What the driver needs of its site. */
+export interface TopologyHost {
+  siteId: string;
+  store: Store;
+  /** pull from every peer now, without waiting out backoffs or relay delays (a promotion) */
+  wakePulls(): void;
+}
+
+export interface TopologyServiceOptions {
+  env: Env;
+  config: ClusterConfig;
+  host: TopologyHost;
+  auth: PeerAuthConfig;
+  storage: VoterStorage;
+  /** how to reach each member (defaults: the config's URLs; tests and drills route through proxies) */
+  urls?: Record<string, string>;
+  /** how long a new owner waits to hold the cut durably before it gives up this attempt */
+  promotionWaitMs?: number;
+  /** weakened rules, only for simulation tests that show a check catches their absence */
+  unsafe?: { expiryMs?: number };
+}
+
+/** One entry of a failover plan: a unit, who has it, who gets it. */
+export interface MovePlan {
+  unit: string;
+  from: string | null;
+  to: string;
+}
+
+export class TopologyService implements Ownership {
+  readonly id = 'topology';
+  readonly voter: Voter;
+  private readonly lease: LeaseHolder;
+  private readonly leaseMs: number;
+  private readonly tickMs: number;
+  private readonly renewMs: number;
+  /** L·(1+ρ)/(1−ρ): how long after its last grant a voter vouches that a lease has expired */
+  readonly expiryMs: number;
+  /** how long a voter waits for a holder's first renewal after the voter started before it counts as lapsed */
+  private readonly startGraceMs: number;
+  /** each voter's latest view, and when (monotonic) it came */
+  private readonly views = new Map<string, { view: VoterView; atMs: number }>();
+  private readonly ticker: Periodic;
+  private renewing = false;
+  private lastRenewSentMs = -Infinity;
+  private installing = false;
+  private revoking = false;
+  private stopped = false;
+  private readonly lifetime = new AbortController();
+  /** voter calls in flight: aborted by stop() */
+  private readonly inFlight = new Set<AbortController>();
+  /** per unit: the install epoch whose cut this site verified it holds durably */
+  private readonly promoted = new Map<string, number>();
+  private readonly listeners = new Set<(t: Topology) => void>();
+  private readonly log;
+
+  constructor(private readonly options: TopologyServiceOptions) {
+    const { env, config } = options;
+    this.log = env.log.child({ component: 'topology' });
+    const t = config.topology;
+    this.leaseMs = t.leaseMs;
+    this.tickMs = Math.max(10, Math.floor(t.leaseMs / 8));
+    this.renewMs = Math.max(20, Math.floor(t.leaseMs / 4));
+    this.expiryMs = options.unsafe?.expiryMs ?? Math.ceil((t.leaseMs * (1 + t.driftRateMax)) / (1 - t.driftRateMax));
+    this.startGraceMs = Math.max(3 * t.leaseMs, limits.ownerStartGraceMs);
+    this.lease = new LeaseHolder(env.clock, this.leaseMs, this.tickMs);
+    this.voter = new Voter({
+      id: options.host.siteId,
+      storage: options.storage,
+      genesis: genesisTopology(config),
+      monotonicMs: () => env.clock.monotonicMs(),
+      restartQuietMs: () => this.expiryMs,
+      onDecided: (record) => this.decided(record),
+    });
+    this.ticker = new Periodic(env.timers, this.log, 'topology-tick', this.tickMs, async () => this.tick());
+  }
+
+  get siteId(): string {
+    return this.options.host.siteId;
+  }
+
+  record(): Topology {
+    return this.voter.decided;
+  }
+
+  epoch(): number {
+    return this.record().epoch;
+  }
+
+  onChange(listener: (t: Topology) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  run(): void {
+    this.ticker.start();
+    void this.renew();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.lifetime.abort(new Error('stopping'));
+    for (const ac of this.inFlight) ac.abort(new Error('stopping'));
+    await this.ticker.stop();
+  }
+
+  /** The peer routes: voter requests, and the durable vector a cut reads. */
+  routes(): Record<string, (req: IncomingRequest, from: string) => Promise<TransportResponse>> {
+    return {
+      'POST /v1/peer/topology': async (req) => {
+        const msg = decodeMessage<VoterRequest>(req.body);
+        if (!isVoterRequest(msg)) return problem(400, 'bad-request', 'malformed topology request');
+        return msgpackResponse(200, await this.voter.handle(msg));
+      },
+      'POST /v1/peer/topology/durable-vector': async () => msgpackResponse(200, { vector: await this.options.host.store.sync() }),
+      // switchover step 2, at the old owner: fence (by learning the handover epoch), drain, reply s
+      'POST /v1/peer/topology/fence': async (req) => {
+        const msg = decodeMessage<{ record?: unknown }>(req.body);
+        if (!isTopology(msg.record)) return problem(400, 'bad-request', 'malformed fence request');
+        await this.learn(msg.record);
+        const h = this.record().handover;
+        if (h === undefined || h.from !== this.siteId) return problem(409, 'no-handover', `no handover from ${this.siteId} at epoch ${this.epoch()}`);
+        // every build from now on sees the fence; everything numbered before is committed: sync it
+        return msgpackResponse(200, { vector: await this.options.host.store.sync() });
+      },
+      // switchover step 3, at the new owner: hold the old owner's entries up to s durably
+      'POST /v1/peer/topology/hold': async (req) => {
+        const msg = decodeMessage<{ vector?: unknown; waitMs?: unknown }>(req.body);
+        if (msg.vector === null || typeof msg.vector !== 'object' || typeof msg.waitMs !== 'number') return problem(400, 'bad-request', 'malformed hold request');
+        try {
+          await this.holdDurably(msg.vector as VersionVector, Math.min(msg.waitMs, 60_000));
+          return msgpackResponse(200, { ok: true });
+        } catch (e) {
+          return problem(409, 'not-caught-up', (e as Error).message);
+        }
+      },
+    };
+  }
+
+  // ---- the write path -------------------------------------------------------------------------
+
+  unitFor(table: string, config: TableConfig, key: string): string | undefined {
+    if (config.pattern === 'local') return undefined;
+    if (config.pattern === 'global') return unitOf(table);
+    const home = config.home!;
+    if (home.from === 'first-writer')
+      throw RequestError.unavailable('home-assignment-unavailable', `table ${table} assigns homes by first writer, which this version does not support yet`, 5);
+    const i = key.indexOf(home.separator);
+    if (i <= 0)
+      throw RequestError.badRequest(`key must start with a home site or region followed by "${home.separator}" (table ${table} is partitioned by key prefix)`, [
+        { path: 'key', message: `expected <site or region>${home.separator}<id>` },
+      ]);
+    const partition = key.slice(0, i);
+    const homes = this.record().homes[table] ?? {};
+    if (!(partition in homes))
+      throw RequestError.badRequest(`key prefix "${partition}" names no partition of table ${table}`, [
+        { path: 'key', message: `unknown home ${partition}; expected one of ${Object.keys(homes).join(', ')}` },
+      ]);
+    return unitOf(table, partition);
+  }
+
+  ownerOf(unit: string): string | null {
+    return ownerOfUnit(this.record(), unit) ?? null;
+  }
+
+  admit(list: string[]): number {
+    const rec = this.record();
+    const self = this.siteId;
+    for (const unit of list) {
+      const owner = ownerOfUnit(rec, unit);
+      if (owner !== self)
+        throw RequestError.unavailable(
+          'owner-changed',
+          owner === null || owner === undefined
+            ? `${unit} is being moved to a new owner (epoch ${rec.epoch}); nothing was written: retry shortly`
+            : `${unit} is owned by ${owner} since epoch ${rec.epoch}, not ${self}; nothing was written`,
+        );
+      if (rec.handover?.from === self && rec.handover.units.includes(unit))
+        throw new RequestError(503, 'owner-changed', 'Service unavailable', `${unit} is being handed over to ${rec.handover.to}; nothing was written`, [], { retryAfterS: 1, parked: true });
+      const install = lastInstall(rec, unit);
+      if (install > 0 && this.promoted.get(unit) !== install) this.checkPromoted();
+      if (install > 0 && this.promoted.get(unit) !== install)
+        throw RequestError.unavailable('owner-changed', `${self} took over ${unit} at epoch ${install} and is still pulling the entries up to its cut; nothing was written`);
+    }
+    const lease = this.lease.remaining();
+    if (lease === undefined || lease.ms < this.options.config.topology.commitBudgetMs)
+      throw RequestError.unavailable('owner-changed', `the owner ${self} holds no lease with time left to commit (it is renewing); nothing was written: retry shortly`);
+    for (const unit of list)
+      if (!ownedThrough(rec, unit, self, lease.epoch))
+        throw RequestError.unavailable('owner-changed', `the lease of ${self} (epoch ${lease.epoch}) does not cover ${unit} yet; nothing was written: retry shortly`);
+    return lease.epoch;
+  }
+
+  acknowledgeable(list: string[], epoch: number): boolean {
+    const lease = this.lease.remaining();
+    if (lease === undefined) return false;
+    const rec = this.record();
+    return list.every((unit) => ownedThrough(rec, unit, this.siteId, epoch) && ownerOfUnit(rec, unit) === this.siteId);
+  }
+
+  counts(unit: string, origin: string, seq: number, epoch: number): boolean {
+    return entryCounts(this.record(), unit, origin, seq, epoch);
+  }
+
+  async learnEpoch(epoch: number): Promise<boolean> {
+    if (this.epoch() >= epoch) return true;
+    const replies = await Promise.all(voters(this.record()).map((v) => this.call(v, { kind: 'fetch', epoch }, this.leaseMs).catch(() => undefined)));
+    for (const r of replies) if (r?.kind === 'newer' && isTopology(r.record)) await this.learn(r.record);
+    return this.epoch() >= epoch;
+  }
+
+  /** ms left on this site's lease (0 without one). */
+  leaseRemainingMs(): number {
+    return this.lease.remaining()?.ms ?? 0;
+  }
+
+  /** Ready for traffic as far as topology goes: the first lease round came back, owned units promoted. */
+  readiness(): { ready: boolean; reason?: string } {
+    const me = member(this.record(), this.siteId);
+    if (me?.state === 'draining' || me?.state === 'evacuated') return { ready: false, reason: `${me.state}: this site is being drained by an operator` };
+    if (me?.state === 'removed') return { ready: false, reason: 'removed from the cluster' };
+    return { ready: true };
+  }
+
+  // ---- leases ----------------------------------------------------------------------------------
+
+  private tick(): void {
+    if (this.stopped) return;
+    this.lease.tick();
+    this.checkPromoted();
+    const now = this.options.env.clock.monotonicMs();
+    if (!this.renewing && now - this.lastRenewSentMs >= this.renewMs) void this.renew();
+    if (this.options.config.topology.autoFailover) void this.detectLapses();
+    void this.installPending();
+  }
+
+  /** One lease round; `now`: even while another is in flight (a new epoch: a lease at it is wanted at once). */
+  private async renew(now = false): Promise<void> {
+    if ((this.renewing && !now) || this.stopped) return;
+    this.renewing = true;
+    const { clock } = this.options.env;
+    const sentMono = clock.monotonicMs();
+    const sentWall = clock.wallMs();
+    this.lastRenewSentMs = sentMono;
+    const rec = this.record();
+    const vs = voters(rec);
+    const need = majority(vs.length);
+    let granted = 0;
+    try {
+      await new Promise<void>((resolve) => {
+        let settled = 0;
+        for (const v of vs) {
+          const ask = () => this.call(v, { kind: 'lease', holder: this.siteId, epoch: rec.epoch }, this.leaseMs / 2);
+          ask()
+            .then(async (first) => {
+              let reply = first;
+              // a voter behind this site's epoch learns it, then is asked again in the same round
+              // (the round's sentAt is earlier than either grant, so the lease is still sound)
+              if (reply.kind === 'lease' && reply.record === undefined && reply.view.epoch < rec.epoch) {
+                await this.call(v, { kind: 'learn', record: rec }, this.leaseMs / 2);
+                reply = await ask();
+              }
+              if (reply.kind !== 'lease') return;
+              this.views.set(reply.view.voter, { view: reply.view, atMs: this.options.env.clock.monotonicMs() });
+              if (reply.record !== undefined && isTopology(reply.record)) void this.learn(reply.record);
+              if (reply.granted && ++granted === need) {
+                this.lease.granted(rec.epoch, sentMono, sentWall);
+                // the round is won: the next may start; answers still coming update the views
+                resolve();
+              }
+            })
+            .catch(() => undefined)
+            .finally(() => {
+              if (++settled === vs.length) resolve();
+            });
+        }
+      });
+    } finally {
+      this.renewing = false;
+    }
+  }
+
+  private async learn(record: Topology): Promise<void> {
+    if (record.epoch > this.record().epoch) await this.voter.handle({ kind: 'learn', record });
+  }
+
+  private decided(record: Topology): void {
+    this.log.info({ epoch: record.epoch, last: record.history[record.history.length - 1] }, 'topology epoch decided');
+    for (const l of this.listeners) l(record);
+    if (!this.stopped) void this.renew(true);
+  }
+
+  private call(voter: string, req: VoterRequest, timeoutMs = this.leaseMs): Promise<VoterReply> {
+    if (voter === this.siteId) return this.voter.handle(req);
+    const url = this.urlOf(voter);
+    if (url === undefined) return Promise.reject(new Error(`no URL for voter ${voter}`));
+    const ac = new AbortController();
+    const timer = this.options.env.timers.after(timeoutMs, () => ac.abort(new Error('timeout')));
+    this.inFlight.add(ac);
+    return callPeer<VoterReply>({
+      env: this.options.env,
+      auth: this.options.auth,
+      from: this.siteId,
+      peer: voter,
+      peerUrl: url,
+      method: 'POST',
+      path: '/v1/peer/topology',
+      body: req,
+      replyBytesMax: 16 << 20,
+      signal: ac.signal,
+    }).finally(() => {
+      timer.cancel();
+      this.inFlight.delete(ac);
+    });
+  }
+
+  private urlOf(id: string): string | undefined {
+    return this.options.urls?.[id] ?? member(this.record(), id)?.url ?? this.options.config.sites.find((s) => s.id === id)?.url ?? this.options.config.witnesses.find((w) => w.id === id)?.url;
+  }
+
+  /** Fresh views of the voters (for vouching): as soon as `enough` of them vouch, or every call settled. */
+  private async freshViews(enough: (views: VoterView[]) => boolean): Promise<VoterView[]> {
+    const vs = voters(this.record());
+    const out: VoterView[] = [];
+    await this.answersUntil(vs, (v) => this.call(v, { kind: 'view' }, this.leaseMs / 2), (r) => {
+      if (r.kind === 'view') out.push(r.view);
+      return enough(out);
+    });
+    return out;
+  }
+
+  /**
+   * Calls each of `targets`; resolves once `onAnswer` says enough came (plus a short grace for the
+   * rest, which cost nothing to wait for when they are alive), or once every call settled: a dead or
+   * cut-off member must not hold a failover up for its timeout.
+   */
+  private answersUntil<T>(targets: string[], call: (t: string) => Promise<T>, onAnswer: (answer: T) => boolean): Promise<void> {
+    const graceMs = Math.max(5, Math.floor(this.leaseMs / 20));
+    return new Promise((resolve) => {
+      let settled = 0;
+      let done = false;
+      const finish = () => {
+        if (done) return;
+        done = true;
+        resolve();
+      };
+      if (targets.length === 0) finish();
+      for (const t of targets)
+        call(t)
+          .then((a) => {
+            if (!done && onAnswer(a)) this.options.env.timers.after(graceMs, finish);
+          })
+          .catch(() => undefined)
+          .finally(() => {
+            if (++settled === targets.length) finish();
+          });
+    });
+  }
+
+  /** A voter's view if it came within the last half lease (older ones say nothing about now). */
+  private freshView(voter: string): VoterView | undefined {
+    const v = this.views.get(voter);
+    return v !== undefined && this.options.env.clock.monotonicMs() - v.atMs <= this.leaseMs / 2 ? v.view : undefined;
+  }
+
+  /** Whether `site`'s lease has lapsed at a majority of voters: none granted it anything for L while granting. */
+  private lapsedAtMajority(site: string): boolean {
+    const vs = voters(this.record());
+    let lapsed = 0;
+    for (const v of vs) {
+      const view = this.freshView(v);
+      if (view === undefined) continue;
+      // a holder this voter has not granted since it started may just be starting itself: it gets
+      // a few leases' time first (a cluster whose sites start seconds apart must not fail over)
+      const never = (view.grants[site] ?? []).length === 0;
+      if (silentForMs(view, site) >= (never ? this.startGraceMs : this.leaseMs)) lapsed++;
+    }
+    return lapsed >= majority(vs.length);
+  }
+
+  /** Alive by the voters: granted a lease within L at a majority (this site: holds one). */
+  private aliveAtMajority(site: string): boolean {
+    if (site === this.siteId) return this.lease.remaining() !== undefined;
+    const vs = voters(this.record());
+    let fresh = 0;
+    for (const v of vs) {
+      const view = this.freshView(v);
+      if (view !== undefined && (view.grants[site] ?? []).some((g) => g.ageMs < this.leaseMs)) fresh++;
+    }
+    return fresh >= majority(vs.length);
+  }
+
+  // ---- moves ----------------------------------------------------------------------------------
+
+  /** The site a unit goes to when its owner fails: the first serving, live site in the table's failoverOrder. */
+  candidateFor(unit: string, excluding: string | null): string | undefined {
+    const rec = this.record();
+    const target = rec.targets?.[unit];
+    if (target !== undefined) return target;
+    const { table } = splitUnit(unit);
+    const order = this.options.config.tables[table]?.failoverOrder ?? this.options.config.sites.map((s) => s.id);
+    // then any other data site (members added online are in no config list)
+    const sites = [...order, ...rec.members.filter((m) => m.kind === 'site').map((m) => m.id)];
+    for (const s of sites) {
+      if (s === excluding) continue;
+      const m = member(rec, s);
+      if (m?.kind !== 'site' || m.state !== 'active') continue;
+      if (this.aliveAtMajority(s)) return s;
+    }
+    return undefined;
+  }
+
+  private revokeInFlight: Promise<unknown> | undefined;
+
+  /** Automatic failover, step 1: an owner whose lease lapsed at a majority loses its units. */
+  private async detectLapses(): Promise<void> {
+    if (this.revoking) return;
+    const rec = this.record();
+    const owners = new Set(units(rec).map((u) => u.owner).filter((o): o is string => o !== null && o !== this.siteId));
+    for (const owner of owners) {
+      if (!this.lapsedAtMajority(owner)) continue;
+      // only the site the first of its units would go to acts, so that sites do not race
+      const mine = unitsOwnedBy(rec, owner).some((u) => this.candidateFor(u, owner) === this.siteId);
+      if (!mine) continue;
+      this.revoking = true;
+      this.revokeInFlight = this.revoke(owner, undefined, { by: this.siteId, why: `the lease of ${owner} lapsed at a majority of voters` })
+        .catch((e: unknown) => this.log.warn({ owner, err: (e as Error).message }, 'automatic revoke failed; will retry'))
+        .finally(() => (this.revoking = false));
+      await this.revokeInFlight;
+      return;
+    }
+  }
+
+  /** Takes `unitsToMove` (default: all) away from `from`; `targets` names who takes each. */
+  async revoke(from: string, unitsToMove: string[] | undefined, who: { by: string; why: string }, targets?: Record<string, string>): Promise<Topology> {
+    return this.propose((cur) => {
+      const moving = (unitsToMove ?? unitsOwnedBy(cur, from)).filter((u) => ownerOfUnit(cur, u) === from);
+      if (moving.length === 0) return undefined;
+      return nextTopology(
+        cur,
+        (d) => {
+          for (const u of moving) setOwner(d, u, null);
+          if (targets !== undefined) {
+            d.targets ??= {};
+            for (const u of moving) if (targets[u] !== undefined) d.targets[u] = targets[u]!;
+          }
+        },
+        { action: 'revoke', by: who.by, why: who.why, atMs: Math.floor(this.options.env.clock.wallMs()), detail: `${moving.join(', ')} from ${from}` },
+      );
+    });
+  }
+
+  /** Automatic failover, step 2: revoked units whose new owner is this site are installed here. */
+  private async installPending(): Promise<void> {
+    if (this.installing) return;
+    const rec = this.record();
+    const mine = units(rec)
+      .filter((u) => u.owner === null)
+      .map((u) => ({ unit: u.unit, from: previousOwner(rec, u.unit) }))
+      .filter((u) => this.candidateFor(u.unit, u.from) === this.siteId);
+    if (mine.length === 0) return;
+    this.installing = true;
+    try {
+      await this.install(mine);
+    } catch (e) {
+      this.log.warn({ units: mine.map((u) => u.unit), err: (e as Error).message }, 'promotion not possible yet; will retry');
+    } finally {
+      this.installing = false;
+    }
+  }
+
+  private async install(moves: { unit: string; from: string | null }[]): Promise<Topology> {
+    const rec = this.record();
+    const revokedAt = new Map(moves.map((m) => [m.unit, lastChangeEpoch(rec, m.unit)]));
+    const formers = new Set(moves.map((m) => m.from).filter((f): f is string => f !== null));
+    // 1. every voter majority vouches that the former owners' leases covering these units expired
+    const need = majority(voters(rec).length);
+    for (const from of formers) {
+      const below = Math.max(...moves.filter((m) => m.from === from).map((m) => revokedAt.get(m.unit)!));
+      const vouches = (v: VoterView) => !v.quiet && grantAgeMs(v, from, below) >= this.expiryMs;
+      const views = await this.freshViews((vs) => vs.filter(vouches).length >= need);
+      const vouching = views.filter(vouches).length;
+      if (vouching < need)
+        throw new Error(`waiting for ${from}'s lease to expire at a majority of voters (${vouching} vouch so far)`);
+    }
+    // 2. the cut: what a read quorum of data sites holds durably of the former owners' origins
+    const cutSites = new Set([...formers, this.siteId]);
+    const cut = await this.readCut(cutSites);
+    // 3. hold it durably here before the first write
+    await this.holdDurably(cut);
+    const installed = await this.propose((cur) => {
+      const still = moves.filter((m) => ownerOfUnit(cur, m.unit) === null && this.candidateFor(m.unit, m.from) === this.siteId);
+      if (still.length === 0) return undefined;
+      return nextTopology(
+        cur,
+        (d) => {
+          for (const m of still) {
+            setOwner(d, m.unit, this.siteId);
+            if (d.targets) delete d.targets[m.unit];
+          }
+          if (d.targets && Object.keys(d.targets).length === 0) delete d.targets;
+          addCut(d, cutSites, cut);
+        },
+        { action: 'install', by: this.siteId, why: `promoted after ${[...formers].join(', ') || 'a revoke'}`, atMs: Math.floor(this.options.env.clock.wallMs()), detail: `${still.map((m) => m.unit).join(', ')} to ${this.siteId}` },
+      );
+    });
+    for (const m of moves) if (ownerOfUnit(installed, m.unit) === this.siteId) this.promoted.set(m.unit, lastInstall(installed, m.unit));
+    void this.renew(true);
+    return installed;
+  }
+
+  /** The pointwise max of durable vectors of at least N−Q+1 data sites (this one included), over `sites`' origins. */
+  private async readCut(sites: Set<string>): Promise<VersionVector> {
+    const rec = this.record();
+    const data = dataSites(rec);
+    const need = data.length - majority(data.length) + 1;
+    const own = await this.options.host.store.sync();
+    const vectors: VersionVector[] = [own];
+    const others = data.filter((s) => s !== this.siteId);
+    await this.answersUntil(
+      others,
+      (s) => {
+        const url = this.urlOf(s);
+        if (url === undefined) return Promise.reject(new Error(`no URL for ${s}`));
+        const ac = new AbortController();
+        const timer = this.options.env.timers.after(this.leaseMs, () => ac.abort(new Error('timeout')));
+        return callPeer<{ vector: VersionVector }>({
+          env: this.options.env,
+          auth: this.options.auth,
+          from: this.siteId,
+          peer: s,
+          peerUrl: url,
+          method: 'POST',
+          path: '/v1/peer/topology/durable-vector',
+          replyBytesMax: 1 << 20,
+          signal: ac.signal,
+        }).finally(() => timer.cancel());
+      },
+      (r) => {
+        if (r.vector !== null && typeof r.vector === 'object') vectors.push(r.vector);
+        return vectors.length >= need;
+      },
+    );
+    if (vectors.length < need) throw new Error(`the cut needs the durable vectors of ${need} data sites; only ${vectors.length} answered`);
+    const out: VersionVector = {};
+    for (const v of vectors) for (const [o, s] of Object.entries(joinVectors({}, v))) if (sites.has(siteOfOrigin(o)) && s > (out[o] ?? 0)) out[o] = s;
+    return out;
+  }
+
+  /**
+   * A unit this site was installed as owner of (after a restart too) is written only once the
+   * site's durable vector covers that install's cut.
+   */
+  private checkPromoted(): void {
+    const rec = this.record();
+    let durable: VersionVector | undefined;
+    for (const unit of unitsOwnedBy(rec, this.siteId)) {
+      const install = lastInstall(rec, unit);
+      if (install === 0 || this.promoted.get(unit) === install) continue;
+      durable ??= this.options.host.store.durableVector();
+      const cut = rec.cuts.filter((c) => c.epoch === install);
+      if (cut.every((c) => (durable![c.origin] ?? 0) >= c.seq)) this.promoted.set(unit, install);
+      else this.options.host.wakePulls();
+    }
+  }
+
+  private async holdDurably(cut: VersionVector, waitMs = this.options.promotionWaitMs ?? 10_000): Promise<void> {
+    const { env, host } = this.options;
+    const deadline = env.clock.monotonicMs() + waitMs;
+    for (;;) {
+      const durable = await host.store.sync();
+      if (dominates(durable, cut)) return;
+      if (env.clock.monotonicMs() >= deadline || this.stopped) {
+        const missing = Object.entries(cut).filter(([o, s]) => (durable[o] ?? 0) < s).map(([o, s]) => `${o}: holds ${durable[o] ?? 0} of ${s}`);
+        throw new Error(`promotion blocked: this site does not hold the cut durably (${missing.join('; ')})`);
+      }
+      host.wakePulls();
+      await env.timers.sleep(20, this.lifetime.signal).catch(() => undefined);
+    }
+  }
+
+  private propose(change: (cur: Topology) => Topology | undefined): Promise<Topology> {
+    const backoff = new Backoff(this.options.env.random, 20, 500);
+    return propose(
+      {
+        self: this.siteId,
+        call: (v, req) => this.call(v, req),
+        known: () => this.record(),
+        learn: (r) => void this.learn(r),
+        backoff: () => this.options.env.timers.sleep(backoff.next(), this.lifetime.signal),
+      },
+      change,
+    );
+  }
+
+  // ---- operator actions --------------------------------------------------------------------------
+
+  /** The moves a failover would make: of `table` (to `to`, default its failoverOrder), or of everything `site` owns. */
+  planFailover(args: { table?: string; site?: string; to?: string }): MovePlan[] {
+    const rec = this.record();
+    const list = units(rec).filter((u) => (args.table !== undefined ? splitUnit(u.unit).table === args.table : u.owner === args.site));
+    return list
+      .filter((u) => u.owner !== args.to)
+      .map((u) => ({ unit: u.unit, from: u.owner, to: args.to ?? this.candidateFor(u.unit, u.owner) ?? '(none)' }));
+  }
+
+  /** Runs a failover plan: one revoke epoch, then each target installs its units; resolves when all are installed. */
+  async failover(plan: MovePlan[], who: { by: string; why: string }, waitMs: number): Promise<Topology> {
+    const byFrom = new Map<string, MovePlan[]>();
+    for (const m of plan) if (m.from !== null) byFrom.set(m.from, [...(byFrom.get(m.from) ?? []), m]);
+    for (const [from, moves] of byFrom)
+      await this.revoke(
+        from,
+        moves.map((m) => m.unit),
+        who,
+        Object.fromEntries(moves.map((m) => [m.unit, m.to])),
+      );
+    // targets without an owner already revoked
+    const stray = plan.filter((m) => m.from === null);
+    if (stray.length > 0)
+      await this.propose((cur) => {
+        const todo = stray.filter((m) => ownerOfUnit(cur, m.unit) === null && cur.targets?.[m.unit] !== m.to);
+        if (todo.length === 0) return undefined;
+        return nextTopology(cur, (d) => {
+          d.targets ??= {};
+          for (const m of todo) d.targets[m.unit] = m.to;
+        }, { action: 'target', by: who.by, why: who.why, atMs: Math.floor(this.options.env.clock.wallMs()) });
+      });
+    const { env } = this.options;
+    const deadline = env.clock.monotonicMs() + waitMs;
+    for (;;) {
+      const rec = this.record();
+      if (plan.every((m) => ownerOfUnit(rec, m.unit) === m.to)) return rec;
+      if (env.clock.monotonicMs() >= deadline) throw new Error(`not every unit was installed within ${waitMs} ms: ${plan.filter((m) => ownerOfUnit(rec, m.unit) !== m.to).map((m) => `${m.unit} (owner ${ownerOfUnit(rec, m.unit) ?? 'none'})`).join(', ')}`);
+      void this.renew();
+      await env.timers.sleep(this.tickMs, this.lifetime.signal);
+    }
+  }
+
+  /**
+   * Planned handover with RPO 0 and no lease wait (ARCHITECTURE.md, "Planned switchover"):
+   * (1) epoch e+1 names the handover; (2) the old owner fences the units where seqs are assigned,
+   * syncs, and replies s, its durable vector; (3) the new owner pulls until it holds s durably;
+   * (4) epoch e+2 installs the new owner with cut s. Writes the old owner refuses meanwhile are
+   * parked there and sent on to the new owner once the epoch changes (site/http-server.ts). If the
+   * new owner cannot catch up, an abort epoch lifts the fence; if the old owner cannot be reached,
+   * nothing is fenced and the unplanned path (failover) remains.
+   */
+  async switchover(plan: MovePlan[], who: { by: string; why: string }, waitMs: number): Promise<Topology> {
+    const groups = new Map<string, MovePlan[]>();
+    for (const m of plan) groups.set(`${m.from ?? ''}>${m.to}`, [...(groups.get(`${m.from ?? ''}>${m.to}`) ?? []), m]);
+    for (const moves of groups.values()) {
+      const from = moves[0]!.from;
+      const to = moves[0]!.to;
+      if (from === null || from === to) {
+        await this.failover(moves, who, waitMs);
+        continue;
+      }
+      const unitList = moves.map((m) => m.unit);
+      const atMs = () => Math.floor(this.options.env.clock.wallMs());
+      const fenced = await this.propose((cur) => {
+        if (cur.handover !== undefined) throw new Error(`another handover is in progress (${cur.handover.units.join(', ')} from ${cur.handover.from} to ${cur.handover.to})`);
+        const still = unitList.filter((u) => ownerOfUnit(cur, u) === from);
+        if (still.length === 0) return undefined;
+        return nextTopology(cur, (d) => (d.handover = { units: still, from, to }), { action: 'handover', by: who.by, why: who.why, atMs: atMs(), detail: `${still.join(', ')} from ${from} to ${to}` });
+      });
+      if (fenced.handover === undefined) continue;
+      const abort = async (why: string): Promise<never> => {
+        await this.propose((cur) =>
+          cur.handover === undefined ? undefined : nextTopology(cur, (d) => delete d.handover, { action: 'handover-abort', by: who.by, why, atMs: atMs() }),
+        );
+        throw new Error(`switchover aborted: ${why}`);
+      };
+      let s: VersionVector;
+      try {
+        s =
+          from === this.siteId
+            ? await this.options.host.store.sync()
+            : (await this.peerCall<{ vector: VersionVector }>(from, '/v1/peer/topology/fence', { record: fenced }, waitMs)).vector;
+      } catch (e) {
+        return abort(`the owner ${from} could not be fenced (${(e as Error).message}); use failover for the unplanned path`);
+      }
+      const cut: VersionVector = {};
+      for (const [o, seq] of Object.entries(s)) if (siteOfOrigin(o) === from) cut[o] = seq;
+      try {
+        if (to === this.siteId) await this.holdDurably(cut, waitMs);
+        else await this.peerCall(to, '/v1/peer/topology/hold', { vector: cut, waitMs }, waitMs + 1_000);
+      } catch (e) {
+        return abort(`${to} did not catch up with ${from} (${(e as Error).message})`);
+      }
+      await this.propose((cur) => {
+        const h = cur.handover;
+        if (h === undefined || h.from !== from || h.to !== to) throw new Error('the handover was aborted meanwhile');
+        return nextTopology(
+          cur,
+          (d) => {
+            for (const u of h.units) setOwner(d, u, to);
+            delete d.handover;
+            addCut(d, new Set([from]), cut);
+          },
+          { action: 'switchover', by: who.by, why: who.why, atMs: atMs(), detail: `${h.units.join(', ')} from ${from} to ${to}` },
+        );
+      });
+    }
+    return this.record();
+  }
+
+  private async peerCall<T>(site: string, path: string, body: unknown, timeoutMs: number): Promise<T> {
+    const url = this.urlOf(site);
+    if (url === undefined) throw new Error(`no URL for ${site}`);
+    const ac = new AbortController();
+    const timer = this.options.env.timers.after(timeoutMs, () => ac.abort(new Error('timeout')));
+    try {
+      return await callPeer<T>({ env: this.options.env, auth: this.options.auth, from: this.siteId, peer: site, peerUrl: url, method: 'POST', path, body, replyBytesMax: 1 << 20, signal: ac.signal });
+    } finally {
+      timer.cancel();
+    }
+  }
+
+  /** Resolves once the epoch is past `epoch`, or after `waitMs` (parked writes wait for a handover this way). */
+  waitForEpochAfter(epoch: number, waitMs: number): Promise<void> {
+    if (this.epoch() > epoch) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = this.options.env.timers.after(waitMs, () => {
+        off();
+        resolve();
+      });
+      const off = this.onChange((t) => {
+        if (t.epoch <= epoch) return;
+        timer.cancel();
+        off();
+        resolve();
+      });
+    });
+  }
+
+  /** Sets a member's state (evacuate, failback, down) in a new epoch. */
+  async setMemberState(id: string, state: Topology['members'][number]['state'], who: { by: string; why: string }): Promise<Topology> {
+    return this.propose((cur) => {
+      const m = member(cur, id);
+      if (m === undefined) throw new Error(`no member ${id}`);
+      if (m.state === state) return undefined;
+      return nextTopology(cur, (d) => {
+        member(d, id)!.state = state;
+      }, { action: `member-${state}`, by: who.by, why: who.why, atMs: Math.floor(this.options.env.clock.wallMs()), detail: id });
+    });
+  }
+}
+
+/** The owner before the unit's latest change (the one it was revoked from). */
+function previousOwner(t: Topology, unit: string): string | null {
+  const list = t.changes.filter((c) => c.unit === unit);
+  for (let i = list.length - 1; i >= 0; i--) if (list[i]!.owner !== null) return list[i]!.owner;
+  return null;
+}
+
+function lastChangeEpoch(t: Topology, unit: string): number {
+  let e = 0;
+  for (const c of t.changes) if (c.unit === unit) e = c.epoch;
+  return e;
+}
+
+/** The epoch at which the unit's current owner was installed (0: the config's owner). */
+function lastInstall(t: Topology, unit: string): number {
+  let e = 0;
+  for (const c of t.changes) if (c.unit === unit && c.owner !== null) e = c.epoch;
+  return e;
+}
+
+/** `site` owned `unit` at `fromEpoch` and every change since leaves it with `site`. */
+function ownedThrough(t: Topology, unit: string, site: string, fromEpoch: number): boolean {
+  if (ownerAt(t, unit, fromEpoch) !== site) return false;
+  for (const c of t.changes) if (c.unit === unit && c.epoch > fromEpoch && c.owner !== site) return false;
+  return true;
+}
+
+export function isVoterRequest(m: unknown): m is VoterRequest {
+  if (m === null || typeof m !== 'object') return false;
+  const r = m as { kind?: unknown; epoch?: unknown; holder?: unknown; record?: unknown; known?: unknown; ballot?: { n?: unknown; by?: unknown } };
+  const ballotOk = () => typeof r.ballot === 'object' && r.ballot !== null && Number.isSafeInteger(r.ballot.n) && typeof r.ballot.by === 'string';
+  switch (r.kind) {
+    case 'prepare':
+      return Number.isSafeInteger(r.epoch) && ballotOk() && isTopology(r.known);
+    case 'accept':
+      return Number.isSafeInteger(r.epoch) && ballotOk() && isTopology(r.record);
+    case 'learn':
+      return isTopology(r.record);
+    case 'lease':
+      return typeof r.holder === 'string' && Number.isSafeInteger(r.epoch);
+    case 'view':
+      return true;
+    case 'fetch':
+      return Number.isSafeInteger(r.epoch);
+    default:
+      return false;
+  }
+}
