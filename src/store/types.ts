@@ -42,6 +42,33 @@ export interface LogEntry {
   items: { table: string; key: string; state: ItemState }[];
   /** the origin waits for peers' acks of this entry (quorum or all durability): ack it at once */
   awaitsAck?: true;
+  /**
+   * The client's Idempotency-Key for this write and the fingerprint of the request it named: every
+   * site that holds the entry indexes the key (Store.idempotencyRecord), so a repeat anywhere, and
+   * after a failover, finds the first answer. Absent on writes sent without the header.
+   */
+  idempotency?: EntryIdempotency;
+}
+
+export interface EntryIdempotency {
+  key: string;
+  fingerprint: string;
+}
+
+/**
+ * What a site knows of an Idempotency-Key: the write that first used it (its dot and hlc), the
+ * request's fingerprint, and what that write answered for each item (derived from the entry's
+ * states, so every site that holds the entry records the same answer).
+ */
+export interface IdempotencyRecord {
+  key: string;
+  fingerprint: string;
+  origin: string;
+  seq: number;
+  hlc: string;
+  items: { table: string; key: string; version: string; origin: string }[];
+  /** wall ms when this site indexed it: the retention counts from here */
+  atMs: number;
 }
 
 export interface ConflictRecord {
@@ -69,6 +96,13 @@ export interface LocalCommit {
   refs: ItemRef[];
   /** the writer will wait for peers' acks (quorum or all durability): flags the log entry */
   awaitsAck?: boolean;
+  /**
+   * Checked in the commit's transaction, before `build`: if the key is indexed already (by an
+   * earlier write here, by one earlier in this group, or by a peer's entry), nothing is built or
+   * written and the result carries the record (`replayed`). Otherwise the entry carries it and the
+   * key is indexed with the write.
+   */
+  idempotency?: EntryIdempotency;
   /**
    * Throws a RequestError to reject this write alone (nothing of it is written). `clock` is the
    * site's clock after the write (hex), kept as the floor a restart resumes from; the entry's
@@ -115,7 +149,9 @@ export type CommitRequest = LocalCommit | RemoteApply | RepairApply | AdvanceVec
 
 export type CommitResult =
   | { kind: 'local'; ok: true; seq: number; records: ItemRecord[] }
-  | { kind: 'local'; ok: false; error: unknown }
+  | { kind: 'local'; ok: false; error: unknown; replayed?: undefined }
+  /** the request's Idempotency-Key was indexed already: nothing was written (LocalCommit.idempotency) */
+  | { kind: 'local'; ok: false; error?: undefined; replayed: IdempotencyRecord }
   /**
    * `quarantined`: the entry's merge threw; it was logged (and so relayed) and the vector moved
    * past it, but its items were not changed here: the reason is kept (Store.quarantined()).
@@ -200,6 +236,10 @@ export interface Store {
   compactLog(upTo: VersionVector): Promise<number>;
   /** Drops conflict feed entries recorded before `olderThanMs` (wall ms). */
   trimConflicts(olderThanMs: number): Promise<number>;
+  /** What this site knows of an Idempotency-Key (indexed with a local write or a peer's entry). */
+  idempotencyRecord(key: string): Promise<IdempotencyRecord | undefined>;
+  /** Drops at most `limit` Idempotency-Keys indexed before `olderThanMs` (wall ms), oldest first. */
+  trimIdempotencyKeys(olderThanMs: number, limit: number): Promise<number>;
   /** One consistent read of the vector (first page) and every item, tombstones included. */
   snapshot(pageItems: number): AsyncIterable<{ vector?: VersionVector; gcFloor?: VersionVector; items: { table: string; key: string; state: ItemState }[] }>;
   /**
