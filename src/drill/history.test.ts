@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { emptyState, type ItemState } from '../core/item.js';
 import type { LogEntry } from '../store/types.js';
-import { checkHistory, DiskLedger, History, type FinalItem } from './history.js';
+import { checkHistory, DiskLedger, entryHash, History, type FinalItem } from './history.js';
 
 const a = 'site-a.1';
 const entry = (origin: string, seq: number, value: string, table = 'profiles', key = 'k'): LogEntry => ({
@@ -142,5 +142,26 @@ describe('counters with deletes', () => {
   it('reports an increment after a delete that is lost (tombstone GC), and one the delete should have removed', () => {
     expect(run(0).map((x) => x.kind)).toEqual(['counter-out-of-bounds']);
     expect(run(4).map((x) => x.kind)).toEqual(['counter-out-of-bounds']);
+  });
+});
+
+describe('Idempotency-Keys in the log', () => {
+  const keyed = (origin: string, seq: number, key: string): LogEntry => ({ ...entry(origin, seq, `v${seq}`, 'counters'), idempotency: { key, fingerprint: 'f' } });
+  const check = (log: LogEntry[]) => checkHistory({ history: new History(), log, items: new Map(), conflictLosers: new Set(), lwwTables: new Set(), counterField: () => undefined });
+
+  it('reports a key written by two entries (a repeat applied again), at one site or two', () => {
+    expect(check([keyed(a, 1, 'K1'), keyed(a, 2, 'K2'), entry(a, 3, 'plain')])).toEqual([]);
+    expect(check([keyed(a, 1, 'K1'), keyed('site-b.1', 1, 'K1'), keyed(a, 2, 'K1')])).toEqual([
+      { kind: 'idempotent-write-applied-twice', detail: `Idempotency-Key K1 was written 3 times: ${a}:1, site-b.1:1, ${a}:2` },
+    ]);
+  });
+
+  it('knows which sites hold an entry itself, not only its effect through a snapshot', () => {
+    const ledger = new DiskLedger();
+    ledger.committedLocal('a', keyed(a, 1, 'K'));
+    ledger.committedRemote('b', keyed(a, 1, 'K'));
+    ledger.installedSnapshot('c', { [a]: 1 });
+    expect(['a', 'b', 'c'].map((s) => ledger.holdsEntry(s, `${a}:1`))).toEqual([true, true, false]);
+    expect(ledger.holders(`${a}:1`, entryHash(keyed(a, 1, 'K')))).toEqual(['a', 'b', 'c']);
   });
 });

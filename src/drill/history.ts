@@ -69,7 +69,8 @@ export interface Anomaly {
     | 'unbacked-quorum-ack'
     | 'read-before-durable'
     | 'read-not-of-its-vector'
-    | 'acked-write-lost';
+    | 'acked-write-lost'
+    | 'idempotent-write-applied-twice';
   detail: string;
 }
 
@@ -244,6 +245,17 @@ export class DiskLedger {
     return out;
   }
 
+  /**
+   * Whether `site`'s disk holds the entry `dot` itself (as its origin issued it), not only its effect
+   * through a snapshot: then the site indexed the entry's Idempotency-Key with it.
+   */
+  holdsEntry(site: string, dot: Dot): boolean {
+    const issued = this.issued.get(dot);
+    const d = this.disks.get(site);
+    if (issued === undefined || d === undefined) return false;
+    return d.durable.get(dot) === issued.hash || d.unsynced.some((f) => f.dot === dot && f.hash === issued.hash);
+  }
+
   /** True while some site holds this exact entry (after a loss: whether it survived elsewhere). */
   isHeld(fact: Fact): boolean {
     return this.holders(fact.dot, fact.hash).length > 0;
@@ -348,6 +360,13 @@ export function checkHistory(input: CheckInput): Anomaly[] {
     if (op.kind === 'delete' && final?.live && winner !== undefined && covers(own.c, winner))
       anomalies.push({ kind: 'resurrected', detail: `${op.table}/${op.key}: ${winner} was seen by delete ${op.dot} yet is live` });
   }
+
+  // A write sent with an Idempotency-Key, however often repeated, at whatever sites, is one entry.
+  const byIdempotencyKey = new Map<string, Dot[]>();
+  for (const e of input.log)
+    if (e.idempotency !== undefined) byIdempotencyKey.set(e.idempotency.key, [...(byIdempotencyKey.get(e.idempotency.key) ?? []), `${e.origin}:${e.seq}`]);
+  for (const [key, dots] of byIdempotencyKey)
+    if (dots.length > 1) anomalies.push({ kind: 'idempotent-write-applied-twice', detail: `Idempotency-Key ${key} was written ${dots.length} times: ${dots.join(', ')}` });
 
   // A counter holds the increments no delete observed: a delete's entry (no existence dot left)
   // carries in its context the dots it removed. An increment of unknown outcome may count or not.
