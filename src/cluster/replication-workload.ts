@@ -5,12 +5,13 @@
 // lose power (inside slow fsyncs), are rolled back to an earlier copy of their disk, lose their disk
 // and restart; housekeeping runs on independent schedules. Some counter increments carry an
 // Idempotency-Key: sent twice at once, and retried later at their site (after a crash or a power
-// loss too) or at a site that holds their entry; each must be applied once. The disk ledger judges
+// loss too) or at a site that has their write; each must be applied once. The disk ledger judges
 // quorum acks, reissued dots and reads as they happen; after healing it checks convergence (equal
 // digests) and the operation history.
 import type { LogEntry } from '../store/types.js';
 import type { WriteOptions } from '../site/site-node.js';
 import type { ItemOp } from '../core/write.js';
+import { parseDot } from '../core/vector.js';
 import { checkHistory, History, type Anomaly, type FinalItem, type HistoryOp } from '../drill/history.js';
 import { SimCluster } from './sim-cluster.js';
 
@@ -179,11 +180,12 @@ export async function runReplicationScenario(seed: number, options: { opsMax?: n
         }
       } else if (r < 0.18 && keyedWrites.length > 0) {
         // a client that did not see an answer (or wants to be sure) repeats a keyed write: at its
-        // site, if that site still has its disk, or at a site whose log holds the first write's
-        // entry; what a site has only through a snapshot or a repair it has no key for (README)
+        // site, if that site still has its disk, or at a site that has the first write (its vector
+        // covers the dot: from the log, or from a snapshot, which carries the keys)
         const w = keyedWrites[pick(keyedWrites.length)]!;
         const sameSite = !down.has(w.site) && (diskLosses.get(w.site) ?? 0) === w.diskLossesAtSend;
-        const holders = w.op.dot === undefined ? [] : ids.filter((s) => s !== w.site && !down.has(s) && cluster.ledger.holdsEntry(s, w.op.dot!));
+        const first = w.op.dot === undefined ? undefined : parseDot(w.op.dot);
+        const holders = first === undefined ? [] : ids.filter((s) => s !== w.site && !down.has(s) && (cluster.site(s)!.node.vector()[first.origin] ?? 0) >= first.seq);
         const candidates = [...(sameSite ? [w.site] : []), ...holders];
         if (candidates.length > 0) {
           const at = candidates[pick(candidates.length)]!;

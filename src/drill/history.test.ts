@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { emptyState, type ItemState } from '../core/item.js';
 import type { LogEntry } from '../store/types.js';
-import { checkHistory, DiskLedger, entryHash, History, type FinalItem } from './history.js';
+import { checkHistory, DiskLedger, History, type FinalItem } from './history.js';
 
 const a = 'site-a.1';
 const entry = (origin: string, seq: number, value: string, table = 'profiles', key = 'k'): LogEntry => ({
@@ -154,14 +154,5 @@ describe('Idempotency-Keys in the log', () => {
     expect(check([keyed(a, 1, 'K1'), keyed('site-b.1', 1, 'K1'), keyed(a, 2, 'K1')])).toEqual([
       { kind: 'idempotent-write-applied-twice', detail: `Idempotency-Key K1 was written 3 times: ${a}:1, site-b.1:1, ${a}:2` },
     ]);
-  });
-
-  it('knows which sites hold an entry itself, not only its effect through a snapshot', () => {
-    const ledger = new DiskLedger();
-    ledger.committedLocal('a', keyed(a, 1, 'K'));
-    ledger.committedRemote('b', keyed(a, 1, 'K'));
-    ledger.installedSnapshot('c', { [a]: 1 });
-    expect(['a', 'b', 'c'].map((s) => ledger.holdsEntry(s, `${a}:1`))).toEqual([true, true, false]);
-    expect(ledger.holders(`${a}:1`, entryHash(keyed(a, 1, 'K')))).toEqual(['a', 'b', 'c']);
   });
 });

@@ -245,17 +245,6 @@ export class DiskLedger {
     return out;
   }
 
-  /**
-   * Whether `site`'s disk holds the entry `dot` itself (as its origin issued it), not only its effect
-   * through a snapshot: then the site indexed the entry's Idempotency-Key with it.
-   */
-  holdsEntry(site: string, dot: Dot): boolean {
-    const issued = this.issued.get(dot);
-    const d = this.disks.get(site);
-    if (issued === undefined || d === undefined) return false;
-    return d.durable.get(dot) === issued.hash || d.unsynced.some((f) => f.dot === dot && f.hash === issued.hash);
-  }
-
   /** True while some site holds this exact entry (after a loss: whether it survived elsewhere). */
   isHeld(fact: Fact): boolean {
     return this.holders(fact.dot, fact.hash).length > 0;

@@ -425,6 +425,25 @@ export function storeSuite(name: string, factory: StoreFactory): void {
       await store.close();
     });
 
+    it('pages its Idempotency-Keys in key order, and takes a peer snapshot\'s records (the earlier of two under one key), durably', async () => {
+      const { store, reopen } = await factory.create('s1');
+      await store.open();
+      for (const k of ['b', 'a', 'c']) await store.commit([keyedPut('t', k, k)]);
+      expect((await store.idempotencyRecords(undefined, 2)).map((r) => r.key)).toEqual(['a', 'b']);
+      expect((await store.idempotencyRecords('b', 10)).map((r) => r.key)).toEqual(['c']);
+      const theirs = { key: 'p', fingerprint: 'f', origin: 'p.1', seq: 4, hlc: '0000000000050000', items: [{ table: 't', key: 'x', version: 'v', origin: 'p' }], atMs: 5 };
+      await store.putIdempotencyRecords([theirs, { ...theirs, key: 'a', origin: 'q.1', hlc: '0000000000000001' }, { ...theirs, key: 'b', hlc: 'ffffffffffffffff' }]);
+      // durable with the next commit that syncs
+      await store.commit([put('t', 'z')]);
+      await store.close();
+      const again = reopen();
+      await again.open();
+      expect(await again.idempotencyRecord('p')).toEqual(theirs);
+      expect(await again.idempotencyRecord('a')).toMatchObject({ origin: 'q.1' });
+      expect(await again.idempotencyRecord('b')).toMatchObject({ hlc: '0000000000010000' });
+      await again.close();
+    });
+
     it('trims Idempotency-Keys indexed before a time, oldest first, at most a given number per call', async () => {
       const { store } = await factory.create('s1');
       await store.open();

@@ -238,6 +238,13 @@ export interface Store {
   trimConflicts(olderThanMs: number): Promise<number>;
   /** What this site knows of an Idempotency-Key (indexed with a local write or a peer's entry). */
   idempotencyRecord(key: string): Promise<IdempotencyRecord | undefined>;
+  /** Idempotency-Keys in key order after `afterKey`: what a snapshot carries to a site it bootstraps. */
+  idempotencyRecords(afterKey: string | undefined, limit: number): Promise<IdempotencyRecord[]>;
+  /**
+   * Adds records a peer's snapshot carried, as received (the earlier of two records under one key
+   * is kept). Durable with the next commit that syncs: the snapshot's vector is taken after them.
+   */
+  putIdempotencyRecords(records: IdempotencyRecord[]): Promise<void>;
   /** Drops at most `limit` Idempotency-Keys indexed before `olderThanMs` (wall ms), oldest first. */
   trimIdempotencyKeys(olderThanMs: number, limit: number): Promise<number>;
   /** One consistent read of the vector (first page) and every item, tombstones included. */

@@ -308,6 +308,7 @@ export class SqliteStore implements Store {
            hlc = excluded.hlc, items = excluded.items, at_ms = excluded.at_ms
          WHERE (excluded.hlc, excluded.origin, excluded.seq) < (idempotency.hlc, idempotency.origin, idempotency.seq)`,
       ),
+      pageIdempotency: db.prepare('SELECT key, fingerprint, origin, seq, hlc, items, at_ms FROM idempotency WHERE key > ? ORDER BY key LIMIT ?'),
       trimIdempotency: db.prepare('DELETE FROM idempotency WHERE key IN (SELECT key FROM idempotency WHERE at_ms < ? ORDER BY at_ms LIMIT ?)'),
     };
   }
@@ -815,6 +816,22 @@ export class SqliteStore implements Store {
     // like any read: not before this site's own write that it names is durable
     if (row.origin === this.identity!.origin) await this.waitDurable(row.seq);
     return idempotencyFromRow(row);
+  }
+
+  async idempotencyRecords(afterKey: string | undefined, limit: number): Promise<IdempotencyRecord[]> {
+    this.assertOpen();
+    const rows = this.stmts.pageIdempotency.all(afterKey ?? '', limit) as IdempotencyRow[];
+    // like any read: not before this site's own writes they name are durable
+    const own = this.identity!.origin;
+    await this.waitDurable(rows.reduce((max, r) => (r.origin === own && r.seq > max ? r.seq : max), 0));
+    return rows.map(idempotencyFromRow);
+  }
+
+  async putIdempotencyRecords(records: IdempotencyRecord[]): Promise<void> {
+    if (this.failure) throw this.failure;
+    this.handle.transaction(() => {
+      for (const r of records) this.stmts.putIdempotency.run(r.key, r.fingerprint, r.origin, r.seq, r.hlc, JSON.stringify(r.items), Math.floor(r.atMs));
+    }).immediate();
   }
 
   async trimIdempotencyKeys(olderThanMs: number, limit: number): Promise<number> {
