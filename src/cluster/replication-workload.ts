@@ -90,8 +90,12 @@ export async function runReplicationScenario(seed: number, options: { opsMax?: n
   const diskLosses = new Map<string, number>();
   const loseDisk = (site: string) => diskLosses.set(site, (diskLosses.get(site) ?? 0) + 1);
   const anomalies: Anomaly[] = [];
-  /** Marks `tracked` done when a write (a first attempt or a repeat) is answered. */
-  const settle = (tracked: HistoryOp, site: string, quorum: boolean, promise: Promise<{ dot: string }>) => {
+  /**
+   * Marks `tracked` done when a write (its first attempt, or a repeat under its Idempotency-Key) is
+   * answered. A repeat that fails (its site starting, say) says nothing of the first attempt, whose
+   * outcome stands: failed, or unknown while it never came back.
+   */
+  const settle = (tracked: HistoryOp, site: string, quorum: boolean, promise: Promise<{ dot: string }>, repeat = false) => {
     const writer = cluster.site(site)!;
     promise.then(
       async (outcome) => {
@@ -108,8 +112,7 @@ export async function runReplicationScenario(seed: number, options: { opsMax?: n
         tracked.completedAtMs = world.clock.monotonicMs();
       },
       () => {
-        // a repeat refused (a site starting, say) leaves an earlier attempt's outcome as it was
-        if (tracked.status === 'pending' && tracked.dot === undefined) tracked.status = 'fail';
+        if (!repeat && tracked.status === 'pending') tracked.status = 'fail';
       },
     );
   };
@@ -190,7 +193,7 @@ export async function runReplicationScenario(seed: number, options: { opsMax?: n
         if (candidates.length > 0) {
           const at = candidates[pick(candidates.length)]!;
           idempotentRepeats++;
-          settle(w.op, at, w.options.awaitsAck === true, cluster.write(at, w.op.table, w.op.key, w.itemOp, w.options));
+          settle(w.op, at, w.options.awaitsAck === true, cluster.write(at, w.op.table, w.op.key, w.itemOp, w.options), true);
         }
       } else if (r < 0.21) {
         // a read at any site must not show this site's own writes before they are durable
@@ -240,7 +243,7 @@ export async function runReplicationScenario(seed: number, options: { opsMax?: n
             // the same request twice at once (a client's hasty retry): one commit
             if (rng() < 0.25) {
               idempotentRepeats++;
-              settle(op, site, quorum, cluster.write(site, 'counters', key, patch, keyed.options));
+              settle(op, site, quorum, cluster.write(site, 'counters', key, patch, keyed.options), true);
             }
           } else promise = cluster.write(site, 'counters', key, patch, options);
         } else if (t < 0.82) {
