@@ -349,7 +349,7 @@ export class SiteNode {
           422,
           'idempotency-key-reused',
           'Idempotency-Key reused',
-          `Idempotency-Key "${first.key}" was used first for a different request (written as ${dotOf(first.origin, first.seq)}: ${first.items.map((i) => `${i.table}/${i.key}`).join(', ')}); a key names one request: send a new request under a new key`,
+          `Idempotency-Key "${first.key}" was used first for a different request (written as ${dotOf(first.origin, first.seq)}: ${first.items.slice(0, 3).map((i) => `${i.table}/${i.key.slice(0, 64)}`).join(', ')}${first.items.length > 3 ? ', …' : ''}); a key names one request: send a new request under a new key`,
           [{ path: 'header.idempotency-key', message: 'already used for a different request' }],
         );
       this.deps.metrics?.idempotentReplays.inc();
