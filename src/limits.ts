@@ -64,6 +64,12 @@ export const limits = {
   ownerWaitForwardedMs: 800,
   /** Peer links retry sooner: a failed connect is cheap, and heal time is bounded by it. */
   peerBackoffMsMax: 150,
+  /** An Idempotency-Key: 1 to this many printable ASCII characters (CONTRACT.md). */
+  idempotencyKeyCharsMax: 128,
+  /** Every site keeps an Idempotency-Key at least this long after it indexed it (CONTRACT.md: at least 24 h). */
+  idempotencyKeyRetentionMs: 24 * 3600 * 1000,
+  /** Most expired Idempotency-Keys one housekeeping pass drops (the rest go in the next passes). */
+  idempotencyKeysTrimMax: 10_000,
 } as const;
 
 assert(limits.itemBodyBytesMax < limits.requestBodyBytesMax, 'an item must fit in a request');
@@ -73,3 +79,4 @@ assert(limits.backoffMsMin < limits.backoffMsMax, 'backoff range');
 assert(limits.backoffMsMin < limits.peerBackoffMsMax, 'peer backoff range');
 assert(limits.forwardTimeoutMs >= limits.quorumTimeoutMs + 1_000, 'a forward outlasts the owner\'s quorum wait by a second: its commit and the round trip');
 assert(limits.relayDelayMs >= 4 * limits.ackIntervalMs, 'a peer acks what it got directly well before it would be relayed');
+assert(limits.idempotencyKeyRetentionMs >= 24 * 3600 * 1000, 'Idempotency-Keys are kept at least 24 h (CONTRACT.md)');

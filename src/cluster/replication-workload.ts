@@ -3,11 +3,16 @@
 // patches, some writes with quorum durability, reads) while the network delays, reorders,
 // duplicates and drops messages, partitions (isolate, split, one-way) come and go, and sites crash,
 // lose power (inside slow fsyncs), are rolled back to an earlier copy of their disk, lose their disk
-// and restart; housekeeping runs on independent schedules. The disk ledger judges quorum acks,
-// reissued dots and reads as they happen; after healing it checks convergence (equal digests) and
-// the operation history.
+// and restart; housekeeping runs on independent schedules. Some counter increments carry an
+// Idempotency-Key: sent twice at once, and retried later at their site (after a crash or a power
+// loss too) or at a site that has their write; each must be applied once. The disk ledger judges
+// quorum acks, reissued dots and reads as they happen; after healing it checks convergence (equal
+// digests) and the operation history.
 import type { LogEntry } from '../store/types.js';
-import { checkHistory, History, type Anomaly, type FinalItem } from '../drill/history.js';
+import type { WriteOptions } from '../site/site-node.js';
+import type { ItemOp } from '../core/write.js';
+import { parseDot } from '../core/vector.js';
+import { checkHistory, History, type Anomaly, type FinalItem, type HistoryOp } from '../drill/history.js';
 import { SimCluster } from './sim-cluster.js';
 
 export interface ScenarioResult {
@@ -24,6 +29,18 @@ export interface ScenarioResult {
   rollbacks: number;
   quorumAcks: number;
   reads: number;
+  /** repeats of keyed writes sent (at once, or later at their site or a site holding their entry) */
+  idempotentRepeats: number;
+}
+
+/** A write sent with an Idempotency-Key, which the workload may send again. */
+interface KeyedWrite {
+  op: HistoryOp;
+  site: string;
+  itemOp: ItemOp;
+  options: WriteOptions;
+  /** the site's disk losses when it was sent: after one more, a repeat there is not exact (README) */
+  diskLossesAtSend: number;
 }
 
 export async function runReplicationScenario(seed: number, options: { opsMax?: number } = {}): Promise<ScenarioResult> {
@@ -67,7 +84,38 @@ export async function runReplicationScenario(seed: number, options: { opsMax?: n
   let rollbacks = 0;
   let quorumAcks = 0;
   let reads = 0;
+  let idempotentRepeats = 0;
+  const keyedWrites: KeyedWrite[] = [];
+  /** per site, disks lost or rolled back: a site keeps what it indexed only as long as its disk */
+  const diskLosses = new Map<string, number>();
+  const loseDisk = (site: string) => diskLosses.set(site, (diskLosses.get(site) ?? 0) + 1);
   const anomalies: Anomaly[] = [];
+  /**
+   * Marks `tracked` done when a write (its first attempt, or a repeat under its Idempotency-Key) is
+   * answered. A repeat that fails (its site starting, say) says nothing of the first attempt, whose
+   * outcome stands: failed, or unknown while it never came back.
+   */
+  const settle = (tracked: HistoryOp, site: string, quorum: boolean, promise: Promise<{ dot: string }>, repeat = false) => {
+    const writer = cluster.site(site)!;
+    promise.then(
+      async (outcome) => {
+        if (tracked.dot !== undefined && tracked.dot !== outcome.dot && tracked.status === 'ok')
+          anomalies.push({ kind: 'idempotent-write-applied-twice', detail: `op ${tracked.id} answered ${tracked.dot}, then ${outcome.dot} for the same Idempotency-Key at ${site}` });
+        tracked.dot = outcome.dot;
+        if (quorum) {
+          // false: the outcome is unknown (timeout), not failed
+          if (!(await writer.replicator.awaitDurability(outcome.dot, 'quorum'))) return;
+          cluster.ledger.quorumAcked(outcome.dot, ids, `op ${tracked.id} ${tracked.kind} ${tracked.table}/${tracked.key} at ${site}`);
+          quorumAcks++;
+        }
+        tracked.status = 'ok';
+        tracked.completedAtMs = world.clock.monotonicMs();
+      },
+      () => {
+        if (!repeat && tracked.status === 'pending') tracked.status = 'fail';
+      },
+    );
+  };
   /**
    * Entries `victim` lost that no site holds any more are gone for real. A disk loss (wipe or
    * rollback to an older copy) may take acknowledged writes with it: their outcome becomes unknown.
@@ -105,6 +153,7 @@ export async function runReplicationScenario(seed: number, options: { opsMax?: n
         // site loss: what it acknowledged but no other site received is gone (its outcome becomes unknown)
         const victim = ids[pick(ids.length)]!;
         down.add(victim);
+        loseDisk(victim);
         lostForGood(victim, await cluster.wipe(victim), 'disk-loss');
         wipes++;
       } else if (r < 0.11 && down.size > 0) {
@@ -128,8 +177,23 @@ export async function runReplicationScenario(seed: number, options: { opsMax?: n
         const victim = ids[pick(ids.length)]!;
         if (!down.has(victim) && cluster.hasDiskCopy(victim)) {
           down.add(victim);
+          loseDisk(victim);
           lostForGood(victim, await cluster.rollBackDisk(victim), 'disk-loss');
           rollbacks++;
+        }
+      } else if (r < 0.18 && keyedWrites.length > 0) {
+        // a client that did not see an answer (or wants to be sure) repeats a keyed write: at its
+        // site, if that site still has its disk, or at a site that has the first write (its vector
+        // covers the dot: from the log, or from a snapshot, which carries the keys)
+        const w = keyedWrites[pick(keyedWrites.length)]!;
+        const sameSite = !down.has(w.site) && (diskLosses.get(w.site) ?? 0) === w.diskLossesAtSend;
+        const first = w.op.dot === undefined ? undefined : parseDot(w.op.dot);
+        const holders = first === undefined ? [] : ids.filter((s) => s !== w.site && !down.has(s) && (cluster.site(s)!.node.vector()[first.origin] ?? 0) >= first.seq);
+        const candidates = [...(sameSite ? [w.site] : []), ...holders];
+        if (candidates.length > 0) {
+          const at = candidates[pick(candidates.length)]!;
+          idempotentRepeats++;
+          settle(w.op, at, w.options.awaitsAck === true, cluster.write(at, w.op.table, w.op.key, w.itemOp, w.options), true);
         }
       } else if (r < 0.21) {
         // a read at any site must not show this site's own writes before they are durable
@@ -170,7 +234,18 @@ export async function runReplicationScenario(seed: number, options: { opsMax?: n
         } else if (t < 0.72) {
           const amount = 1 + pick(5);
           op = history.invoke({ site, table: 'counters', key, kind: 'increment', amount, invokedAtMs: now });
-          promise = cluster.write(site, 'counters', key, { op: 'patch', patch: { increment: { n: amount }, add: { tags: [`t${pick(4)}`] } } }, options);
+          const patch: ItemOp = { op: 'patch', patch: { increment: { n: amount }, add: { tags: [`t${pick(4)}`] } } };
+          if (rng() < 0.5) {
+            const keyed: KeyedWrite = { op, site, itemOp: patch, options: { ...options, idempotencyKey: `inc-${seed}-${op.id}` }, diskLossesAtSend: diskLosses.get(site) ?? 0 };
+            keyedWrites.push(keyed);
+            if (keyedWrites.length > 32) keyedWrites.shift();
+            promise = cluster.write(site, 'counters', key, patch, keyed.options);
+            // the same request twice at once (a client's hasty retry): one commit
+            if (rng() < 0.25) {
+              idempotentRepeats++;
+              settle(op, site, quorum, cluster.write(site, 'counters', key, patch, keyed.options), true);
+            }
+          } else promise = cluster.write(site, 'counters', key, patch, options);
         } else if (t < 0.82) {
           // deletes of counters: increments they observed are gone, concurrent ones survive
           op = history.invoke({ site, table: 'counters', key, kind: 'delete', invokedAtMs: now });
@@ -179,24 +254,7 @@ export async function runReplicationScenario(seed: number, options: { opsMax?: n
           op = history.invoke({ site, table: 'carts', key, kind: 'patch', invokedAtMs: now });
           promise = cluster.write(site, 'carts', key, { op: 'patch', patch: { set: { [`f${pick(3)}`]: ++unique } } }, options);
         }
-        const tracked = op;
-        const writer = cluster.site(site)!;
-        promise.then(
-          async (outcome) => {
-            tracked.dot = outcome.dot;
-            if (quorum) {
-              // false: the outcome is unknown (timeout), not failed
-              if (!(await writer.replicator.awaitDurability(outcome.dot, 'quorum'))) return;
-              cluster.ledger.quorumAcked(outcome.dot, ids, `op ${tracked.id} ${tracked.kind} ${tracked.table}/${tracked.key} at ${site}`);
-              quorumAcks++;
-            }
-            tracked.status = 'ok';
-            tracked.completedAtMs = world.clock.monotonicMs();
-          },
-          () => {
-            tracked.status = 'fail';
-          },
-        );
+        settle(op, site, quorum, promise);
       }
       await world.runFor(pick(60));
     }
@@ -249,6 +307,7 @@ export async function runReplicationScenario(seed: number, options: { opsMax?: n
       rollbacks,
       quorumAcks,
       reads,
+      idempotentRepeats,
     };
   } finally {
     await cluster.stop();

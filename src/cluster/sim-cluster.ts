@@ -20,7 +20,7 @@ import type { Env } from '../platform/env.js';
 import { Replicator } from '../replication/replicator.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import type { CommitRequest, Store } from '../store/types.js';
-import { SiteNode, type WriteOptions, type WriteOutcome } from '../site/site-node.js';
+import { SiteNode, type ReplayedWrite, type WriteOptions, type WriteOutcome } from '../site/site-node.js';
 import { DiskLedger, type DiskCopy } from '../drill/history.js';
 import { TopologyService } from '../topology/topology-service.js';
 import { SqliteVoterStorage } from '../topology/voter-storage.js';
@@ -257,7 +257,13 @@ export class SimCluster {
               // the write's own dot stamps its states (the site may have taken a new incarnation since open)
               const { origin, seq: stamped } = parseDot(built.records[0]!.state.w.d);
               assert(stamped === seq, `a local write's state carries its own dot, got ${built.records[0]!.state.w.d} for seq ${seq}`);
-              ledger.committedLocal(id, { origin, seq, hlc: built.hlc, items: built.records.map((x) => ({ table: x.table, key: x.key, state: x.state })) });
+              ledger.committedLocal(id, {
+                origin,
+                seq,
+                hlc: built.hlc,
+                items: built.records.map((x) => ({ table: x.table, key: x.key, state: x.state })),
+                ...(req.idempotency !== undefined ? { idempotency: req.idempotency } : {}),
+              });
               if (built.epoch !== undefined)
                 this.admissions.push({ site: id, epoch: built.epoch, atMs: this.world.clock.monotonicMs(), dot: `${origin}:${seq}`, items: built.records.map((x) => ({ table: x.table, key: x.key })), compensates: built.voids !== undefined });
               return built;
@@ -364,8 +370,13 @@ export class SimCluster {
     return Object.fromEntries([...this.live].map(([id, s]) => [id, s.node.vector()]));
   }
 
-  /** Writes at a site; resolves with the outcome, rejects with the error, or never settles if the site crashes. */
-  write(id: string, table: string, key: string, op: ItemOp, options: WriteOptions = {}): Promise<WriteOutcome> {
+  /**
+   * Writes at a site; resolves with the outcome (or the first answer, for a repeat under a known
+   * Idempotency-Key), rejects with the error, or never settles if the site crashes.
+   */
+  write(id: string, table: string, key: string, op: ItemOp, options?: WriteOptions & { idempotencyKey?: undefined }): Promise<WriteOutcome>;
+  write(id: string, table: string, key: string, op: ItemOp, options: WriteOptions): Promise<WriteOutcome | ReplayedWrite>;
+  write(id: string, table: string, key: string, op: ItemOp, options: WriteOptions = {}): Promise<WriteOutcome | ReplayedWrite> {
     const site = this.live.get(id);
     if (!site) return Promise.reject(new Error(`site ${id} is down`));
     return site.node.write(site.node.table(table), key, op, options);

@@ -144,3 +144,15 @@ describe('counters with deletes', () => {
     expect(run(4).map((x) => x.kind)).toEqual(['counter-out-of-bounds']);
   });
 });
+
+describe('Idempotency-Keys in the log', () => {
+  const keyed = (origin: string, seq: number, key: string): LogEntry => ({ ...entry(origin, seq, `v${seq}`, 'counters'), idempotency: { key, fingerprint: 'f' } });
+  const check = (log: LogEntry[]) => checkHistory({ history: new History(), log, items: new Map(), conflictLosers: new Set(), lwwTables: new Set(), counterField: () => undefined });
+
+  it('reports a key written by two entries (a repeat applied again), at one site or two', () => {
+    expect(check([keyed(a, 1, 'K1'), keyed(a, 2, 'K2'), entry(a, 3, 'plain')])).toEqual([]);
+    expect(check([keyed(a, 1, 'K1'), keyed('site-b.1', 1, 'K1'), keyed(a, 2, 'K1')])).toEqual([
+      { kind: 'idempotent-write-applied-twice', detail: `Idempotency-Key K1 was written 3 times: ${a}:1, site-b.1:1, ${a}:2` },
+    ]);
+  });
+});

@@ -69,7 +69,8 @@ export interface Anomaly {
     | 'unbacked-quorum-ack'
     | 'read-before-durable'
     | 'read-not-of-its-vector'
-    | 'acked-write-lost';
+    | 'acked-write-lost'
+    | 'idempotent-write-applied-twice';
   detail: string;
 }
 
@@ -348,6 +349,13 @@ export function checkHistory(input: CheckInput): Anomaly[] {
     if (op.kind === 'delete' && final?.live && winner !== undefined && covers(own.c, winner))
       anomalies.push({ kind: 'resurrected', detail: `${op.table}/${op.key}: ${winner} was seen by delete ${op.dot} yet is live` });
   }
+
+  // A write sent with an Idempotency-Key, however often repeated, at whatever sites, is one entry.
+  const byIdempotencyKey = new Map<string, Dot[]>();
+  for (const e of input.log)
+    if (e.idempotency !== undefined) byIdempotencyKey.set(e.idempotency.key, [...(byIdempotencyKey.get(e.idempotency.key) ?? []), `${e.origin}:${e.seq}`]);
+  for (const [key, dots] of byIdempotencyKey)
+    if (dots.length > 1) anomalies.push({ kind: 'idempotent-write-applied-twice', detail: `Idempotency-Key ${key} was written ${dots.length} times: ${dots.join(', ')}` });
 
   // A counter holds the increments no delete observed: a delete's entry (no existence dot left)
   // carries in its context the dots it removed. An increment of unknown outcome may count or not.

@@ -78,6 +78,15 @@ describe('msgpack-raw', () => {
     expect(states.map((b) => Buffer.from(b))).toEqual([Buffer.from(encode(state))]);
   });
 
+  it('an entry with an Idempotency-Key carries it after the other fields, as its plain encoding does', () => {
+    const state = { c: { 'a.1': 4 }, r: {}, k: {}, s: {}, x: [], w: { h: '0000000000010000', s: 'a', d: 'a.1:4' } };
+    const entry = { origin: 'a.1', seq: 4, hlc: '0000000000010000', items: [{ table: 't', key: 'k', state }], idempotency: { key: 'order-17 retry', fingerprint: 'ab'.repeat(16) } };
+    const { body: bytes } = encodeLogEntry(entry, [{ table: 't', key: 'k', state }]);
+    expect(decodeLogEntry(bytes)).toEqual(entry);
+    expect(Buffer.from(bytes)).toEqual(Buffer.from(encode(entry)));
+    expect(logEntryStateBytes(bytes).map((b) => Buffer.from(b))).toEqual([Buffer.from(encode(state))]);
+  });
+
   it("finds each item's encoded state in a log entry, whatever the states and the fields around them", () => {
     fc.assert(
       fc.property(

@@ -201,6 +201,29 @@ async function* snapshotStream(options: FeedServerOptions, signal: AbortSignal):
     if (page.items.length > 0) yield encodeFrame({ t: 'snapshot-page', v: protocolVersion, items: page.items, ...(vector !== undefined ? { vector } : {}) });
   }
   assert(vector !== undefined, 'a snapshot starts with its vector');
+  // The Idempotency-Keys go along, read after the items: a superset of those of the entries the
+  // snapshot's vector covers (keys are indexed in the transaction that moves the vector), so a
+  // repeat at the new site finds the first answer.
+  for (let after: string | undefined; ; ) {
+    if (signal.aborted) return;
+    const records = await options.node.store.idempotencyRecords(after, limits.feedBatchEntriesMax);
+    if (records.length === 0) break;
+    // bounded in bytes too: a batch's record names up to batchOpsMax items
+    let page: typeof records = [];
+    let bytes = 0;
+    for (const r of records) {
+      const size = JSON.stringify(r).length;
+      if (page.length > 0 && bytes + size > limits.feedBatchBytesMax) {
+        yield encodeFrame({ t: 'snapshot-page', v: protocolVersion, items: [], vector, idempotency: page });
+        page = [];
+        bytes = 0;
+      }
+      page.push(r);
+      bytes += size;
+    }
+    yield encodeFrame({ t: 'snapshot-page', v: protocolVersion, items: [], vector, idempotency: page });
+    after = records[records.length - 1]!.key;
+  }
   // The conflict feed goes along (not part of the consistent read: it only ever grows, and a
   // receiver keys records by (table, key, loser dot), so a record seen twice is kept once).
   for (const table of Object.keys(options.node.config.tables).sort()) {

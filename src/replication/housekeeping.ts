@@ -7,7 +7,7 @@
 //   seen by the checkpoint can still arrive, so tombstones covered by every checkpoint vector are
 //   purged, and the GC floor (their common context) becomes the context of writes to missing keys.
 //   The naive rule "every vector covers the tombstone" is not used: it resurrects data.
-// - the conflict feed's age bound.
+// - the conflict feed's age bound, and the Idempotency-Keys' retention.
 // Members that have not acknowledged anything since this site started hold everything back.
 import { dominates, type VersionVector } from '../core/vector.js';
 import type { Env } from '../platform/env.js';
@@ -52,6 +52,7 @@ export class Housekeeping {
   async runOnce(): Promise<{ compacted: number; purged: number }> {
     const store = this.options.node.store;
     await store.trimConflicts(this.options.env.clock.wallMs() - limits.conflictFeedAgeMsMax);
+    await store.trimIdempotencyKeys(this.options.env.clock.wallMs() - limits.idempotencyKeyRetentionMs, limits.idempotencyKeysTrimMax);
     const acks = this.options.acks();
     const members = this.options.members();
     if (!members.every((m) => acks.has(m))) return { compacted: 0, purged: 0 };

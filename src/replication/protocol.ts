@@ -7,7 +7,8 @@ import { assert } from '../core/assert.js';
 import { containerAt, mapFields, RawWriter, valueEnd } from '../platform/msgpack-raw.js';
 import type { VersionVector } from '../core/vector.js';
 import type { ItemState } from '../core/item.js';
-import type { ConflictRecord, LogEntry } from '../store/types.js';
+import type { ConflictRecord, IdempotencyRecord, LogEntry } from '../store/types.js';
+import { limits } from '../limits.js';
 
 export const protocolVersion = 1;
 export const frameBytesMax = 8 * 1024 * 1024;
@@ -28,7 +29,11 @@ export type FeedFrame =
   | { t: 'heartbeat'; v: number; vector: VersionVector; oldestMs: number; atMs: number }
   /** a snapshot stream (bootstrap): pages of item states, then the vector they amount to */
   /** `vector`: the snapshot's, on every page: what the receiver's items it covers are superseded by */
-  | { t: 'snapshot-page'; v: number; items: { table: string; key: string; state: ItemState }[]; vector?: VersionVector }
+  /**
+   * `idempotency`: the sender's Idempotency-Keys, on pages of their own after the items (a field an
+   * older receiver ignores: it sees a page with no items).
+   */
+  | { t: 'snapshot-page'; v: number; items: { table: string; key: string; state: ItemState }[]; vector?: VersionVector; idempotency?: IdempotencyRecord[] }
   /** the serving site's conflict feed, after the items: a new site starts with the losers known */
   | { t: 'snapshot-conflicts'; v: number; conflicts: ConflictRecord[] }
   /** `gcFloor`: what the tombstones the sender purged had seen (the receiver's writes to missing keys carry it) */
@@ -77,6 +82,26 @@ export function isAckMessage(m: unknown): m is AckMessage {
 }
 
 /** The same for a feed request. */
+/** Checks a record a peer's snapshot carried before it is stored. */
+export function isIdempotencyRecord(m: unknown): m is IdempotencyRecord {
+  if (m === null || typeof m !== 'object') return false;
+  const r = m as Partial<IdempotencyRecord>;
+  return (
+    typeof r.key === 'string' &&
+    r.key.length <= limits.idempotencyKeyCharsMax &&
+    typeof r.fingerprint === 'string' &&
+    typeof r.origin === 'string' &&
+    typeof r.hlc === 'string' &&
+    Number.isSafeInteger(r.seq) &&
+    Number.isFinite(r.atMs) &&
+    Array.isArray(r.items) &&
+    r.items.every((i: unknown) => {
+      const it = i as Record<string, unknown> | null;
+      return it !== null && typeof it === 'object' && ['table', 'key', 'version', 'origin'].every((f) => typeof it[f] === 'string');
+    })
+  );
+}
+
 export function isFeedRequest(m: unknown): m is FeedRequest {
   if (m === null || typeof m !== 'object') return false;
   const r = m as Partial<FeedRequest>;

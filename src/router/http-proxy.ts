@@ -119,6 +119,8 @@ export class HttpProxy {
     readonly pools: UpstreamPools,
     private readonly geolocator: Geolocator,
     chain: readonly PolicyName[],
+    /** the cluster's `global` and `partitioned` tables: keyed writes to them are repeatable (retry-rules.ts) */
+    readonly ownedTables: ReadonlySet<string> = new Set(),
   ) {
     this.chain = chain;
     this.requestIndependent = chain.every((p) => p === 'latency' || p === 'failover');
@@ -234,7 +236,7 @@ class ProxyExchange implements Dispatcher.DispatchHandler {
     private readonly res: ServerResponse,
     private readonly ranking: Ranking,
   ) {
-    this.retryClass = retryClassOf(req.method ?? 'GET', req.headers);
+    this.retryClass = retryClassOf(req.method ?? 'GET', req.headers, req.url ?? '/', proxy.ownedTables);
     this.startedMs = proxy.env.clock.monotonicMs();
     this.path = req.url ?? '/';
   }

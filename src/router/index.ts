@@ -99,7 +99,8 @@ export async function startRouter(config: ClusterConfig, options: RouterOptions 
   const geolocator = Geolocator.fromConfig(log, rc.geolocation);
   const table = new SiteTable(config.sites, rc, env.clock, log);
   const pools = new UpstreamPools(rc);
-  const proxy = new HttpProxy({ ...env, log }, rc, table, pools, geolocator, chain);
+  const ownedTables = new Set(Object.entries(config.tables).filter(([, t]) => t.pattern !== 'local').map(([name]) => name));
+  const proxy = new HttpProxy({ ...env, log }, rc, table, pools, geolocator, chain, ownedTables);
   const checker = new HealthChecker(env, rc.healthCheck, table);
   const metrics = routerMetrics(table, routerId);
   let firstRoundDone = false;

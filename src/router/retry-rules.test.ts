@@ -15,6 +15,23 @@ describe('retry rules', () => {
     expect(retryClassOf('PATCH', {})).toBe('once');
   });
 
+  it('repeats a keyed write to an owned table (the owner answers the repeat from its record), never one to a local table', () => {
+    const owned = new Set(['ledger', 'orders']);
+    const key = { 'idempotency-key': 'pay-1' };
+    for (const method of ['PATCH', 'POST', 'PUT', 'DELETE']) {
+      expect(retryClassOf(method, key, '/v1/tables/ledger/items/acct', owned), method).toBe('repeatable');
+      expect(retryClassOf(method, { ...key, 'if-match': '"v1"' }, '/v1/tables/orders/items/us-east%3Ao-1?x=1', owned), method).toBe('repeatable');
+    }
+    // a local table: another site may not have the first write yet
+    expect(retryClassOf('PATCH', key, '/v1/tables/counters/items/c', owned)).toBe('once');
+    expect(retryClassOf('PUT', { ...key, 'if-match': '"v1"' }, '/v1/tables/counters/items/c', owned)).toBe('once');
+    // no key, a batch (its tables are in its body), or not an item path
+    expect(retryClassOf('PATCH', {}, '/v1/tables/ledger/items/acct', owned)).toBe('once');
+    expect(retryClassOf('POST', key, '/v1/batch', owned)).toBe('once');
+    expect(retryClassOf('POST', key, '/v1/tables/ledger/items', owned)).toBe('once');
+    expect(retryClassOf('PATCH', key, '/v1/tables/%E0%A4%A/items/x', owned)).toBe('once');
+  });
+
   it('never counts 503 against a site, but retries it where allowed', () => {
     expect(isPassiveFailureStatus(503)).toBe(false);
     for (const s of [500, 502, 504]) expect(isPassiveFailureStatus(s)).toBe(true);

@@ -13,13 +13,14 @@ import type { SiteMetrics } from './metrics.js';
 import type { TopologyService } from '../topology/topology-service.js';
 import { registerTopologyRoutes } from './topology-api.js';
 import { protocolVersion } from '../replication/protocol.js';
-import { SiteNode, type BatchOp, type Consistency, type Durability, type WriteOutcome } from './site-node.js';
+import { SiteNode, type BatchOp, type Consistency, type Durability, type ReplayedWrite, type WriteOutcome } from './site-node.js';
 import { decodeSession, encodeSession, joinSession } from './session.js';
-import { canonicalVector, type VersionVector } from '../core/vector.js';
+import { canonicalVector, siteOfOrigin, type VersionVector } from '../core/vector.js';
 import {
   decodeCursor,
   encodeCursor,
   oneOf,
+  parseIdempotencyKey,
   parseIfMatch,
   parseIfNoneMatch,
   parseLimit,
@@ -68,6 +69,7 @@ const consistencies = ['eventual', 'session', 'strong'] as const;
 const durabilities = ['local', 'quorum', 'all'] as const;
 const scanParams = new Set(['prefix', 'start', 'end', 'limit', 'cursor']);
 const forwardedHeader = 'tandem-forwarded-by';
+const replayedHeader = 'idempotent-replayed';
 
 export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
   const { node, metrics, env } = options;
@@ -208,6 +210,7 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     const session = sessionOf(req);
     const ifMatch = parseIfMatch(header(req, 'if-match'));
     const ifNoneMatch = parseIfNoneMatch(header(req, 'if-none-match'), true);
+    const idempotencyKey = parseIdempotencyKey(header(req, 'idempotency-key'));
     const itemOp = op(req);
     const attempt = async (parked: boolean) => {
       const owner = node.writeOwner(table, key);
@@ -216,7 +219,9 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
         ...(ifMatch !== undefined ? { ifMatch } : {}),
         ...(ifNoneMatch?.any ? { ifNoneMatch: true } : {}),
         ...(durability !== 'local' ? { awaitsAck: true } : {}),
+        ...(idempotencyKey !== undefined ? { idempotencyKey } : {}),
       });
+      if ('replayed' in outcome) return answerReplay(reply, outcome, durability, session);
       return answerWrite(reply, outcome, durability, session);
     };
     // Ownership in motion (a handover fencing the item here, a new owner renewing its lease or
@@ -292,6 +297,7 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     const ops = validateBatch(req.body);
     const session = sessionOf(req);
     const durability = oneOf('Tandem-Durability', header(req, 'tandem-durability'), durabilities);
+    const idempotencyKey = parseIdempotencyKey(header(req, 'idempotency-key'));
     const batchOps: BatchOp[] = ops.map((o) => ({ op: o.itemOp.op, table: node.table(o.table).name, key: o.key, itemOp: o.itemOp }));
     const owners = new Set(ops.map((o) => node.writeOwner(node.table(o.table), o.key) ?? node.siteId));
     if (owners.size > 1 || (owners.size === 1 && !owners.has(node.siteId))) {
@@ -302,8 +308,15 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
       ]);
     }
     const level = durability ?? strongestDurability(ops.map((o) => node.table(o.table).config.durability));
-    const outcomes = await node.batch(batchOps, level !== 'local' ? { awaitsAck: true } : {});
-    await ensureDurable(outcomes[0]!, level);
+    const outcomes = await node.batch(batchOps, { ...(level !== 'local' ? { awaitsAck: true } : {}), ...(idempotencyKey !== undefined ? { idempotencyKey } : {}) });
+    if (!Array.isArray(outcomes)) {
+      await ensureDurable({ dot: outcomes.dot, version: outcomes.items[0]!.version, wrote: true }, level);
+      reply.header(replayedHeader, 'true');
+      reply.header('tandem-session', encodeSession(joinSession(session, { [outcomes.origin]: outcomes.seq })));
+      const origin = siteOfOrigin(outcomes.origin);
+      return { items: outcomes.items.map((i) => ({ table: i.table, key: i.key, version: i.version, dot: outcomes.dot, origin })) };
+    }
+    await ensureDurable(outcomeFacts(outcomes[0]!), level);
     ensureAcknowledgeable(outcomes[0]!);
     if (outcomes.length > 0) {
       const s = joinSession(session, outcomes[0]!.record.state.c);
@@ -381,13 +394,13 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
    * answer says the item is deleted at that level, and the tombstone (of any origin) may be on
    * this site alone so far.
    */
-  async function ensureDurable(outcome: WriteOutcome, level: Durability): Promise<void> {
+  async function ensureDurable(outcome: { dot: string; version: string; wrote: boolean }, level: Durability): Promise<void> {
     if (level === 'local') return;
     const ok = hooks.awaitDurability ? await hooks.awaitDurability(outcome.dot, level) : node.config.sites.length === 1;
     if (!ok) {
-      const what = outcome.wrote ? `the write was committed at ${node.siteId}` : `the item was deleted already (by ${outcome.dot})`;
+      const what = outcome.wrote ? `the write was committed at ${siteOfOrigin(outcome.dot.slice(0, outcome.dot.lastIndexOf(':')))}` : `the item was deleted already (by ${outcome.dot})`;
       throw new RequestError(504, 'durability-timeout', 'Durability timeout', `${what} but not confirmed ${level} in time; its outcome is unknown`, [], {
-        version: outcome.record.version,
+        version: outcome.version,
         dot: outcome.dot,
       });
     }
@@ -406,8 +419,25 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     });
   }
 
+  function outcomeFacts(outcome: WriteOutcome): { dot: string; version: string; wrote: boolean } {
+    return { dot: outcome.dot, version: outcome.record.version, wrote: outcome.wrote };
+  }
+
+  /**
+   * A repeat under a known Idempotency-Key: the first write's answer, once that write is as durable
+   * as this request asks (the first may still be waiting for its quorum).
+   */
+  async function answerReplay(reply: FastifyReply, first: ReplayedWrite, durability: Durability, session: VersionVector | undefined) {
+    const item = first.items[0]!;
+    await ensureDurable({ dot: first.dot, version: item.version, wrote: true }, durability);
+    reply.header(replayedHeader, 'true');
+    reply.header('etag', `"${item.version}"`);
+    reply.header('tandem-session', encodeSession(joinSession(session, { [first.origin]: first.seq })));
+    return { key: item.key, version: item.version, dot: first.dot, origin: item.origin };
+  }
+
   async function answerWrite(reply: FastifyReply, outcome: WriteOutcome, durability: Durability, session: VersionVector | undefined) {
-    await ensureDurable(outcome, durability);
+    await ensureDurable(outcomeFacts(outcome), durability);
     ensureAcknowledgeable(outcome);
     const rec: ItemRecord = outcome.record;
     reply.header('etag', `"${rec.version}"`);
@@ -430,7 +460,7 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     const ownerUrl = hooks.peerUrl?.(owner) ?? node.config.sites.find((s) => s.id === owner)?.url;
     if (ownerUrl === undefined) throw RequestError.unavailable('owner-unavailable', `no address known for the owner ${owner}`);
     const headers: Record<string, string> = { [forwardedHeader]: [...hops, node.siteId].join(',') };
-    for (const h of ['if-match', 'if-none-match', 'tandem-consistency', 'tandem-durability', 'tandem-session'])
+    for (const h of ['if-match', 'if-none-match', 'tandem-consistency', 'tandem-durability', 'tandem-session', 'idempotency-key'])
       if (header(req, h) !== undefined) headers[h] = header(req, h)!;
     const body = req.body === undefined ? undefined : Buffer.from(JSON.stringify(req.body));
     if (body) headers['content-type'] = 'application/json';
@@ -464,7 +494,7 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
       timer.cancel();
     }
     reply.code(res.status);
-    for (const h of ['content-type', 'etag', 'tandem-session', 'retry-after']) if (res.headers[h]) reply.header(h, res.headers[h]);
+    for (const h of ['content-type', 'etag', 'tandem-session', 'retry-after', replayedHeader]) if (res.headers[h]) reply.header(h, res.headers[h]);
     reply.header('tandem-site', res.headers['tandem-site'] ?? owner);
     return reply.send(Buffer.from(bytes));
   }

@@ -10,6 +10,11 @@ export class SiteMetrics {
     registers: [this.registry],
   });
   readonly writes = new Counter({ name: 'tandem_writes_total', help: 'Items written locally', registers: [this.registry] });
+  readonly idempotentReplays = new Counter({
+    name: 'tandem_idempotent_replays_total',
+    help: 'Writes repeated under a known Idempotency-Key: answered with the first answer, nothing written',
+    registers: [this.registry],
+  });
   readonly conflicts = new Counter({
     name: 'tandem_conflicts_total',
     help: 'Concurrent values that lost and went to the conflict feed',

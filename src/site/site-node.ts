@@ -1,18 +1,19 @@
 // The site node's domain: the data API over the durable store, independent of HTTP. It owns the
 // site's hybrid clock, the group committer, table semantics and session waits. The HTTP layer
 // (http-server.ts) validates requests and calls these methods; replication calls applyRemote.
+import { hash } from 'node:crypto';
 import { assert } from '../core/assert.js';
 import { RequestError } from '../core/errors.js';
 import { HybridClock, hlcFromHex, hlcMs, hlcToHex } from '../core/hlc.js';
 import { emptyState, joinStatesTracked, type ItemState } from '../core/item.js';
 import { applyLocalWrite, type ItemOp } from '../core/write.js';
-import { canonicalJson, sameJson } from '../core/canonical-json.js';
+import { canonicalJson, sameJson, type JsonValue } from '../core/canonical-json.js';
 import { dominates, dotOf, parseDot, siteOfOrigin, type VersionVector } from '../core/vector.js';
 import type { ClusterConfig } from '../config/schema.js';
 import type { Env } from '../platform/env.js';
 import { limits } from '../limits.js';
 import { GroupCommitter } from '../store/group-commit.js';
-import type { ConflictRecord, CurrentItem, ItemRecord, LogEntry, Store, StoreIdentity, VoidedWrite } from '../store/types.js';
+import type { ConflictRecord, CurrentItem, IdempotencyRecord, ItemRecord, LogEntry, Store, StoreIdentity, VoidedWrite } from '../store/types.js';
 import { buildRecord } from './records.js';
 import { buildTables, ownerOf, type TableRuntime } from './tables.js';
 import type { SiteMetrics } from './metrics.js';
@@ -30,6 +31,22 @@ export interface WriteOptions {
   ifNoneMatch?: boolean;
   /** the caller will wait for peers' acks (quorum or all durability): peers ack this entry at once */
   awaitsAck?: boolean;
+  /**
+   * The client's Idempotency-Key (validated): if this site knows it already, nothing is written and
+   * the first write's answer comes back (ReplayedWrite); the same key with another request is 422.
+   */
+  idempotencyKey?: string;
+}
+
+/** A repeat of a write under its Idempotency-Key: what the first write answered; nothing was written now. */
+export interface ReplayedWrite {
+  replayed: true;
+  /** the first write's dot, origin and seq */
+  dot: string;
+  origin: string;
+  seq: number;
+  /** per item, in the request's order: the version and writing site the first write answered */
+  items: IdempotencyRecord['items'];
 }
 
 export interface WriteOutcome {
@@ -294,13 +311,17 @@ export class SiteNode {
     for (const w of this.sessionWaiters) if (dominates(vv, w.token)) w.resolve();
   }
 
-  async write(table: TableRuntime, key: string, op: ItemOp, options: WriteOptions = {}): Promise<WriteOutcome> {
-    const outcomes = await this.commitLocal([{ op: op.op, table: table.name, key, itemOp: op }], options);
-    return outcomes[0]!;
+  write(table: TableRuntime, key: string, op: ItemOp, options?: WriteOptions & { idempotencyKey?: undefined }): Promise<WriteOutcome>;
+  write(table: TableRuntime, key: string, op: ItemOp, options: WriteOptions): Promise<WriteOutcome | ReplayedWrite>;
+  async write(table: TableRuntime, key: string, op: ItemOp, options: WriteOptions = {}): Promise<WriteOutcome | ReplayedWrite> {
+    const outcomes = await this.commitLocal([{ op: op.op, table: table.name, key, itemOp: op }], options, 'item');
+    return 'replayed' in outcomes ? outcomes : outcomes[0]!;
   }
 
   /** An atomic batch: one log entry, one dot, all items or none. */
-  async batch(ops: BatchOp[], options: Pick<WriteOptions, 'awaitsAck'> = {}): Promise<WriteOutcome[]> {
+  batch(ops: BatchOp[], options?: Pick<WriteOptions, 'awaitsAck'> & { idempotencyKey?: undefined }): Promise<WriteOutcome[]>;
+  batch(ops: BatchOp[], options: Pick<WriteOptions, 'awaitsAck' | 'idempotencyKey'>): Promise<WriteOutcome[] | ReplayedWrite>;
+  async batch(ops: BatchOp[], options: Pick<WriteOptions, 'awaitsAck' | 'idempotencyKey'> = {}): Promise<WriteOutcome[] | ReplayedWrite> {
     const seen = new Set<string>();
     ops.forEach((o, i) => {
       const id = `${o.table}\u0000${o.key}`;
@@ -310,10 +331,10 @@ export class SiteNode {
         ]);
       seen.add(id);
     });
-    return this.commitLocal(ops, options);
+    return this.commitLocal(ops, options, 'batch');
   }
 
-  private async commitLocal(ops: BatchOp[], options: WriteOptions): Promise<WriteOutcome[]> {
+  private async commitLocal(ops: BatchOp[], options: WriteOptions, kind: 'item' | 'batch'): Promise<WriteOutcome[] | ReplayedWrite> {
     if (!this.serving) throw RequestError.unavailable('shutting-down', 'this site is not serving');
     if (!this.confirmedOrigin)
       throw RequestError.unavailable('starting', `site ${this.siteId} is starting: it takes writes once its peers confirm how much of its origin they hold`);
@@ -323,10 +344,12 @@ export class SiteNode {
     const ownership = this.ownership;
     const units = ownership === undefined ? [] : [...new Set(ops.map((o) => ownership.unitFor(o.table, this.table(o.table).config, o.key)).filter((u): u is string => u !== undefined))];
     let admittedEpoch: number | undefined;
+    const idempotency = options.idempotencyKey === undefined ? undefined : { key: options.idempotencyKey, fingerprint: requestFingerprint(kind, ops, options) };
     const result = await this.committer.submit({
       kind: 'local',
       refs: ops.map((o) => ({ table: o.table, key: o.key })),
       ...(options.awaitsAck ? { awaitsAck: true } : {}),
+      ...(idempotency !== undefined ? { idempotency } : {}),
       build: (current, seq) => {
         const dot = dotOf(identity.origin, seq);
         const runtimes = ops.map((o) => this.table(o.table));
@@ -369,6 +392,19 @@ export class SiteNode {
         return { records, hlc: hlcToHex(hlc), clock: hlcToHex(clock.current()), ...(admittedEpoch !== undefined ? { epoch: admittedEpoch } : {}) };
       },
     });
+    if (result.kind === 'local' && !result.ok && result.replayed !== undefined) {
+      const first = result.replayed;
+      if (first.fingerprint !== idempotency!.fingerprint)
+        throw new RequestError(
+          422,
+          'idempotency-key-reused',
+          'Idempotency-Key reused',
+          `Idempotency-Key "${first.key}" was used first for a different request (written as ${dotOf(first.origin, first.seq)}: ${first.items.slice(0, 3).map((i) => `${i.table}/${i.key.slice(0, 64)}`).join(', ')}${first.items.length > 3 ? ', …' : ''}); a key names one request: send a new request under a new key`,
+          [{ path: 'header.idempotency-key', message: 'already used for a different request' }],
+        );
+      this.deps.metrics?.idempotentReplays.inc();
+      return { replayed: true, dot: dotOf(first.origin, first.seq), origin: first.origin, seq: first.seq, items: first.items };
+    }
     if (result.kind === 'local' && !result.ok) {
       if (result.error instanceof UnchangedSignal) {
         // the tombstone may be this site's own delete whose sync is still in flight: answer only once it is durable
@@ -678,6 +714,16 @@ function ownedUnit(ownership: Ownership, table: TableRuntime, key: string): stri
   } catch {
     return undefined;
   }
+}
+
+/**
+ * What an Idempotency-Key is compared by: the kind of request (one item or a batch), each item's
+ * table, key and operation with its body, and the preconditions. Not the durability asked: the same
+ * write waited for differently is the same write.
+ */
+function requestFingerprint(kind: 'item' | 'batch', ops: BatchOp[], options: WriteOptions): string {
+  const content = [kind, ops.map((o) => [o.table, o.key, o.itemOp as unknown as JsonValue]), (options.ifMatch ?? null) as JsonValue, options.ifNoneMatch === true];
+  return hash('sha256', canonicalJson(content), 'hex').slice(0, 32);
 }
 
 /** A state with no entry left: nothing of it can survive a join. */

@@ -208,3 +208,14 @@ export function decodeCursor(raw: string, what: string): string {
     throw RequestError.badRequest(`cursor: not a cursor returned by this API`, [{ path: 'query.cursor', message: `malformed ${what} cursor` }]);
   return Buffer.from(raw, 'base64url').toString('utf8');
 }
+
+/** `Idempotency-Key`: 1 to limits.idempotencyKeyCharsMax printable ASCII characters (space to ~). */
+export function parseIdempotencyKey(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  if (value.length < 1 || value.length > limits.idempotencyKeyCharsMax || !/^[\x20-\x7e]+$/.test(value))
+    throw RequestError.badRequest(
+      `Idempotency-Key: expected 1 to ${limits.idempotencyKeyCharsMax} printable ASCII characters, got ${value.length === 0 ? 'an empty value' : `${value.length} characters${/^[\x20-\x7e]*$/.test(value) ? '' : ' with some not printable ASCII'}`}`,
+      [{ path: 'header.idempotency-key', message: `1 to ${limits.idempotencyKeyCharsMax} printable ASCII characters` }],
+    );
+  return value;
+}

@@ -34,6 +34,19 @@ function put(table: string, key: string, value = 1, awaitsAck = false): CommitRe
   };
 }
 
+/** A local put under an Idempotency-Key; `built` counts the builds that ran. */
+function keyedPut(table: string, key: string, idemKey: string, built: { n: number } = { n: 0 }): CommitRequest {
+  return {
+    kind: 'local',
+    refs: [{ table, key }],
+    idempotency: { key: idemKey, fingerprint: `fp-${table}-${key}` },
+    build: (_cur, seq) => {
+      built.n++;
+      return { records: [record(table, key, stateFor(dotOf('local.1', seq), seq))], hlc: '0000000000010000' };
+    },
+  };
+}
+
 function remote(entry: LogEntry, conflicts = 0): CommitRequest {
   return {
     kind: 'remote',
@@ -348,6 +361,101 @@ export function storeSuite(name: string, factory: StoreFactory): void {
       await again.open();
       expect(again.gcFloor()).toEqual({ 'p.1': 5 });
       await again.close();
+    });
+
+    it('indexes an Idempotency-Key with its local write: the entry carries it, a later write under it (same group or not) is neither built nor written', async () => {
+      const { store, reopen } = await factory.create('s1');
+      const id = await store.open();
+      const built = { n: 0 };
+      const [first, again] = await store.commit([keyedPut('t', 'a', 'K1', built), keyedPut('t', 'a', 'K1', built), put('t', 'b')]);
+      expect(first).toMatchObject({ kind: 'local', ok: true, seq: 1 });
+      const recorded = { key: 'K1', fingerprint: 'fp-t-a', origin: id.origin, seq: 1, hlc: '0000000000010000', items: [{ table: 't', key: 'a', version: 'v-local.1:1', origin: 'x' }] };
+      expect(again).toMatchObject({ kind: 'local', ok: false, replayed: recorded });
+      expect(built.n).toBe(1);
+      expect(store.vector()).toEqual({ [id.origin]: 2 });
+      const log = await store.readLog({}, 100, 1 << 20);
+      expect(log.map((e) => e.idempotency)).toEqual([{ key: 'K1', fingerprint: 'fp-t-a' }, undefined]);
+      await store.close();
+      const reopened = reopen();
+      await reopened.open();
+      expect(await reopened.idempotencyRecord('K1')).toMatchObject(recorded);
+      expect(await reopened.commit([keyedPut('t', 'a', 'K1', built), keyedPut('t', 'c', 'K2', built)])).toMatchObject([
+        { kind: 'local', ok: false, replayed: { seq: 1 } },
+        { kind: 'local', ok: true, seq: 3 },
+      ]);
+      expect(built.n).toBe(2);
+      expect(await reopened.idempotencyRecord('nope')).toBeUndefined();
+      await reopened.close();
+    });
+
+    it('an Idempotency-Key is indexed in the transaction of its write: a refused write leaves no key, a rolled-back group neither', async () => {
+      const { store } = await factory.create('s1');
+      const id = await store.open();
+      const refused: CommitRequest = { kind: 'local', refs: [{ table: 't', key: 'x' }], idempotency: { key: 'K', fingerprint: 'f' }, build: () => { throw new Error('412'); } };
+      await store.commit([refused]);
+      expect(await store.idempotencyRecord('K')).toBeUndefined();
+      // a request that breaks an assertion inside the transaction rolls the whole group back, keyed write included
+      const broken: CommitRequest = { kind: 'local', refs: [], build: () => ({ records: [], hlc: '0000000000010000' }) };
+      await expect(store.commit([keyedPut('t', 'a', 'K'), broken])).rejects.toThrow();
+      expect(await store.idempotencyRecord('K')).toBeUndefined();
+      expect(store.vector()).toEqual({});
+      expect(await store.commit([keyedPut('t', 'a', 'K')])).toMatchObject([{ ok: true, seq: 1 }]);
+      expect(await store.idempotencyRecord('K')).toMatchObject({ origin: id.origin, seq: 1 });
+      await store.close();
+    });
+
+    it("indexes a peer's entry's Idempotency-Key with its apply (a quarantined one too); of two entries under one key every site keeps the earlier", async () => {
+      const { store } = await factory.create('s1');
+      await store.open();
+      const keyed = (origin: string, seq: number, key: string, hlc: string): LogEntry => ({ ...entry(origin, seq, key), hlc, idempotency: { key: 'K', fingerprint: `f-${origin}` } });
+      const late = keyed('q.1', 1, 'a', '0000000000030000');
+      await store.commit([remote(late)]);
+      const state = late.items[0]!.state;
+      expect(await store.idempotencyRecord('K')).toMatchObject({ key: 'K', fingerprint: 'f-q.1', origin: 'q.1', seq: 1, items: [{ table: 't', key: 'a', origin: state.w.s }] });
+      expect((await store.idempotencyRecord('K'))!.items[0]!.version).toMatch(/^0000000000010000-x-/);
+      // an earlier write under the same key (another site took it first) replaces it; a later one does not
+      await store.commit([remote(keyed('p.1', 1, 'b', '0000000000020000')), remote(keyed('r.1', 1, 'c', '0000000000040000'))]);
+      expect(await store.idempotencyRecord('K')).toMatchObject({ origin: 'p.1', seq: 1 });
+      const poisoned: CommitRequest = { kind: 'remote', entry: { ...entry('s.1', 1, 'd'), idempotency: { key: 'Q', fingerprint: 'f' } }, merge: () => { throw new Error('bad'); } };
+      expect(await store.commit([poisoned])).toMatchObject([{ applied: true, quarantined: 'bad' }]);
+      expect(await store.idempotencyRecord('Q')).toMatchObject({ origin: 's.1', seq: 1 });
+      // a duplicate delivery changes nothing
+      expect(await store.commit([remote(keyed('q.1', 1, 'a', '0000000000000001'))])).toMatchObject([{ applied: false, reason: 'duplicate' }]);
+      expect(await store.idempotencyRecord('K')).toMatchObject({ origin: 'p.1' });
+      await store.close();
+    });
+
+    it('pages its Idempotency-Keys in key order, and takes a peer snapshot\'s records (the earlier of two under one key), durably', async () => {
+      const { store, reopen } = await factory.create('s1');
+      await store.open();
+      for (const k of ['b', 'a', 'c']) await store.commit([keyedPut('t', k, k)]);
+      expect((await store.idempotencyRecords(undefined, 2)).map((r) => r.key)).toEqual(['a', 'b']);
+      expect((await store.idempotencyRecords('b', 10)).map((r) => r.key)).toEqual(['c']);
+      const theirs = { key: 'p', fingerprint: 'f', origin: 'p.1', seq: 4, hlc: '0000000000050000', items: [{ table: 't', key: 'x', version: 'v', origin: 'p' }], atMs: 5 };
+      await store.putIdempotencyRecords([theirs, { ...theirs, key: 'a', origin: 'q.1', hlc: '0000000000000001' }, { ...theirs, key: 'b', hlc: 'ffffffffffffffff' }]);
+      // durable with the next commit that syncs
+      await store.commit([put('t', 'z')]);
+      await store.close();
+      const again = reopen();
+      await again.open();
+      expect(await again.idempotencyRecord('p')).toEqual(theirs);
+      expect(await again.idempotencyRecord('a')).toMatchObject({ origin: 'q.1' });
+      expect(await again.idempotencyRecord('b')).toMatchObject({ hlc: '0000000000010000' });
+      await again.close();
+    });
+
+    it('trims Idempotency-Keys indexed before a time, oldest first, at most a given number per call', async () => {
+      const { store } = await factory.create('s1');
+      await store.open();
+      for (const k of ['K1', 'K2', 'K3']) await store.commit([keyedPut('t', k, k)]);
+      const at = await Promise.all(['K1', 'K2', 'K3'].map(async (k) => (await store.idempotencyRecord(k))!.atMs));
+      expect(at[0]! < at[1]! && at[1]! < at[2]!).toBe(true);
+      expect(await store.trimIdempotencyKeys(at[2]!, 1)).toBe(1);
+      expect(await store.idempotencyRecord('K1')).toBeUndefined();
+      expect(await store.trimIdempotencyKeys(at[2]!, 10)).toBe(1);
+      expect(await store.idempotencyRecord('K2')).toBeUndefined();
+      expect(await store.idempotencyRecord('K3')).toBeDefined();
+      await store.close();
     });
 
     it('digests: equal content gives equal digests whatever the write order; tombstones do not count', async () => {

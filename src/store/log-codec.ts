@@ -9,10 +9,10 @@ import type { LogEntry } from './types.js';
 
 /** The entry's bytes (what encoding the LogEntry object gives) and each item's state bytes within them. */
 export function encodeLogEntry(
-  head: Pick<LogEntry, 'origin' | 'seq' | 'hlc' | 'awaitsAck' | 'epoch' | 'voids'>,
+  head: Pick<LogEntry, 'origin' | 'seq' | 'hlc' | 'awaitsAck' | 'epoch' | 'voids' | 'idempotency'>,
   items: { table: string; key: string; state: ItemState }[],
 ): { body: Buffer; states: Buffer[] } {
-  const w = new RawWriter().map(4 + (head.awaitsAck ? 1 : 0) + (head.epoch !== undefined ? 1 : 0) + (head.voids !== undefined ? 1 : 0));
+  const w = new RawWriter().map(4 + (head.awaitsAck ? 1 : 0) + (head.epoch !== undefined ? 1 : 0) + (head.voids !== undefined ? 1 : 0) + (head.idempotency ? 1 : 0));
   w.str('origin').str(head.origin).str('seq').uint(head.seq).str('hlc').str(head.hlc);
   w.str('items').array(items.length);
   const spans: number[] = [];
@@ -25,6 +25,8 @@ export function encodeLogEntry(
   if (head.awaitsAck) w.str('awaitsAck').true();
   if (head.epoch !== undefined) w.str('epoch').uint(head.epoch);
   if (head.voids !== undefined) w.str('voids').value(head.voids);
+  // an optional field, after the others: readers that do not know it skip it
+  if (head.idempotency) w.str('idempotency').map(2).str('key').str(head.idempotency.key).str('fingerprint').str(head.idempotency.fingerprint);
   const body = w.finish();
   return { body, states: items.map((_, i) => body.subarray(spans[2 * i], spans[2 * i + 1])) };
 }

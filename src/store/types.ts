@@ -53,6 +53,12 @@ export interface LogEntry {
    * where they were applied, so every site applying it records them in its conflict feed.
    */
   voids?: VoidedWrite[];
+  /**
+   * The client's Idempotency-Key for this write and the fingerprint of the request it named: every
+   * site that holds the entry indexes the key (Store.idempotencyRecord), so a repeat anywhere, and
+   * after a failover, finds the first answer. Absent on writes sent without the header.
+   */
+  idempotency?: EntryIdempotency;
 }
 
 export interface VoidedWrite {
@@ -61,6 +67,27 @@ export interface VoidedWrite {
   dot: string;
   /** the value the void write left (null: it deleted) */
   value: JsonValue | null;
+}
+
+export interface EntryIdempotency {
+  key: string;
+  fingerprint: string;
+}
+
+/**
+ * What a site knows of an Idempotency-Key: the write that first used it (its dot and hlc), the
+ * request's fingerprint, and what that write answered for each item (derived from the entry's
+ * states, so every site that holds the entry records the same answer).
+ */
+export interface IdempotencyRecord {
+  key: string;
+  fingerprint: string;
+  origin: string;
+  seq: number;
+  hlc: string;
+  items: { table: string; key: string; version: string; origin: string }[];
+  /** wall ms when this site indexed it: the retention counts from here */
+  atMs: number;
 }
 
 export interface ConflictRecord {
@@ -90,6 +117,13 @@ export interface LocalCommit {
   refs: ItemRef[];
   /** the writer will wait for peers' acks (quorum or all durability): flags the log entry */
   awaitsAck?: boolean;
+  /**
+   * Checked in the commit's transaction, before `build`: if the key is indexed already (by an
+   * earlier write here, by one earlier in this group, or by a peer's entry), nothing is built or
+   * written and the result carries the record (`replayed`). Otherwise the entry carries it and the
+   * key is indexed with the write.
+   */
+  idempotency?: EntryIdempotency;
   /**
    * Throws a RequestError to reject this write alone (nothing of it is written). `clock` is the
    * site's clock after the write (hex), kept as the floor a restart resumes from; the entry's
@@ -136,7 +170,9 @@ export type CommitRequest = LocalCommit | RemoteApply | RepairApply | AdvanceVec
 
 export type CommitResult =
   | { kind: 'local'; ok: true; seq: number; records: ItemRecord[] }
-  | { kind: 'local'; ok: false; error: unknown }
+  | { kind: 'local'; ok: false; error: unknown; replayed?: undefined }
+  /** the request's Idempotency-Key was indexed already: nothing was written (LocalCommit.idempotency) */
+  | { kind: 'local'; ok: false; error?: undefined; replayed: IdempotencyRecord }
   /**
    * `quarantined`: the entry's merge threw; it was logged (and so relayed) and the vector moved
    * past it, but its items were not changed here: the reason is kept (Store.quarantined()).
@@ -221,6 +257,17 @@ export interface Store {
   compactLog(upTo: VersionVector): Promise<number>;
   /** Drops conflict feed entries recorded before `olderThanMs` (wall ms). */
   trimConflicts(olderThanMs: number): Promise<number>;
+  /** What this site knows of an Idempotency-Key (indexed with a local write or a peer's entry). */
+  idempotencyRecord(key: string): Promise<IdempotencyRecord | undefined>;
+  /** Idempotency-Keys in key order after `afterKey`: what a snapshot carries to a site it bootstraps. */
+  idempotencyRecords(afterKey: string | undefined, limit: number): Promise<IdempotencyRecord[]>;
+  /**
+   * Adds records a peer's snapshot carried, as received (the earlier of two records under one key
+   * is kept). Durable with the next commit that syncs: the snapshot's vector is taken after them.
+   */
+  putIdempotencyRecords(records: IdempotencyRecord[]): Promise<void>;
+  /** Drops at most `limit` Idempotency-Keys indexed before `olderThanMs` (wall ms), oldest first. */
+  trimIdempotencyKeys(olderThanMs: number, limit: number): Promise<number>;
   /** One consistent read of the vector (first page) and every item, tombstones included. */
   snapshot(pageItems: number): AsyncIterable<{ vector?: VersionVector; gcFloor?: VersionVector; items: { table: string; key: string; state: ItemState }[] }>;
   /**

@@ -18,7 +18,7 @@ import { assert } from '../../core/assert.js';
 import { RequestError } from '../../core/errors.js';
 import { limits } from '../../limits.js';
 import { canonicalVector, dominates, joinVectors, originOf, type VersionVector } from '../../core/vector.js';
-import type { ItemState } from '../../core/item.js';
+import { versionOf, type ItemState } from '../../core/item.js';
 import { memberStates, type Member, type Membership } from '../../core/membership.js';
 import { decodeLogEntry, encodeLogEntry, logEntryStateBytes } from '../log-codec.js';
 import { RawWriter } from '../../platform/msgpack-raw.js';
@@ -27,6 +27,8 @@ import type {
   CommitResult,
   ConflictRecord,
   CurrentItem,
+  EntryIdempotency,
+  IdempotencyRecord,
   ItemRecord,
   LogEntry,
   LogRecord,
@@ -67,6 +69,9 @@ const schemaSql = `
   CREATE INDEX IF NOT EXISTS conflicts_age ON conflicts (at_ms);
   CREATE TABLE IF NOT EXISTS quarantine (origin TEXT NOT NULL, seq INTEGER NOT NULL, reason TEXT NOT NULL, at_ms INTEGER NOT NULL,
     PRIMARY KEY (origin, seq)) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL,
+    hlc TEXT NOT NULL, items TEXT NOT NULL, at_ms INTEGER NOT NULL) WITHOUT ROWID;
+  CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency (at_ms);
 `;
 const decoder = new Decoder();
 const packr = {
@@ -294,6 +299,17 @@ export class SqliteStore implements Store {
       compactLog: db.prepare('DELETE FROM log WHERE id > ? AND id <= ?'),
       putMeta: db.prepare('INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v'),
       trimConflictsByAge: db.prepare('DELETE FROM conflicts WHERE at_ms < ?'),
+      getIdempotency: db.prepare('SELECT key, fingerprint, origin, seq, hlc, items, at_ms FROM idempotency WHERE key = ?'),
+      // Two entries under one key (two sites took it for a local table before either had the
+      // other's): every site keeps the earlier by (hlc, origin, seq), so all answer alike.
+      putIdempotency: db.prepare(
+        `INSERT INTO idempotency (key, fingerprint, origin, seq, hlc, items, at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint, origin = excluded.origin, seq = excluded.seq,
+           hlc = excluded.hlc, items = excluded.items, at_ms = excluded.at_ms
+         WHERE (excluded.hlc, excluded.origin, excluded.seq) < (idempotency.hlc, idempotency.origin, idempotency.seq)`,
+      ),
+      pageIdempotency: db.prepare('SELECT key, fingerprint, origin, seq, hlc, items, at_ms FROM idempotency WHERE key > ? ORDER BY key LIMIT ?'),
+      trimIdempotency: db.prepare('DELETE FROM idempotency WHERE key IN (SELECT key FROM idempotency WHERE at_ms < ? ORDER BY at_ms LIMIT ?)'),
     };
   }
 
@@ -604,6 +620,14 @@ export class SqliteStore implements Store {
       for (const req of batch) {
         const current = (refs: { table: string; key: string }[]) => refs.map((r) => this.readCurrent(r.table, r.key));
         if (req.kind === 'local') {
+          // the key's check and its record are in this transaction: two writes under one key never both commit
+          if (req.idempotency !== undefined) {
+            const found = this.stmts.getIdempotency.get(req.idempotency.key) as IdempotencyRow | undefined;
+            if (found !== undefined) {
+              results.push({ kind: 'local', ok: false, replayed: idempotencyFromRow(found) });
+              continue;
+            }
+          }
           const seq = (nextVec[identity.origin] ?? 0) + 1;
           let built: ReturnType<typeof req.build>;
           const before = current(req.refs);
@@ -616,12 +640,22 @@ export class SqliteStore implements Store {
           assert(built.records.length > 0, 'a local write changes at least one item');
           // the entry is encoded first, with the states: the items table keeps the same bytes
           const { body, states } = encodeLogEntry(
-            { origin: identity.origin, seq, hlc: built.hlc, ...(req.awaitsAck ? { awaitsAck: true as const } : {}), ...(built.epoch !== undefined ? { epoch: built.epoch } : {}), ...(built.voids !== undefined ? { voids: built.voids } : {}) },
+            {
+              origin: identity.origin,
+              seq,
+              hlc: built.hlc,
+              ...(req.awaitsAck ? { awaitsAck: true as const } : {}),
+              ...(built.epoch !== undefined ? { epoch: built.epoch } : {}),
+              ...(built.voids !== undefined ? { voids: built.voids } : {}),
+              ...(req.idempotency !== undefined ? { idempotency: req.idempotency } : {}),
+            },
             built.records.map((r) => ({ table: r.table, key: r.key, state: r.state })),
           );
           this.writeRecords(built.records, before, new Map(built.records.map((r, i) => [r.state, states[i]!])));
           assert(seq <= logSeqMax, `origin ${identity.origin} has used every sequence number`);
           this.stmts.putLog.run(logId(ownOriginNumber, seq), built.hlc, body);
+          if (req.idempotency !== undefined)
+            this.indexIdempotency(req.idempotency, identity.origin, seq, built.hlc, built.records.map((r) => ({ table: r.table, key: r.key, version: r.version, origin: r.origin })));
           nextVec[identity.origin] = seq;
           const clock = built.clock ?? built.hlc;
           if (clock > hlcHigh) hlcHigh = clock;
@@ -694,6 +728,10 @@ export class SqliteStore implements Store {
           // Invariant 1: every received entry is logged (and so relayed), losers included.
           assert(entry.seq <= logSeqMax, `origin ${entry.origin} has used every sequence number`);
           this.stmts.putLog.run(logId(this.logOriginNumber(entry.origin), entry.seq), entry.hlc, req.raw ?? packr.pack(entry));
+          // indexed whether or not its items could be applied here: the write happened at its origin
+          const idem = entry.idempotency;
+          if (idem !== undefined && typeof idem.key === 'string' && typeof idem.fingerprint === 'string')
+            this.indexIdempotency(idem, entry.origin, entry.seq, entry.hlc, entry.items.map((it) => ({ table: it.table, key: it.key, version: versionOf(it.state), origin: it.state.w.s })));
           nextVec[entry.origin] = entry.seq;
           if (req.clock !== undefined && req.clock > hlcHigh) hlcHigh = req.clock;
           results.push(quarantined === undefined ? { kind: 'remote', applied: true } : { kind: 'remote', applied: true, quarantined });
@@ -762,6 +800,44 @@ export class SqliteStore implements Store {
     for (const n of [...this.originNumbers.values(), ...this.pendingOrigins.map(([, m]) => m)]) if (n !== ownOriginNumber && n >= next) next = n + 1;
     assert(next < ownOriginNumber, `the log numbers at most ${ownOriginNumber - 1} peer origins`);
     return next;
+  }
+
+  /**
+   * Indexes an Idempotency-Key with the write (own or a peer's) that used it, in the transaction in
+   * progress. The answer per item is what the write's origin answered: the version and the writing
+   * site of the state the entry holds (buildRecord derives them the same way).
+   */
+  private indexIdempotency(idem: EntryIdempotency, origin: string, seq: number, hlc: string, items: IdempotencyRecord['items']): void {
+    this.stmts.putIdempotency.run(idem.key, idem.fingerprint, origin, seq, hlc, JSON.stringify(items), Math.floor(this.options.wallMs()));
+  }
+
+  async idempotencyRecord(key: string): Promise<IdempotencyRecord | undefined> {
+    this.assertOpen();
+    const row = this.stmts.getIdempotency.get(key) as IdempotencyRow | undefined;
+    if (row === undefined) return undefined;
+    // like any read: not before this site's own write that it names is durable
+    if (row.origin === this.identity!.origin) await this.waitDurable(row.seq);
+    return idempotencyFromRow(row);
+  }
+
+  async idempotencyRecords(afterKey: string | undefined, limit: number): Promise<IdempotencyRecord[]> {
+    this.assertOpen();
+    const rows = this.stmts.pageIdempotency.all(afterKey ?? '', limit) as IdempotencyRow[];
+    // like any read: not before this site's own writes they name are durable
+    const own = this.identity!.origin;
+    await this.waitDurable(rows.reduce((max, r) => (r.origin === own && r.seq > max ? r.seq : max), 0));
+    return rows.map(idempotencyFromRow);
+  }
+
+  async putIdempotencyRecords(records: IdempotencyRecord[]): Promise<void> {
+    if (this.failure) throw this.failure;
+    this.handle.transaction(() => {
+      for (const r of records) this.stmts.putIdempotency.run(r.key, r.fingerprint, r.origin, r.seq, r.hlc, JSON.stringify(r.items), Math.floor(r.atMs));
+    }).immediate();
+  }
+
+  async trimIdempotencyKeys(olderThanMs: number, limit: number): Promise<number> {
+    return this.handle.transaction(() => this.stmts.trimIdempotency.run(olderThanMs, limit).changes).immediate();
   }
 
   private writeConflicts(conflicts: ConflictRecord[]): void {
@@ -917,6 +993,28 @@ function migrateFromSchema1(db: Database.Database): void {
     `);
     db.prepare("UPDATE meta SET v = ? WHERE k = 'schema'").run(String(schemaVersion));
   }).immediate();
+}
+
+interface IdempotencyRow {
+  key: string;
+  fingerprint: string;
+  origin: string;
+  seq: number;
+  hlc: string;
+  items: string;
+  at_ms: number;
+}
+
+function idempotencyFromRow(row: IdempotencyRow): IdempotencyRecord {
+  return {
+    key: row.key,
+    fingerprint: row.fingerprint,
+    origin: row.origin,
+    seq: row.seq,
+    hlc: row.hlc,
+    items: JSON.parse(row.items) as IdempotencyRecord['items'],
+    atMs: row.at_ms,
+  };
 }
 
 function rowToRecord(table: string, row: ItemRow): ItemRecord {
