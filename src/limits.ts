@@ -62,6 +62,8 @@ export const limits = {
   ownerRetryMs: 25,
   /** ...for at most this long when another site forwarded it (that site's forward timeout must not run out first). */
   ownerWaitForwardedMs: 800,
+  /** A quorum write waits at most this long for enough peers to be heard from before it is refused (503 quorum-unavailable). */
+  quorumReachWaitMs: 1_000,
   /** Peer links retry sooner: a failed connect is cheap, and heal time is bounded by it. */
   peerBackoffMsMax: 150,
   /** An Idempotency-Key: 1 to this many printable ASCII characters (CONTRACT.md). */

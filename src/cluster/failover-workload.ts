@@ -15,12 +15,23 @@ import { RequestError } from '../core/errors.js';
 import { SimCluster, type SimSite } from './sim-cluster.js';
 import type { WriteOutcome } from '../site/site-node.js';
 import { units } from '../topology/record.js';
+import { limits } from '../limits.js';
 
 export type FailoverFault = 'crash' | 'isolate' | 'one-way' | 'pause' | 'switchover' | 'switchover-partition' | 'voter-restart' | 'drift' | 'isolate-failover';
 export const failoverFaults: readonly FailoverFault[] = ['crash', 'isolate', 'one-way', 'pause', 'switchover', 'switchover-partition', 'voter-restart', 'drift', 'isolate-failover'];
 
 export interface FailoverAnomaly {
-  kind: 'two-owners' | 'acked-quorum-write-lost' | 'local-write-voided' | 'epochs-differ' | 'not-converged' | 'no-owner' | 'digests-differ' | 'void-not-in-feed' | 'acked-after-cut';
+  kind:
+    | 'two-owners'
+    | 'acked-quorum-write-lost'
+    | 'local-write-voided'
+    | 'epochs-differ'
+    | 'not-converged'
+    | 'no-owner'
+    | 'digests-differ'
+    | 'void-not-in-feed'
+    | 'acked-after-cut'
+    | 'retried-increment-applied-twice';
   detail: string;
 }
 
@@ -72,6 +83,7 @@ export async function runFailoverScenario(seed: number, options: FailoverOptions
     ...(options.weaken?.noExpiryWait ? { unsafeTopology: { expiryMs: 0 } } : {}),
     tables: {
       ledger: { pattern: 'global', writeSite: 'us-east', durability: 'quorum' },
+      tally: { pattern: 'global', writeSite: 'us-east', conflict: 'crdt', fields: { n: 'counter' }, durability: 'quorum' },
       orders: { pattern: 'partitioned', home: { from: 'key-prefix', separator: ':' } },
       profiles: { pattern: 'local' },
     },
@@ -123,8 +135,43 @@ export async function runFailoverScenario(seed: number, options: FailoverOptions
     }
   };
 
+  // Increments of one counter under Idempotency-Keys, each repeated at another site (at once, or
+  // after an unknown outcome): every key must count once, whatever failed over in between.
+  const increments = { acked: new Set<string>(), tried: new Set<string>() };
+  const incrementOnce = async (idemKey: string): Promise<'acked' | 'failed' | 'unknown'> => {
+    const entry = cluster.site(ids[rnd.int(ids.length)]!);
+    if (entry === undefined) return 'failed';
+    try {
+      const table = entry.node.table('tally');
+      const owner = entry.node.writeOwner(table, 't');
+      const site = owner === undefined ? entry : cluster.site(owner);
+      if (site === undefined || site.node.writeOwner(site.node.table('tally'), 't') !== undefined) return 'failed';
+      const r = await site.node.write(site.node.table('tally'), 't', { op: 'patch', patch: { increment: { n: 1 } } }, { awaitsAck: true, idempotencyKey: idemKey });
+      const dot = r.dot;
+      if (!(await site.replicator.awaitDurability(dot, 'quorum'))) return 'unknown';
+      return site.node.acknowledgeable(r) ? 'acked' : 'unknown';
+    } catch (e) {
+      return e instanceof RequestError && e.status < 500 ? 'failed' : e instanceof RequestError && e.status === 503 ? 'failed' : 'unknown';
+    }
+  };
+  const incrementWithRetry = async () => {
+    const idemKey = `inc-${++n}`;
+    increments.tried.add(idemKey);
+    let outcome = await incrementOnce(idemKey);
+    if (outcome !== 'acked' || rnd.int(3) === 0) {
+      const again = await incrementOnce(idemKey);
+      if (again === 'acked') outcome = 'acked';
+    }
+    if (outcome === 'acked') increments.acked.add(idemKey);
+  };
+
   const load = () => {
     if (stopWriting) return;
+    if (rnd.int(4) === 0) {
+      const p = incrementWithRetry();
+      inFlight.add(p);
+      void p.finally(() => inFlight.delete(p));
+    }
     for (let i = 0; i < 2; i++) {
       const p = writeOnce();
       inFlight.add(p);
@@ -221,7 +268,8 @@ export async function runFailoverScenario(seed: number, options: FailoverOptions
         await world.runFor(leaseMs / 2);
         await cluster.crash(voter);
         await cluster.start(voter);
-        await world.runFor(4 * leaseMs);
+        // the restarted voter counts a site it has not granted since as failed only after its start grace
+        await world.runFor(limits.ownerStartGraceMs + 2 * leaseMs);
         await cluster.start(victim);
         break;
       }
@@ -248,6 +296,14 @@ export async function runFailoverScenario(seed: number, options: FailoverOptions
       { timeoutMs: 60_000 },
     ).catch(() => undefined);
     const anomalies = await check(cluster, acked);
+    // each key's increment counts once: between the keys acknowledged and every key tried
+    for (const id of ids) {
+      const s = cluster.site(id);
+      if (s === undefined) continue;
+      const v = ((await s.node.get(s.node.table('tally'), 't'))?.value as { n?: number } | undefined)?.n ?? 0;
+      if (v < increments.acked.size || v > increments.tried.size)
+        anomalies.push({ kind: v > increments.tried.size ? 'retried-increment-applied-twice' : 'acked-quorum-write-lost', detail: `tally/t is ${v} at ${id}: ${increments.acked.size} keyed increments acknowledged, ${increments.tried.size} tried` });
+    }
     const promoted = cluster.admissions.find((a) => a.atMs > faultAtMs && a.site !== victim && a.items.some((i) => i.table === 'ledger'));
     return {
       seed,

@@ -200,3 +200,46 @@ function checkSetSize(n: number, path: string): void {
   if (n > limits.setElementsMax)
     throw RequestError.tooLarge(`${path}: a set holds at most ${limits.setElementsMax} elements`);
 }
+
+/**
+ * The state of a compensating write (ARCHITECTURE.md, "Voiding is per item, by epoch"): the owner's
+ * current state, unchanged in value, whose context also covers the void dots, so that wherever a
+ * void write was applied, the join drops its registers, set adds and existence dots (dotted entries
+ * this state has seen and lacks). Counters are not dotted: the void increments of the void write's
+ * origin are taken in and reset in the same state (inc raised to theirs, rst raised by as much), so
+ * the value here is unchanged and there it returns to this one. Only slots of the void writes'
+ * origins are touched: an owned item is written by its owners alone, and this owner holds every
+ * entry of theirs that counts.
+ */
+export function compensatingState(
+  current: ItemState | undefined,
+  voids: { dot: Dot; origin: Origin; state: ItemState }[],
+  stamp: WriteStampInput,
+  floor: VersionVector = {},
+): ItemState {
+  const base = current ?? { ...emptyState(), c: floor };
+  let c: VersionVector = { ...base.c };
+  for (const v of voids) c = withDot(c, v.dot);
+  const k: Record<string, CounterState> = {};
+  for (const [f, counter] of Object.entries(base.k)) k[f] = { inc: { ...counter.inc }, rst: { ...counter.rst } };
+  for (const v of voids)
+    for (const [f, voidCounter] of Object.entries(v.state.k)) {
+      const mine = (k[f] ??= { inc: {}, rst: {} });
+      for (const [slot, [vp, vn]] of Object.entries(voidCounter.inc)) {
+        if (slot !== v.origin && !slot.startsWith(`${v.origin}:`)) continue;
+        const [p, n] = mine.inc[slot] ?? [0, 0];
+        if (vp <= p && vn <= n) continue;
+        const [rp, rn] = mine.rst[slot] ?? [0, 0];
+        mine.inc[slot] = [Math.max(p, vp), Math.max(n, vn)];
+        mine.rst[slot] = [rp + Math.max(0, vp - p), rn + Math.max(0, vn - n)];
+      }
+    }
+  return {
+    c: canonicalVector(withDot(c, stamp.dot)),
+    r: base.r,
+    k,
+    s: base.s,
+    x: base.x,
+    w: { h: hlcToHex(stamp.hlc), s: stamp.site, d: stamp.dot },
+  };
+}

@@ -42,6 +42,8 @@ export class PeerPuller {
   readonly id: string;
   /** while the pull stream is up: when it came up (wall ms) */
   private connectedSinceMs: number | undefined;
+  /** monotonic ms of the last frame (a batch or a heartbeat) from the peer: it is alive */
+  lastFrameMs = -Infinity;
   private peerVector: VersionVector = {};
   private oldestPendingMs = 0;
   private stopped = false;
@@ -284,7 +286,10 @@ export class PeerPuller {
       }
       this.setConnected(true);
       this.backoff.reset();
-      await this.applyFrames(readFrames(res.body), resetStall);
+      await this.applyFrames(readFrames(res.body), () => {
+        this.lastFrameMs = this.options.env.clock.monotonicMs();
+        resetStall();
+      });
     } finally {
       stall.cancel();
       this.current = undefined;

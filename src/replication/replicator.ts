@@ -73,6 +73,7 @@ export class Replicator {
   readonly housekeeping: Housekeeping;
   private readonly peerUrls: Record<string, string>;
   private readonly acksReceived = new Map<string, AckMessage>();
+  private readonly lastAckMs = new Map<string, number>();
   private readonly ackState = new Map<string, AckState>();
   private readonly waiters = new Set<DurabilityWaiter>();
   private unsubscribe: (() => void) | undefined;
@@ -325,6 +326,21 @@ export class Replicator {
     });
   }
 
+  /**
+   * Whether a write of this durability can be confirmed now (checked before committing it): enough
+   * data sites — this one, and peers heard from (a feed frame or an ack) within the last three
+   * heartbeats — to make a quorum (or all). Otherwise 503 quorum-unavailable: nothing written.
+   */
+  quorumReachable(level: 'quorum' | 'all'): { ok: boolean; heard: number; needed: number } {
+    const peers = this.peers;
+    const n = peers.length + 1;
+    const needed = level === 'all' ? n : Math.floor(n / 2) + 1;
+    const since = this.options.env.clock.monotonicMs() - 3 * this.heartbeatMs;
+    let heard = 1;
+    for (const p of peers) if ((this.pullers.get(p)?.lastFrameMs ?? -Infinity) >= since || (this.lastAckMs.get(p) ?? -Infinity) >= since) heard++;
+    return { ok: heard >= needed, heard, needed };
+  }
+
   private countHolding(origin: string, seq: number): number {
     let count = (this.options.node.store.durableVector()[origin] ?? 0) >= seq ? 1 : 0;
     const current = new Set(this.peers);
@@ -335,6 +351,7 @@ export class Replicator {
   private receiveAck(ack: AckMessage): void {
     if (!this.options.config.sites.some((s) => s.id === ack.site)) return;
     this.acksReceived.set(ack.site, ack);
+    this.lastAckMs.set(ack.site, this.options.env.clock.monotonicMs());
     this.relayGate?.observeAck(ack.site, ack.vector);
     this.pullers.get(ack.site)?.wake();
     for (const w of [...this.waiters]) if (this.countHolding(w.origin, w.seq) >= w.needed) w.resolve(true);

@@ -57,6 +57,7 @@ export const siteExtension: NonNullable<StartSiteOptions['extend']> = (node, env
       // forwards are data API calls: to the site's own URL (the proxies carry the peer protocol only)
       peerUrl: (id) => node.config.sites.find((s) => s.id === id)?.url ?? topology.record().members.find((m) => m.id === id)?.url,
       coveringPeer: (token) => replicator.coveringPeer(token),
+      quorumReachable: (level) => replicator.quorumReachable(level),
       awaitDurability: (dot, level) => (level === 'local' ? Promise.resolve(true) : replicator.awaitDurability(dot, level)),
       peerHandler: replicator.handler,
     },

@@ -43,6 +43,8 @@ export interface SiteServerHooks {
   ready?: () => { ready: boolean; reason?: string };
   /** waits until the write `dot` (of any origin) is durable on enough sites for the durability level */
   awaitDurability?: (dot: string, level: Durability) => Promise<boolean>;
+  /** whether enough data sites were heard from lately to confirm a write of this durability */
+  quorumReachable?: (level: 'quorum' | 'all') => { ok: boolean; heard: number; needed: number };
   /** a connected peer whose vector covers `token` (a session read this site cannot serve yet goes there) */
   coveringPeer?: (token: VersionVector) => string | undefined;
   /** peer API handler (replication feed, snapshots, repair), mounted under /v1/peer/ */
@@ -191,10 +193,20 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
         );
       const owner = node.writeOwner(table, key);
       if (owner !== undefined) return forward(req, reply, owner);
+      node.assertStrongReadable(table, key);
     }
     const via = await waitSession(req, consistency, session);
     if (via !== undefined) return forward(req, reply, via, 'session');
     const rec = await node.get(table, key);
+    if (consistency === 'strong' && table.config.durability !== 'local') {
+      // a strong read of a quorum table shows only quorum-durable states: it waits for the write it
+      // would show (still gathering acks) — and answers only while the lease still holds
+      const latest = rec?.state.w.d ?? (await node.store.getItem(table.name, key))?.state.w.d;
+      if (latest !== undefined && latest !== '' && hooks.awaitDurability !== undefined && !(await hooks.awaitDurability(latest, table.config.durability)))
+        throw new RequestError(503, 'durability-timeout', 'Service unavailable', `the latest write of ${key} (${latest}) is not yet ${table.config.durability}-durable: a strong read does not show it; retry`, [], { retryAfterS: 1 });
+      // the state read before the wait is the answer: a later write, unacknowledged when this read began, need not show
+      node.assertStrongReadable(table, key);
+    }
     if (!rec) throw RequestError.notFound(`item ${key} not found in table ${table.name}`);
     if (session !== undefined) reply.header('tandem-session', encodeSession(joinSession(session, rec.state.c)));
     reply.header('etag', `"${rec.version}"`);
@@ -215,6 +227,7 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     const attempt = async (parked: boolean) => {
       const owner = node.writeOwner(table, key);
       if (owner !== undefined) return forward(req, reply, owner, 'owner', parked);
+      await refuseWithoutQuorum(durability);
       const outcome = await node.write(table, key, itemOp, {
         ...(ifMatch !== undefined ? { ifMatch } : {}),
         ...(ifNoneMatch?.any ? { ifNoneMatch: true } : {}),
@@ -308,6 +321,7 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
       ]);
     }
     const level = durability ?? strongestDurability(ops.map((o) => node.table(o.table).config.durability));
+    await refuseWithoutQuorum(level);
     const outcomes = await node.batch(batchOps, { ...(level !== 'local' ? { awaitsAck: true } : {}), ...(idempotencyKey !== undefined ? { idempotencyKey } : {}) });
     if (!Array.isArray(outcomes)) {
       await ensureDurable({ dot: outcomes.dot, version: outcomes.items[0]!.version, wrote: true }, level);
@@ -419,6 +433,23 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     });
   }
 
+  /**
+   * A quorum (or all) write that could not be confirmed is refused before it is committed, rather
+   * than committed and answered 504 with an unknown outcome (ARCHITECTURE.md, "Degraded durability").
+   */
+  async function refuseWithoutQuorum(level: Durability): Promise<void> {
+    if (level === 'local' || hooks.quorumReachable === undefined) return;
+    // peers reconnecting (this site just started, or a link just came back) get a moment first
+    const deadline = env.clock.monotonicMs() + limits.quorumReachWaitMs;
+    for (;;) {
+      const q = hooks.quorumReachable(level);
+      if (q.ok) return;
+      if (env.clock.monotonicMs() >= deadline)
+        throw RequestError.unavailable('quorum-unavailable', `a ${level} write needs ${q.needed} data sites and ${node.siteId} has heard from only ${q.heard} lately; nothing was written`, 2);
+      await env.timers.sleep(limits.ownerRetryMs);
+    }
+  }
+
   function outcomeFacts(outcome: WriteOutcome): { dot: string; version: string; wrote: boolean } {
     return { dot: outcome.dot, version: outcome.record.version, wrote: outcome.wrote };
   }
@@ -430,6 +461,8 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
   async function answerReplay(reply: FastifyReply, first: ReplayedWrite, durability: Durability, session: VersionVector | undefined) {
     const item = first.items[0]!;
     await ensureDurable({ dot: first.dot, version: item.version, wrote: true }, durability);
+    if (!node.acknowledgeable(first))
+      throw new RequestError(504, 'lease-expired', 'Outcome unknown', `the first write under this Idempotency-Key (${first.dot}) cannot be confirmed: ${node.siteId} lost its lease meanwhile; its outcome is unknown`, [], { dot: first.dot });
     reply.header(replayedHeader, 'true');
     reply.header('etag', `"${item.version}"`);
     reply.header('tandem-session', encodeSession(joinSession(session, { [first.origin]: first.seq })));

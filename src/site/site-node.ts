@@ -6,7 +6,7 @@ import { assert } from '../core/assert.js';
 import { RequestError } from '../core/errors.js';
 import { HybridClock, hlcFromHex, hlcMs, hlcToHex } from '../core/hlc.js';
 import { emptyState, joinStatesTracked, type ItemState } from '../core/item.js';
-import { applyLocalWrite, type ItemOp } from '../core/write.js';
+import { applyLocalWrite, compensatingState, type ItemOp } from '../core/write.js';
 import { canonicalJson, sameJson, type JsonValue } from '../core/canonical-json.js';
 import { dominates, dotOf, parseDot, siteOfOrigin, type VersionVector } from '../core/vector.js';
 import type { ClusterConfig } from '../config/schema.js';
@@ -41,6 +41,8 @@ export interface WriteOptions {
 /** A repeat of a write under its Idempotency-Key: what the first write answered; nothing was written now. */
 export interface ReplayedWrite {
   replayed: true;
+  /** owned units of the write: the answer is given only while this site still owns them under its lease */
+  units?: string[];
   /** the first write's dot, origin and seq */
   dot: string;
   origin: string;
@@ -96,7 +98,7 @@ export class SiteNode {
   private readonly configMembers: Member[];
   private ownership: Ownership | undefined;
   /** void owned items this site (their owner) applied nowhere and must compensate where others did */
-  private voidBacklog: (VoidedWrite & { origin: string; seq: number })[] = [];
+  private voidBacklog: VoidItem[] = [];
   private compensating = false;
   private readonly log;
 
@@ -240,6 +242,12 @@ export class SiteNode {
     if (this.voidBacklog.length > 0) void this.compensate();
   }
 
+  /** Throws 503 unless a strong read of this owned item may be served here (owner, valid lease, cut held). */
+  assertStrongReadable(table: TableRuntime, key: string): void {
+    const unit = this.ownership?.unitFor(table.name, table.config, key);
+    if (unit !== undefined) this.ownership!.assertStrongReadable(unit);
+  }
+
   /** The unit (topology/record.ts) an item belongs to, or undefined for a `local` table. */
   unitOf(table: TableRuntime, key: string): string | undefined {
     return this.ownership?.unitFor(table.name, table.config, key);
@@ -263,8 +271,17 @@ export class SiteNode {
    * Whether a committed write may be acknowledged now: a write of owned items only while the lease
    * it was admitted under (or its renewal, with no move between) is still certainly valid.
    */
-  acknowledgeable(outcome: WriteOutcome): boolean {
-    if (outcome.owned === undefined || this.ownership === undefined) return true;
+  acknowledgeable(outcome: WriteOutcome | ReplayedWrite): boolean {
+    if (this.ownership === undefined) return true;
+    if ('replayed' in outcome) {
+      try {
+        for (const u of outcome.units ?? []) this.ownership.assertStrongReadable(u);
+        return true;
+      } catch {
+        return false;
+      }
+    }
+    if (outcome.owned === undefined) return true;
     return this.ownership.acknowledgeable(outcome.owned.units, outcome.owned.epoch);
   }
 
@@ -402,8 +419,11 @@ export class SiteNode {
           `Idempotency-Key "${first.key}" was used first for a different request (written as ${dotOf(first.origin, first.seq)}: ${first.items.slice(0, 3).map((i) => `${i.table}/${i.key.slice(0, 64)}`).join(', ')}${first.items.length > 3 ? ', …' : ''}); a key names one request: send a new request under a new key`,
           [{ path: 'header.idempotency-key', message: 'already used for a different request' }],
         );
+      // A repeat of an owned write is answered only by the owner under its lease: a site that lost
+      // the lease may hold the key of a write a new owner cut off (void)
+      for (const u of units) this.ownership!.assertStrongReadable(u);
       this.deps.metrics?.idempotentReplays.inc();
-      return { replayed: true, dot: dotOf(first.origin, first.seq), origin: first.origin, seq: first.seq, items: first.items };
+      return { replayed: true, dot: dotOf(first.origin, first.seq), origin: first.origin, seq: first.seq, items: first.items, ...(units.length > 0 ? { units } : {}) };
     }
     if (result.kind === 'local' && !result.ok) {
       if (result.error instanceof UnchangedSignal) {
@@ -512,7 +532,7 @@ export class SiteNode {
       this.voidBacklog = this.voidBacklog.filter((v) => !mine(v));
       while (todo.length > 0 && this.serving) {
         const batch = todo.splice(0, limits.groupCommitWritesMax);
-        const byItem = new Map<string, (VoidedWrite & { origin: string; seq: number })[]>();
+        const byItem = new Map<string, VoidItem[]>();
         for (const v of batch) byItem.set(`${v.table}\u0000${v.key}`, [...(byItem.get(`${v.table}\u0000${v.key}`) ?? []), v]);
         for (const voids of byItem.values()) {
           const { table, key } = voids[0]!;
@@ -530,13 +550,11 @@ export class SiteNode {
               const undo = voids.filter((v) => (cur?.state.c[v.origin] ?? 0) < v.seq);
               if (undo.length === 0) throw new UnchangedSignal();
               const epoch = this.ownership!.admit([unit]);
-              const base: ItemState = cur?.state ?? { ...emptyState(), c: this.deps.store.gcFloor() };
-              const covering: VersionVector = { ...base.c };
-              for (const v of undo) covering[v.origin] = Math.max(covering[v.origin] ?? 0, v.seq);
-              const value = cur?.live ? buildRecord(table, key, runtime.semantics, cur.state).value : undefined;
               const dot = dotOf(identity.origin, seq);
-              const hlc = clock.tickAfter(cur ? hlcFromHex(cur.state.w.h) : 0n);
-              const state = applyLocalWrite(runtime.semantics, { ...base, c: covering }, value !== undefined ? { op: 'put', value } : { op: 'delete' }, { dot, hlc, site: identity.siteId, origin: identity.origin }, this.deps.store.gcFloor());
+              let after = cur ? hlcFromHex(cur.state.w.h) : 0n;
+              for (const v of undo) after = maxBig(after, hlcFromHex(v.state.w.h));
+              const hlc = clock.tickAfter(after);
+              const state = compensatingState(cur?.state, undo, { dot, hlc, site: identity.siteId, origin: identity.origin }, this.deps.store.gcFloor());
               built = undo.map((v) => ({ table: v.table, key: v.key, dot: v.dot, value: v.value }));
               return { records: [buildRecord(table, key, runtime.semantics, state)], hlc: hlcToHex(hlc), clock: hlcToHex(clock.current()), epoch, voids: built };
             },
@@ -649,9 +667,10 @@ export class SiteNode {
     items: { table: string; key: string; state: ItemState }[],
     current: (CurrentItem | undefined)[],
     entry?: LogEntry,
-  ): { records: ItemRecord[]; conflicts: ConflictRecord[] } {
+  ): { records: ItemRecord[]; conflicts: ConflictRecord[]; voided?: boolean } {
     const records: ItemRecord[] = [];
     const conflicts: ConflictRecord[] = [];
+    let voided = false;
     // a compensating write: every site records the values it undid, whether it had applied them or not
     if (entry?.voids !== undefined) {
       conflicts.push(...this.voidConflicts(entry.voids, entry.items[0]?.state.w));
@@ -666,10 +685,11 @@ export class SiteNode {
         const unit = ownedUnit(this.ownership, runtime, item.key);
         if (unit !== undefined && !this.ownership.counts(unit, entry.origin, entry.seq, entry.epoch ?? 0)) {
           this.deps.metrics?.voidedItems.inc();
+          voided = true;
           // every site keeps it: whichever owns the unit (now or after a later move) compensates
           if (this.voidBacklog.length < limits.voidBacklogMax) {
             const voided = buildRecord(item.table, item.key, runtime.semantics, item.state);
-            this.voidBacklog.push({ table: item.table, key: item.key, dot: dotOf(entry.origin, entry.seq), value: voided.live ? voided.value! : null, origin: entry.origin, seq: entry.seq });
+            this.voidBacklog.push({ table: item.table, key: item.key, dot: dotOf(entry.origin, entry.seq), value: voided.live ? voided.value! : null, origin: entry.origin, seq: entry.seq, state: item.state });
           }
           this.log.warn({ unit, table: item.table, key: item.key, dot: dotOf(entry.origin, entry.seq), epoch: entry.epoch ?? 0 }, 'void owned item not applied: beyond the cut of a move of its unit');
           return;
@@ -701,11 +721,19 @@ export class SiteNode {
       }
       this.deps.metrics?.conflicts.inc(losers.length);
     });
-    return { records, conflicts };
+    return voided ? { records, conflicts, voided } : { records, conflicts };
   }
 }
 
 class UnchangedSignal extends Error {}
+
+/** A void owned item seen in a peer's entry, kept until its unit's owner compensates it. */
+interface VoidItem extends VoidedWrite {
+  origin: string;
+  seq: number;
+  /** the item's state as the void entry carried it */
+  state: ItemState;
+}
 
 /** The unit of an owned item, or undefined (a `local` table, or a key no partition names any more). */
 function ownedUnit(ownership: Ownership, table: TableRuntime, key: string): string | undefined {

@@ -146,7 +146,8 @@ export interface RemoteApply {
   entry: LogEntry;
   /** the entry's bytes as received (they decode to `entry`): logged as they are */
   raw?: Uint8Array;
-  merge(current: (CurrentItem | undefined)[]): { records: ItemRecord[]; conflicts: ConflictRecord[] };
+  /** `voided`: the entry's owned items do not count (topology/): its Idempotency-Key is not indexed, so a repeat is written anew */
+  merge(current: (CurrentItem | undefined)[]): { records: ItemRecord[]; conflicts: ConflictRecord[]; voided?: boolean };
   /** the site's clock after observing the entry (hex), kept as the restart floor; the entry's own hlc is not */
   clock?: string;
 }

@@ -60,6 +60,8 @@ export interface Ownership {
   counts(unit: string, origin: string, seq: number, epoch: number): boolean;
   /** Learns the record of `epoch` (or newer) from the voters; false if none has it. */
   learnEpoch(epoch: number): Promise<boolean>;
+  /** Throws 503 unless this site may serve a strong read of the unit now: owner, lease valid, cut held. */
+  assertStrongReadable(unit: string): void;
 }
 
 /** What the driver needs of its site. */
@@ -255,6 +257,19 @@ export class TopologyService implements Ownership {
     return lease.epoch;
   }
 
+  assertStrongReadable(unit: string): void {
+    const rec = this.record();
+    if (ownerOfUnit(rec, unit) !== this.siteId)
+      throw RequestError.unavailable('owner-changed', `${this.siteId} does not own ${unit} at epoch ${rec.epoch}: a strong read goes to its owner`);
+    const install = lastInstall(rec, unit);
+    if (install > 0 && this.promoted.get(unit) !== install) this.checkPromoted();
+    if (install > 0 && this.promoted.get(unit) !== install)
+      throw RequestError.unavailable('owner-changed', `${this.siteId} took over ${unit} at epoch ${install} and is still pulling the entries up to its cut`);
+    const lease = this.lease.remaining();
+    if (lease === undefined || !ownedThrough(rec, unit, this.siteId, lease.epoch))
+      throw RequestError.unavailable('owner-changed', `the owner ${this.siteId} holds no valid lease covering ${unit} (it is renewing): a strong read is not served without one`);
+  }
+
   acknowledgeable(list: string[], epoch: number): boolean {
     const lease = this.lease.remaining();
     if (lease === undefined) return false;
@@ -342,6 +357,8 @@ export class TopologyService implements Ownership {
     } finally {
       this.renewing = false;
     }
+    // the views just refreshed: judge lapses on them rather than on the previous round's
+    if (this.options.config.topology.autoFailover && !this.stopped) void this.detectLapses();
   }
 
   private async learn(record: Topology): Promise<void> {
@@ -351,7 +368,11 @@ export class TopologyService implements Ownership {
   private decided(record: Topology): void {
     this.log.info({ epoch: record.epoch, last: record.history[record.history.length - 1] }, 'topology epoch decided');
     for (const l of this.listeners) l(record);
-    if (!this.stopped) void this.renew(true);
+    if (!this.stopped) {
+      void this.renew(true);
+      // a revoke whose units come here: install without waiting for the next tick
+      void this.installPending();
+    }
   }
 
   private call(voter: string, req: VoterRequest, timeoutMs = this.leaseMs): Promise<VoterReply> {
@@ -550,8 +571,10 @@ export class TopologyService implements Ownership {
     // 2. the cut: what a read quorum of data sites holds durably of the former owners' origins
     const cutSites = new Set([...formers, this.siteId]);
     const cut = await this.readCut(cutSites);
-    // 3. hold it durably here before the first write
+    // 3. hold it durably here before the first write; whatever of those origins this site applied
+    // meanwhile joins the cut (it holds it, and entries it applied must count)
     await this.holdDurably(cut);
+    for (const [o, seq] of Object.entries(await this.options.host.store.sync())) if (cutSites.has(siteOfOrigin(o)) && seq > (cut[o] ?? 0)) cut[o] = seq;
     const installed = await this.propose((cur) => {
       const still = moves.filter((m) => ownerOfUnit(cur, m.unit) === null && this.candidateFor(m.unit, m.from) === this.siteId);
       if (still.length === 0) return undefined;

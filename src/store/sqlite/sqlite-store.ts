@@ -730,7 +730,7 @@ export class SqliteStore implements Store {
           this.stmts.putLog.run(logId(this.logOriginNumber(entry.origin), entry.seq), entry.hlc, req.raw ?? packr.pack(entry));
           // indexed whether or not its items could be applied here: the write happened at its origin
           const idem = entry.idempotency;
-          if (idem !== undefined && typeof idem.key === 'string' && typeof idem.fingerprint === 'string')
+          if (idem !== undefined && merged?.voided !== true && typeof idem.key === 'string' && typeof idem.fingerprint === 'string')
             this.indexIdempotency(idem, entry.origin, entry.seq, entry.hlc, entry.items.map((it) => ({ table: it.table, key: it.key, version: versionOf(it.state), origin: it.state.w.s })));
           nextVec[entry.origin] = entry.seq;
           if (req.clock !== undefined && req.clock > hlcHigh) hlcHigh = req.clock;
