@@ -37,6 +37,7 @@ const benches: Record<string, BenchEntry> = {
     summary: 'requests/s and added latency of the router vs a direct connection and nginx',
     load: async () => (await import('./router.bench.js')).runRouterBench,
   },
+  failover: { summary: 'time to promote a new owner after SIGKILL of the owner (two lease lengths); added latency of forwarding and quorum', load: async () => (await import('./failover.bench.js')).runFailoverBench },
   replication: {
     summary: 'replication throughput and lag between sites',
     load: () => loadOptional('./replication.bench.js', 'runReplicationBench'),
