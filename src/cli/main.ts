@@ -8,6 +8,7 @@ import { registerSiteCommand } from './commands/site.js';
 import { registerUpCommand } from './commands/up.js';
 import { registerRouterCommands } from './commands/router.js';
 import { registerStatusCommand } from './commands/status.js';
+import { registerDrillCommand } from './commands/drill.js';
 
 const program = new Command();
 program
@@ -20,6 +21,7 @@ registerUpCommand(program);
 registerSiteCommand(program);
 registerRouterCommands(program);
 registerStatusCommand(program);
+registerDrillCommand(program);
 
 try {
   await program.parseAsync(process.argv);
