@@ -37,6 +37,8 @@ export interface GeneratorProgress {
   inFlight: number;
   eventLoopDelayMaxMs: number;
   scheduleLagMaxMs: number;
+  /** the worst event-loop delay since the previous report */
+  recentDelayMaxMs: number;
 }
 
 const responseBytesMax = 1 << 20;
@@ -53,6 +55,8 @@ async function main(): Promise<void> {
   let stopping = false;
   const lag = monitorEventLoopDelay({ resolution: 10 });
   lag.enable();
+  const recent = monitorEventLoopDelay({ resolution: 10 });
+  recent.enable();
   let closedId = 1_000_000_000;
 
   const record = (r: OpRecord) => {
@@ -60,7 +64,8 @@ async function main(): Promise<void> {
     out.write(`${JSON.stringify(r)}\n`);
   };
   const progress = (type: GeneratorProgress['type']) => {
-    const p: GeneratorProgress = { type, atMs: Math.round(nowMs()), ...counts, eventLoopDelayMaxMs: lag.max / 1e6, scheduleLagMaxMs };
+    const p: GeneratorProgress = { type, atMs: Math.round(nowMs()), ...counts, eventLoopDelayMaxMs: lag.max / 1e6, scheduleLagMaxMs, recentDelayMaxMs: recent.max / 1e6 };
+    recent.reset();
     process.stdout.write(`${JSON.stringify(p)}\n`);
   };
 
@@ -246,6 +251,7 @@ async function main(): Promise<void> {
   await Promise.all(inFlight);
   clearInterval(ticker);
   lag.disable();
+  recent.disable();
   counts.inFlight = 0;
   await new Promise<void>((resolve) => out.end(resolve));
   progress('done');

@@ -128,6 +128,8 @@ export function rtoOf(ops: OpRecord[], episode: Episode, slo: Pick<Slo, 'success
   for (const from of candidates) {
     const until = Math.min(from + slo.windowMs, episode.endMs);
     const window = sorted.filter((r) => r.intendedMs >= from && r.intendedMs < until);
+    // recovery needs evidence: at least one operation served after it
+    if (!window.some((r) => isGood(r, slo.latencyMaxMs))) continue;
     if (buckets(window, from, until, slo.latencyMaxMs).every((b) => b.ops === 0 || b.good / b.ops >= slo.successRateMin))
       return { rtoMs: Math.round(from - episode.startMs), recovered: true };
   }

@@ -65,6 +65,8 @@ export interface DrillRecording {
   /** how long after the load ended every site showed the same vector and digests (null: never, within the bound) */
   convergedAfterLoadMs: number | null;
   generator: GeneratorProgress;
+  /** the generator's worst event-loop delay per progress report (every 500 ms) */
+  generatorLag: { t: number; delayMaxMs: number }[];
   powerLoss: boolean;
   meta: { tandemVersion: string; node: string; cpus: number; startedAt: string; replayCommand: string };
 }
@@ -95,7 +97,7 @@ export interface DrillReport {
   anomalies: Anomaly[];
   routerRetries: number | null;
   classes: ClassRto[];
-  generator: { eventLoopDelayMaxMs: number; scheduleLagMaxMs: number; shed: number };
+  generator: { eventLoopDelayMaxMs: number; scheduleLagMaxMs: number; shed: number; lag: { t: number; delayMaxMs: number }[] };
   plannedFaults: PlannedFault[];
   executedFaults: ExecutedFault[];
   skippedTables: Record<string, string>;
@@ -259,7 +261,7 @@ export function checkDrill(rec: DrillRecording): DrillReport {
     anomalies,
     routerRetries: rec.routerRetries,
     classes,
-    generator: { eventLoopDelayMaxMs: rec.generator.eventLoopDelayMaxMs, scheduleLagMaxMs: rec.generator.scheduleLagMaxMs, shed: rec.generator.shed },
+    generator: { eventLoopDelayMaxMs: rec.generator.eventLoopDelayMaxMs, scheduleLagMaxMs: rec.generator.scheduleLagMaxMs, shed: rec.generator.shed, lag: rec.generatorLag ?? [] },
     plannedFaults: rec.plannedFaults,
     executedFaults: rec.executedFaults,
     skippedTables: rec.skippedTables,
