@@ -13,8 +13,6 @@ import { bodyOf, planWorkload, type PlannedOp, type WorkloadSpec } from './workl
 
 export interface GeneratorSpec {
   workload: WorkloadSpec;
-  /** the drill's zero: process.hrtime.bigint() of the drill process, as a decimal string */
-  zeroNs: string;
   routerUrl: string;
   siteUrls: Record<string, string>;
   historyPath: string;
@@ -45,7 +43,18 @@ const responseBytesMax = 1 << 20;
 
 async function main(): Promise<void> {
   const spec = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as GeneratorSpec;
-  const zero = BigInt(spec.zeroNs);
+  // the drill's zero (process.hrtime.bigint() of the drill process, decimal) arrives on stdin once
+  // the cluster is up; no line means the drill ended before its load
+  const zeroLine = await new Promise<string | undefined>((resolve) => {
+    let text = '';
+    process.stdin.on('data', (c: Buffer) => {
+      text += c.toString();
+      if (text.includes('\n')) resolve(text.slice(0, text.indexOf('\n')));
+    });
+    process.stdin.on('end', () => resolve(text.includes('\n') ? text.slice(0, text.indexOf('\n')) : undefined));
+  });
+  if (zeroLine === undefined || !/^\d+$/.test(zeroLine.trim())) return;
+  const zero = BigInt(zeroLine.trim());
   const nowMs = () => Number(process.hrtime.bigint() - zero) / 1e6;
   const agent = new Agent({ connections: 128, connect: { timeout: Math.min(1000, spec.opTimeoutMs) }, headersTimeout: spec.opTimeoutMs, bodyTimeout: spec.opTimeoutMs });
   const out = createWriteStream(spec.historyPath, { flags: 'w' });

@@ -2,7 +2,7 @@
 // site-to-site link and router-to-site link goes through a fault proxy; the seeded workload in its
 // own process; the seeded fault plan; the heal; convergence; the checkers and measures; the report
 // directory (report.json, report.html, the history, plans, final states, logs).
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { availableParallelism, setPriority } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -176,21 +176,8 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
 
   const recording: Partial<DrillRecording> = {};
   const started = realClock.wallMs();
+  let gen: ChildProcess | undefined;
   try {
-    progress('starting the cluster');
-    await cluster.start(60_000);
-    if (scenario.needs.includes('failover')) {
-      const topo = await getJson(`${config.sites[0]!.url}/v1/topology`).catch(() => ({ status: 0, json: undefined }));
-      if (topo.status !== 200)
-        throw new ScenarioUnavailable(
-          `${scenario.name} needs failover (issue #15): GET /v1/topology answered ${topo.status === 0 ? 'nothing' : topo.status} on ${config.sites[0]!.id}`,
-        );
-      const owners = (topo.json as { owners?: Record<string, string> }).owners ?? {};
-      plan = planDrill(scenario, { ...preCtx, owners: { ...configOwners, ...owners } });
-    }
-    let faults = plan.faults;
-    if (options.powerLoss) faults = powerLossVariant(faults);
-
     // ---------- load ----------
     const { driven, skipped } = drivenTables(config.tables);
     const workload: WorkloadSpec = {
@@ -205,12 +192,12 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
     };
     const sessionTable = driven.find((t) => config.tables[t]!.pattern === 'local' && config.tables[t]!.conflict === 'lww');
     const listTable = driven.find((t) => config.tables[t]!.pattern === 'global');
-    // the generator starts, warms the cluster up for warmupMs, then the measured load starts at zero
-    const zero = nowNs() + 1_000_000_000n + BigInt(workload.warmupMs) * 1_000_000n;
+    // the measured load starts at zero (told to the generator once the cluster is up); the
+    // generator loads meanwhile, then warms the cluster up for warmupMs before zero
+    let zero = 0n;
     const historyPath = join(reportDir, 'history.jsonl');
     const genSpec: GeneratorSpec = {
       workload,
-      zeroNs: zero.toString(),
       routerUrl: `http://${config.router.listen}`,
       siteUrls: Object.fromEntries(config.sites.map((s) => [s.id, s.url])),
       historyPath,
@@ -221,13 +208,12 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
     };
     const specPath = join(reportDir, 'workload.json');
     writeFileSync(specPath, JSON.stringify(genSpec, null, 2));
-    writeFileSync(join(reportDir, 'plan.json'), JSON.stringify({ victim: plan.victim, timeline, faults }, null, 2));
     const msSinceZero = () => Number(nowNs() - zero) / 1e6;
 
     let last: GeneratorProgress | undefined;
     const generatorLag: { t: number; delayMaxMs: number }[] = [];
     let phase = 'load';
-    const gen = spawn(process.execPath, [...childNodeArgs(), generatorEntry, specPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+    gen = spawn(process.execPath, [...childNodeArgs(), generatorEntry, specPath], { stdio: ['pipe', 'pipe', 'pipe'] });
     try {
       // the generator must keep its schedule on a busy machine (else the drill is inconclusive)
       setPriority(gen.pid!, -10);
@@ -235,11 +221,11 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
       // not permitted: it runs at normal priority
     }
     const genErr: string[] = [];
-    gen.stderr.on('data', (c: Buffer) => genErr.push(c.toString()));
+    gen.stderr!.on('data', (c: Buffer) => genErr.push(c.toString()));
     let buffered = '';
     let prevSent = 0;
     let prevAt = 0;
-    gen.stdout.on('data', (c: Buffer) => {
+    gen.stdout!.on('data', (c: Buffer) => {
       buffered += c.toString();
       for (let i = buffered.indexOf('\n'); i >= 0; i = buffered.indexOf('\n')) {
         const line = buffered.slice(0, i);
@@ -256,7 +242,24 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
         progress(`${phase.padEnd(10)} ${(Math.max(0, last.atMs) / 1000).toFixed(1).padStart(6)} s  ${rate.toFixed(0).padStart(5)} ops/s  ok ${last.ok}  failed ${last.failed}  unknown ${last.unknown}`);
       }
     });
-    const genExit = new Promise<number | null>((r) => gen.once('exit', (code) => r(code)));
+    const genExit = new Promise<number | null>((r) => gen!.once('exit', (code) => r(code)));
+    progress('starting the cluster');
+    await cluster.start(60_000);
+    if (scenario.needs.includes('failover')) {
+      const topo = await getJson(`${config.sites[0]!.url}/v1/topology`).catch(() => ({ status: 0, json: undefined }));
+      if (topo.status !== 200)
+        throw new ScenarioUnavailable(
+          `${scenario.name} needs failover (issue #15): GET /v1/topology answered ${topo.status === 0 ? 'nothing' : topo.status} on ${config.sites[0]!.id}`,
+        );
+      const owners = (topo.json as { owners?: Record<string, string> }).owners ?? {};
+      plan = planDrill(scenario, { ...preCtx, owners: { ...configOwners, ...owners } });
+    }
+    let faults = plan.faults;
+    if (options.powerLoss) faults = powerLossVariant(faults);
+    writeFileSync(join(reportDir, 'plan.json'), JSON.stringify({ victim: plan.victim, timeline, faults }, null, 2));
+    zero = nowNs() + 300_000_000n + BigInt(workload.warmupMs) * 1_000_000n;
+    gen.stdin!.end(`${zero}\n`);
+
 
     // ---------- samplers ----------
     const lag: LagSample[] = [];
@@ -434,6 +437,7 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
       },
     } satisfies Partial<DrillRecording>);
   } finally {
+    if (gen && gen.exitCode === null && gen.signalCode === null) gen.kill('SIGKILL');
     await cluster.stop(5_000).catch(() => {});
     await mesh.stop().catch(() => {});
   }
@@ -499,7 +503,7 @@ async function waitConverged(urls: string[], timeoutMs: number): Promise<number 
     } catch {
       // a site still starting
     }
-    await realTimers.sleep(200);
+    await realTimers.sleep(100);
   }
   return undefined;
 }

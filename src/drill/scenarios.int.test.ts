@@ -16,7 +16,7 @@ const short = (scenario: ScenarioName, extra: Partial<DrillOptions> = {}): Drill
   sites: 3,
   durationS: 4,
   ratePerS: 80,
-  warmupMs: 1000,
+  warmupMs: 500,
   seed: 4242,
   reportDir: mkdtempSync(join(tmpdir(), `tandem-drill-${scenario}-`)),
   commands: new Set(['up', 'site', 'router', 'status', 'drill']),
