@@ -3,9 +3,10 @@
 // anomaly; its SLO must hold unless the machine made the load generator lag (then the drill says
 // `inconclusive`, which is its answer on a machine too busy to measure). Scenarios that need
 // failover or rewind must refuse to run (exit 2), never pass.
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { chromium } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
 import { checkDrill } from './report.js';
 import { readRecording, runDrill, ScenarioUnavailable, type DrillOptions } from './run-drill.js';
@@ -37,6 +38,49 @@ async function drill(scenario: ScenarioName, extra: Partial<DrillOptions> = {}) 
   return { report, reportDir };
 }
 
+/** Runs in the page (the test's tsconfig has no DOM types): pixels of a colour on each chart's canvas. */
+const countSeriesPixels = `(() => {
+  const count = (id, rgb) => {
+    const canvas = document.querySelector('#' + id + ' canvas');
+    const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    let n = 0;
+    for (let i = 0; i < data.length; i += 4)
+      if (Math.abs(data[i] - rgb[0]) < 12 && Math.abs(data[i + 1] - rgb[1]) < 12 && Math.abs(data[i + 2] - rgb[2]) < 12 && data[i + 3] > 200) n++;
+    return n;
+  };
+  const blue = [9, 105, 218];
+  return { success: count('success', blue), latency: count('latency', blue), share: count('share', blue), lag: count('lag', blue), faultMark: count('success', [207, 34, 46]) };
+})()`;
+
+/**
+ * Opens report.html in Debian's chromium (headless, no network): every chart's canvas holds pixels
+ * of its first series' colour, the success chart a red fault mark; saves a screenshot next to it.
+ */
+async function expectChartsDrawn(reportDir: string): Promise<void> {
+  const userDataDir = mkdtempSync(join(tmpdir(), 'tandem-chromium-'));
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  try {
+    const page = await context.newPage();
+    const requested: string[] = [];
+    page.on('request', (r) => requested.push(r.url()));
+    await page.goto(`file://${join(reportDir, 'report.html')}`);
+    await page.waitForSelector('#lag canvas');
+    const counts = (await page.evaluate(countSeriesPixels)) as Record<string, number>;
+    for (const [chart, pixels] of Object.entries(counts)) expect(pixels, chart).toBeGreaterThan(50);
+    expect(await page.textContent('#replay')).toContain('tandem drill site-crash');
+    expect(requested.filter((u) => !u.startsWith('file://'))).toEqual([]);
+    const shot = join(reportDir, 'report.png');
+    await page.screenshot({ path: shot, fullPage: true });
+    expect(existsSync(shot) && statSync(shot).size > 10_000).toBe(true);
+  } finally {
+    await context.close();
+  }
+}
+
 describe('drill scenarios, short form', () => {
   it('site-crash: SIGKILL and restart; `drill check` re-runs the checkers on the recording', async () => {
     const { report, reportDir } = await drill('site-crash');
@@ -44,6 +88,7 @@ describe('drill scenarios, short form', () => {
     expect(report.rpo.lostAckedWrites).toBe(0);
     const again = checkDrill(readRecording(reportDir));
     expect({ ...again, meta: undefined }).toEqual({ ...report, meta: undefined });
+    await expectChartsDrawn(reportDir);
   });
 
   it('site-loss: the victim comes back empty, bootstraps, and the cluster loses no quorum write', async () => {
