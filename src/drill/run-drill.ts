@@ -120,8 +120,12 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
   }
   if (scenario.name === 'bad-delete')
     throw new ScenarioUnavailable('bad-delete: this build has `tandem rewind`, but the bad-delete drill is not written yet (it landed after the drills)');
-  if (scenario.name === 'switchover' && !options.commands.has('switchover'))
-    throw new ScenarioUnavailable('switchover needs planned switchover (issue #15): this build has no `tandem switchover`');
+  if (scenario.name === 'switchover')
+    throw new ScenarioUnavailable(
+      options.commands.has('switchover')
+        ? 'switchover: this build has `tandem switchover`, but the switchover drill is not written yet (it landed after the drills)'
+        : 'switchover needs planned switchover (issue #15): this build has no `tandem switchover`',
+    );
   try {
     // this process runs the fault proxies every routed request and replication stream crosses:
     // on a busy machine they must not be what is slow
