@@ -40,6 +40,9 @@ export class LinkProxy {
   private baseJitterMs = 0;
   port = 0;
   bytesRelayed = 0;
+  /** the target process is down (killed, restarting): the proxy refuses connections as its host would */
+  private targetIsDown = false;
+  private listening = false;
 
   constructor(
     readonly name: string,
@@ -56,7 +59,34 @@ export class LinkProxy {
     });
     const addr = this.server.address();
     this.port = typeof addr === 'object' && addr ? addr.port : 0;
+    this.listening = true;
     return this.port;
+  }
+
+  /**
+   * Refusing connections is closing the listening socket: a client then gets ECONNREFUSED, as from
+   * a dead host, and knows nothing was sent (an accepted connection reset later reads as unknown).
+   */
+  private setListening(on: boolean): void {
+    if (on === this.listening || this.server === undefined) return;
+    this.listening = on;
+    if (on) this.server.listen(this.port, '127.0.0.1');
+    else this.server.close();
+  }
+
+  /**
+   * The target process died (open connections reset, as its host's kernel does) or is shutting
+   * down cleanly (`resetOpen` false: it answers what it has, then closes them itself).
+   */
+  targetDown(resetOpen = true): void {
+    this.targetIsDown = true;
+    this.setListening(false);
+    if (resetOpen) this.reset();
+  }
+
+  targetUp(): void {
+    this.targetIsDown = false;
+    if (!this.faults.blocked) this.setListening(true);
   }
 
   get url(): string {
@@ -70,6 +100,7 @@ export class LinkProxy {
   /** Cuts the link: open connections are reset, new ones are refused until heal(). */
   block(): void {
     this.faults.blocked = true;
+    this.setListening(false);
     this.reset();
   }
 
@@ -105,12 +136,16 @@ export class LinkProxy {
   heal(): void {
     const wasStalled = this.faults.stalled;
     this.faults = { ...noFaults(), latencyMs: this.baseLatencyMs, jitterMs: this.baseJitterMs };
+    if (!this.targetIsDown) this.setListening(true);
     if (wasStalled) for (const p of this.pipes) this.flushHeld(p);
   }
 
   async stop(): Promise<void> {
     this.reset();
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    const server = this.server;
+    if (server === undefined || !this.listening) return;
+    this.listening = false;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 
   private accept(client: Socket): void {
@@ -196,15 +231,17 @@ export class LinkProxy {
 export class LinkMesh {
   readonly links = new Map<string, LinkProxy>();
 
-  static async create(sites: { id: string; url: string }[], options: { random?: Random; withRouter?: boolean } = {}): Promise<LinkMesh> {
+  /** `firstPort`: proxies listen on firstPort, firstPort+1, … (default: ports the OS picks). */
+  static async create(sites: { id: string; url: string }[], options: { random?: Random; withRouter?: boolean; firstPort?: number } = {}): Promise<LinkMesh> {
     const mesh = new LinkMesh();
+    let next = options.firstPort;
     const froms = [...sites.map((s) => s.id), ...(options.withRouter ? ['router'] : [])];
     for (const from of froms)
       for (const to of sites) {
         if (from === to.id) continue;
         const target = new URL(to.url);
         const proxy = new LinkProxy(`${from}->${to.id}`, target.hostname, Number(target.port), options.random ?? realRandom);
-        await proxy.start();
+        await proxy.start(next === undefined ? 0 : next++);
         mesh.links.set(`${from}->${to.id}`, proxy);
       }
     return mesh;
@@ -229,6 +266,15 @@ export class LinkMesh {
   /** The links into and out of `site` (peer links, and the router's link to it). */
   linksOf(site: string): LinkProxy[] {
     return [...this.links].filter(([name]) => name.startsWith(`${site}->`) || name.endsWith(`->${site}`)).map(([, p]) => p);
+  }
+
+  /** The links into `site` refuse connections while its process is down (or restarting). */
+  targetDown(site: string, resetOpen = true): void {
+    for (const [name, p] of this.links) if (name.endsWith(`->${site}`)) p.targetDown(resetOpen);
+  }
+
+  targetUp(site: string): void {
+    for (const [name, p] of this.links) if (name.endsWith(`->${site}`)) p.targetUp();
   }
 
   /** Cuts `site` from every other site (and from the router), both directions. */

@@ -63,11 +63,13 @@ export interface DrillOutcome {
 const nowNs = () => process.hrtime.bigint();
 
 /** The cluster a drill starts: the demo (tuned router health checks) or the user's tables, on local ports. */
-export async function drillConfig(options: Pick<DrillOptions, 'configFile' | 'sites' | 'basePort'>, mesh: (c: ClusterConfig) => Promise<LinkMesh>): Promise<{ config: ClusterConfig; mesh: LinkMesh }> {
+export async function drillConfig(options: Pick<DrillOptions, 'configFile' | 'sites' | 'basePort'>, mesh: (c: ClusterConfig, firstPort: number) => Promise<LinkMesh>): Promise<{ config: ClusterConfig; mesh: LinkMesh }> {
   const n = options.configFile ? undefined : options.sites;
   const user = options.configFile ? loadConfigFile(options.configFile) : undefined;
   const siteCount = user?.sites.length ?? n!;
-  const basePort = options.basePort ?? (await freePortRange(siteCount + 54));
+  // P: router, P+i: site i, P+53: DNS, P+60…: the link proxies (one per directed link, and router->site)
+  const proxyPorts = siteCount * siteCount;
+  const basePort = options.basePort ?? (await freePortRange(60 + proxyPorts));
   let config: ClusterConfig;
   if (user) {
     config = structuredClone(user);
@@ -87,7 +89,7 @@ export async function drillConfig(options: Pick<DrillOptions, 'configFile' | 'si
     config.router.upstreamTimeoutMs = 1000;
     config.router.connectTimeoutMs = 250;
   }
-  const m = await mesh(config);
+  const m = await mesh(config, basePort + 60);
   // the router reaches each site through its own link proxy (the site's `app`)
   config.sites = config.sites.map((s) => ({ ...s, app: m.link('router', s.id).url }));
   return { config, mesh: m };
@@ -140,7 +142,7 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
   mkdirSync(dataDir, { recursive: true });
   const progress = options.onProgress ?? (() => {});
   const linkRandom = new SeededRandom(options.seed).fork('links');
-  const { config, mesh } = await drillConfig(options, (c) => LinkMesh.create(c.sites, { random: linkRandom, withRouter: true }));
+  const { config, mesh } = await drillConfig(options, (c, firstPort) => LinkMesh.create(c.sites, { random: linkRandom, withRouter: true, firstPort }));
   const siteIds = config.sites.map((s) => s.id);
   if (siteIds.length < scenario.sitesMin) {
     await mesh.stop();
@@ -312,20 +314,25 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
     const act = async (a: FaultAction): Promise<string> => {
       switch (a.kind) {
         case 'kill':
+          mesh.targetDown(a.site);
           await cluster.kill(a.site, 'SIGKILL');
           return 'killed';
         case 'power-loss': {
+          mesh.targetDown(a.site);
           await cluster.kill(a.site, 'SIGKILL');
           return powerLoss(join(dataDir, a.site, 'store.db'), syncedWalFile(a.site));
         }
         case 'destroy-disk':
+          mesh.targetDown(a.site);
           await cluster.kill(a.site, 'SIGKILL');
           rmSync(join(dataDir, a.site), { recursive: true, force: true });
           return 'killed; data directory removed';
         case 'start':
+          mesh.targetUp(a.site);
           cluster.startSite(a.site);
           return 'started';
         case 'restart': {
+          mesh.targetDown(a.site, false);
           const proc = cluster.process(a.site);
           if (proc && proc.child.exitCode === null && proc.child.signalCode === null) {
             proc.child.kill('SIGTERM');
@@ -333,6 +340,7 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
             if (proc.child.exitCode === null && proc.child.signalCode === null) await cluster.kill(a.site, 'SIGKILL');
           }
           if (a.clockSkewMs !== undefined) skews.set(a.site, a.clockSkewMs);
+          mesh.targetUp(a.site);
           cluster.startSite(a.site);
           await waitReady(config.sites.find((s) => s.id === a.site)!.url, 20_000);
           return a.clockSkewMs ? `restarted with its wall clock skewed ${a.clockSkewMs} ms` : 'restarted';
@@ -398,6 +406,7 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
     // whatever the plan left broken is healed now (a run cut short must not leave a site stopped)
     mesh.healAll();
     for (const s of siteIds) {
+      mesh.targetUp(s);
       const p = cluster.process(s);
       if (p && p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGCONT');
       else cluster.startSite(s);
