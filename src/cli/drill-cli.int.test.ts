@@ -22,7 +22,7 @@ describe('tandem drill', () => {
     expect(run('drill', 'meteor-strike').stderr).toMatch(/unknown scenario meteor-strike; expected one of site-crash/);
     expect(run('drill', 'meteor-strike').status).toBe(2);
     const dur = run('drill', 'site-crash', '--duration', '1');
-    expect([dur.status, dur.stderr]).toEqual([2, expect.stringMatching(/--duration expects 4\.\.3600/)]);
+    expect([dur.status, dur.stderr]).toEqual([2, expect.stringMatching(/--duration expects 3\.\.3600/)]);
     const check = run('drill', 'check', join(mkdtempSync(join(tmpdir(), 'tandem-drill-cli-')), 'none'));
     expect([check.status, check.stderr]).toEqual([2, expect.stringMatching(/drill check .*recording\.json/)]);
     const rewind = run('drill', 'bad-delete');

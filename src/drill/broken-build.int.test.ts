@@ -25,7 +25,7 @@ const options = (victimEnv: Record<string, string>): DrillOptions => ({
   victimEnv,
 });
 
-describe('power loss', () => {
+describe('power loss', { timeout: 180_000 }, () => {
   it('an honest site loses no acknowledged write', async () => {
     const { report } = await runDrill(options({}));
     const loss = report.executedFaults.find((f) => f.action.kind === 'power-loss')!;

@@ -42,7 +42,7 @@ export function registerDrillCommand(program: Command): void {
     .option('--config <file>', 'drill a cluster of your own tables and policies (started locally)')
     .option('--sites <n>', 'demo: number of sites', intFlag('--sites', 2, limits.sitesMax), 3)
     .option('--base-port <p>', 'router port; site i on P+i (default: a free range)', intFlag('--base-port', 1024, 65_000))
-    .option('--duration <seconds>', 'seconds of load (the fault at 25%, the heal at 60%)', intFlag('--duration', 4, 3600), 20)
+    .option('--duration <seconds>', 'seconds of load (the fault at 25%, the heal at 60%)', intFlag('--duration', 3, 3600), 20)
     .option('--rate <ops>', 'open-loop operations per second', intFlag('--rate', 10, 20_000), 200)
     .option('--seed <n>', 'seed of the fault plan and the workload (default: random, printed)', intFlag('--seed', 0, 2 ** 32 - 1))
     .option('--site <id>', 'the victim (default: chosen from the seed)')
