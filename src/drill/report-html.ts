@@ -82,13 +82,13 @@ ${faults}
 <script>
 (function () {
   var data = JSON.parse(document.getElementById('drill-data').textContent);
-  var colors = ['#0969da', '#bf3989', '#1a7f37', '#9a6700', '#8250df', '#cf222e', '#57606a'];
+  var colors = ['#0969da', '#bf3989', '#1a7f37', '#9a6700', '#8250df', '#0a3069', '#57606a'];
   function marks() {
     return { hooks: { draw: [function (u) {
       var ctx = u.ctx; ctx.save(); ctx.lineWidth = 2;
       data.marks.forEach(function (m) {
         var x = Math.round(u.valToPos(m.t, 'x', true));
-        ctx.strokeStyle = m.phase === 'fault' ? '#cf222e' : '#1a7f37';
+        ctx.strokeStyle = m.phase === 'fault' ? '#cf222e' : '#4ac26b';
         ctx.beginPath(); ctx.moveTo(x, u.bbox.top); ctx.lineTo(x, u.bbox.top + u.bbox.height); ctx.stroke();
         ctx.fillStyle = ctx.strokeStyle; ctx.font = '11px sans-serif'; ctx.fillText(m.label, x + 3, u.bbox.top + 12);
       });

@@ -53,6 +53,8 @@ export interface DrillOptions {
   /** the exact command line that replays this drill */
   replayCommand: string;
   onProgress?: (line: string) => void;
+  /** receives a function that stops every process and proxy of the drill (for SIGINT/SIGTERM) */
+  registerCleanup?: (cleanup: () => Promise<void>) => void;
 }
 
 export interface DrillOutcome {
@@ -183,6 +185,12 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
   const recording: Partial<DrillRecording> = {};
   const started = realClock.wallMs();
   let gen: ChildProcess | undefined;
+  options.registerCleanup?.(async () => {
+    gen?.kill('SIGKILL');
+    for (const s of siteIds) cluster.process(s)?.child.kill('SIGCONT');
+    await cluster.stop(5_000).catch(() => {});
+    await mesh.stop().catch(() => {});
+  });
   try {
     // ---------- load ----------
     const { driven, skipped } = drivenTables(config.tables);

@@ -38,23 +38,26 @@ async function drill(scenario: ScenarioName, extra: Partial<DrillOptions> = {}) 
   return { report, reportDir };
 }
 
-/** Runs in the page (the test's tsconfig has no DOM types): pixels of a colour on each chart's canvas. */
+/**
+ * Runs in the page (the test's tsconfig has no DOM types): per chart, the pixels of its series'
+ * colours (lines of equal values overlap: the last drawn hides the others), and the red fault mark.
+ */
 const countSeriesPixels = `(() => {
-  const count = (id, rgb) => {
+  const near = (data, i, rgb) => Math.abs(data[i] - rgb[0]) < 12 && Math.abs(data[i + 1] - rgb[1]) < 12 && Math.abs(data[i + 2] - rgb[2]) < 12 && data[i + 3] > 200;
+  const count = (id, colours) => {
     const canvas = document.querySelector('#' + id + ' canvas');
     const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
     let n = 0;
-    for (let i = 0; i < data.length; i += 4)
-      if (Math.abs(data[i] - rgb[0]) < 12 && Math.abs(data[i + 1] - rgb[1]) < 12 && Math.abs(data[i + 2] - rgb[2]) < 12 && data[i + 3] > 200) n++;
+    for (let i = 0; i < data.length; i += 4) if (colours.some((c) => near(data, i, c))) n++;
     return n;
   };
-  const blue = [9, 105, 218];
-  return { success: count('success', blue), latency: count('latency', blue), share: count('share', blue), lag: count('lag', blue), faultMark: count('success', [207, 34, 46]) };
+  const series = [[9, 105, 218], [191, 57, 137], [26, 127, 55]];
+  return { success: count('success', series), latency: count('latency', series), share: count('share', series), lag: count('lag', series), faultMark: count('success', [[207, 34, 46]]) };
 })()`;
 
 /**
  * Opens report.html in Debian's chromium (headless, no network): every chart's canvas holds pixels
- * of its first series' colour, the success chart a red fault mark; saves a screenshot next to it.
+ * of its series' colours, the success chart a red fault mark; saves a screenshot next to it.
  */
 async function expectChartsDrawn(reportDir: string): Promise<void> {
   const userDataDir = mkdtempSync(join(tmpdir(), 'tandem-chromium-'));

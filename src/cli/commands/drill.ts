@@ -86,6 +86,14 @@ export function registerDrillCommand(program: Command): void {
         ...(opts.powerLoss ? ['--power-loss'] : []),
       ].join(' ');
       const tty = process.stderr.isTTY === true;
+      // Ctrl-C or SIGTERM: stop the cluster, the proxies and the generator, then exit
+      let cleanup: (() => Promise<void>) | undefined;
+      const interrupted = (signal: NodeJS.Signals) => {
+        process.stderr.write(`\ntandem drill: ${signal}: stopping the drill's cluster\n`);
+        void (cleanup?.() ?? Promise.resolve()).finally(() => process.exit(130));
+      };
+      process.once('SIGINT', interrupted);
+      process.once('SIGTERM', interrupted);
       const started = performance.now();
       let outcome;
       try {
@@ -102,6 +110,9 @@ export function registerDrillCommand(program: Command): void {
           ...(opts.powerLoss ? { powerLoss: true } : {}),
           commands: new Set(program.commands.map((c) => c.name())),
           replayCommand: replay,
+          registerCleanup: (c) => {
+            cleanup = c;
+          },
           onProgress: (line) => {
             if (tty) process.stderr.write(`\r\x1b[K[${((performance.now() - started) / 1000).toFixed(0).padStart(4)} s] ${line}`);
           },
@@ -112,6 +123,8 @@ export function registerDrillCommand(program: Command): void {
         throw e;
       }
       if (tty) process.stderr.write('\r\x1b[K');
+      process.off('SIGINT', interrupted);
+      process.off('SIGTERM', interrupted);
       const { report } = outcome;
       process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : `${summarize(report)}\n  report: ${outcome.reportDir}/report.html\n`);
       process.exitCode = report.passed ? 0 : 1;
