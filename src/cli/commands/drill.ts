@@ -46,7 +46,7 @@ export function registerDrillCommand(program: Command): void {
     .option('--rate <ops>', 'open-loop operations per second', intFlag('--rate', 10, 20_000), 200)
     .option('--seed <n>', 'seed of the fault plan and the workload (default: random, printed)', intFlag('--seed', 0, 2 ** 32 - 1))
     .option('--site <id>', 'the victim (default: chosen from the seed)')
-    .option('--report <dir>', 'where to write report.json, report.html, the history and the logs')
+    .option('--report <dir>', 'where to write report.json, report.html, the history and the logs (default .tandem/drills/SCENARIO-seedN)')
     .option('--power-loss', 'site-crash: the crash is a power loss (the WAL loses what its last fdatasync did not cover)')
     .option('--json', 'print the report as JSON on stdout')
     .action(async (what: string, dir: string | undefined, opts: DrillFlags) => {
@@ -71,7 +71,7 @@ export function registerDrillCommand(program: Command): void {
       const scenario = what as ScenarioName;
       if (opts.powerLoss && scenario !== 'site-crash') throw new UsageError('--power-loss: only with site-crash');
       const seed = opts.seed ?? Math.floor(Math.random() * 2 ** 31);
-      const reportDir = opts.report ?? `.tandem-drills/${scenario}-seed${seed}`;
+      const reportDir = opts.report ?? `.tandem/drills/${scenario}-seed${seed}`;
       const replay = [
         'tandem drill',
         scenario,
