@@ -1,23 +1,23 @@
 // Runs one drill (ARCHITECTURE.md, "Drills"): a fresh local cluster (real processes) whose every
-// site-to-site link and router-to-site link goes through a fault proxy; the seeded workload in its
-// own process; the seeded fault plan; the heal; convergence; the checkers and measures; the report
-// directory (report.json, report.html, the history, plans, final states, logs).
-import { spawn, type ChildProcess } from 'node:child_process';
+// site-to-site link and router-to-site link goes through a fault proxy (in its own process); the
+// seeded workload in its own process; the seeded fault plan; the heal; convergence; the checkers
+// and measures; the report directory (report.json, report.html, the history, plans, final states, logs).
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
-import { availableParallelism, setPriority } from 'node:os';
+import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import type { ClusterConfig } from '../config/schema.js';
 import { demoConfig } from '../config/demo.js';
 import { loadConfigFile } from '../config/load.js';
-import { LocalCluster, childNodeArgs } from '../cluster/local-cluster.js';
+import { LocalCluster } from '../cluster/local-cluster.js';
 import { freePortRange } from '../cluster/ports.js';
 import { limits } from '../limits.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
-import { SeededRandom } from '../platform/sim/random.js';
 import { realClock, realTimers } from '../platform/real/real-env.js';
-import { LinkMesh } from './link-proxy.js';
+import { RemoteLinkMesh } from './proxy-client.js';
+import { spawnNiced } from './spawn-niced.js';
 import { readHistory, type OpRecord } from './op-history.js';
 import { drivenTables, type WorkloadSpec } from './workload.js';
 import type { GeneratorProgress, GeneratorSpec } from './load-generator.js';
@@ -65,7 +65,10 @@ export interface DrillOutcome {
 const nowNs = () => process.hrtime.bigint();
 
 /** The cluster a drill starts: the demo (tuned router health checks) or the user's tables, on local ports. */
-export async function drillConfig(options: Pick<DrillOptions, 'configFile' | 'sites' | 'basePort'>, mesh: (c: ClusterConfig, firstPort: number) => Promise<LinkMesh>): Promise<{ config: ClusterConfig; mesh: LinkMesh }> {
+export async function drillConfig(
+  options: Pick<DrillOptions, 'configFile' | 'sites' | 'basePort'>,
+  mesh: (c: ClusterConfig, firstPort: number) => Promise<RemoteLinkMesh>,
+): Promise<{ config: ClusterConfig; mesh: RemoteLinkMesh }> {
   const n = options.configFile ? undefined : options.sites;
   const user = options.configFile ? loadConfigFile(options.configFile) : undefined;
   const siteCount = user?.sites.length ?? n!;
@@ -93,7 +96,7 @@ export async function drillConfig(options: Pick<DrillOptions, 'configFile' | 'si
   }
   const m = await mesh(config, basePort + 60);
   // the router reaches each site through its own link proxy (the site's `app`)
-  config.sites = config.sites.map((s) => ({ ...s, app: m.link('router', s.id).url }));
+  config.sites = config.sites.map((s) => ({ ...s, app: m.url('router', s.id) }));
   return { config, mesh: m };
 }
 
@@ -130,21 +133,15 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
         ? 'switchover: this build has `tandem switchover`, but the switchover drill is not written yet (it landed after the drills)'
         : 'switchover needs planned switchover (issue #15): this build has no `tandem switchover`',
     );
-  try {
-    // this process runs the fault proxies every routed request and replication stream crosses:
-    // on a busy machine they must not be what is slow
-    setPriority(-5);
-  } catch {
-    // not permitted: normal priority
-  }
   const reportDir = resolve(options.reportDir);
   mkdirSync(reportDir, { recursive: true });
   const dataDir = join(reportDir, 'cluster');
   rmSync(dataDir, { recursive: true, force: true });
   mkdirSync(dataDir, { recursive: true });
   const progress = options.onProgress ?? (() => {});
-  const linkRandom = new SeededRandom(options.seed).fork('links');
-  const { config, mesh } = await drillConfig(options, (c, firstPort) => LinkMesh.create(c.sites, { random: linkRandom, withRouter: true, firstPort }));
+  const { config, mesh } = await drillConfig(options, (c, firstPort) =>
+    RemoteLinkMesh.start({ sites: c.sites.map((s) => ({ id: s.id, url: s.url })), seed: options.seed, firstPort }, join(reportDir, 'proxies.json')),
+  );
   const siteIds = config.sites.map((s) => s.id);
   if (siteIds.length < scenario.sitesMin) {
     await mesh.stop();
@@ -189,7 +186,7 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
     gen?.kill('SIGKILL');
     for (const s of siteIds) cluster.process(s)?.child.kill('SIGCONT');
     await cluster.stop(5_000).catch(() => {});
-    await mesh.stop().catch(() => {});
+    mesh.kill();
   });
   try {
     // ---------- load ----------
@@ -227,19 +224,10 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
     let last: GeneratorProgress | undefined;
     const generatorLag: { t: number; delayMaxMs: number }[] = [];
     let phase = 'load';
-    // Its GC runs on its main thread: setPriority raises only that thread, and a parallel scavenge
-    // waiting for helper threads at normal priority stalled it 40-70 ms on a busy machine.
-    const genArgs = ['--single-threaded-gc', '--max-semi-space-size=16', ...childNodeArgs(), generatorEntry, specPath];
-    // `nice` raises every thread of it from the start (setPriority below, its fallback, only the main one)
-    gen = existsSync('/usr/bin/nice')
-      ? spawn('/usr/bin/nice', ['-n', '-10', process.execPath, ...genArgs], { stdio: ['pipe', 'pipe', 'pipe'] })
-      : spawn(process.execPath, genArgs, { stdio: ['pipe', 'pipe', 'pipe'] });
-    try {
-      // the generator must keep its schedule on a busy machine (else the drill is inconclusive)
-      setPriority(gen.pid!, -10);
-    } catch {
-      // not permitted: it runs at normal priority
-    }
+    // Its GC runs on its main thread: a parallel scavenge waiting for helper threads stalled it
+    // 40-70 ms on a busy machine.
+    // the generator must keep its schedule on a busy machine (else the drill is inconclusive)
+    gen = spawnNiced(-10, ['--single-threaded-gc', '--max-semi-space-size=16', generatorEntry, specPath]);
     const genErr: string[] = [];
     gen.stderr!.on('data', (c: Buffer) => genErr.push(c.toString()));
     let buffered = '';
@@ -322,25 +310,25 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
     const act = async (a: FaultAction): Promise<string> => {
       switch (a.kind) {
         case 'kill':
-          mesh.targetDown(a.site);
+          await mesh.command({ op: 'target-down', links: mesh.linksInto(a.site), resetOpen: true });
           await cluster.kill(a.site, 'SIGKILL');
           return 'killed';
         case 'power-loss': {
-          mesh.targetDown(a.site);
+          await mesh.command({ op: 'target-down', links: mesh.linksInto(a.site), resetOpen: true });
           await cluster.kill(a.site, 'SIGKILL');
           return powerLoss(join(dataDir, a.site, 'store.db'), syncedWalFile(a.site));
         }
         case 'destroy-disk':
-          mesh.targetDown(a.site);
+          await mesh.command({ op: 'target-down', links: mesh.linksInto(a.site), resetOpen: true });
           await cluster.kill(a.site, 'SIGKILL');
           rmSync(join(dataDir, a.site), { recursive: true, force: true });
           return 'killed; data directory removed';
         case 'start':
-          mesh.targetUp(a.site);
+          await mesh.command({ op: 'target-up', links: mesh.linksInto(a.site) });
           cluster.startSite(a.site);
           return 'started';
         case 'restart': {
-          mesh.targetDown(a.site, false);
+          await mesh.command({ op: 'target-down', links: mesh.linksInto(a.site), resetOpen: false });
           const proc = cluster.process(a.site);
           if (proc && proc.child.exitCode === null && proc.child.signalCode === null) {
             proc.child.kill('SIGTERM');
@@ -348,7 +336,7 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
             if (proc.child.exitCode === null && proc.child.signalCode === null) await cluster.kill(a.site, 'SIGKILL');
           }
           if (a.clockSkewMs !== undefined) skews.set(a.site, a.clockSkewMs);
-          mesh.targetUp(a.site);
+          await mesh.command({ op: 'target-up', links: mesh.linksInto(a.site) });
           cluster.startSite(a.site);
           await waitReady(config.sites.find((s) => s.id === a.site)!.url, 20_000);
           return a.clockSkewMs ? `restarted with its wall clock skewed ${a.clockSkewMs} ms` : 'restarted';
@@ -360,36 +348,35 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
           cluster.process(a.site)!.child.kill('SIGCONT');
           return 'SIGCONT';
         case 'isolate':
-          mesh.isolate(a.site);
+          await mesh.command({ op: 'block', links: mesh.linksOf(a.site) });
           return 'links cut';
         case 'partition':
-          for (const x of a.sides[0]) for (const y of a.sides[1]) {
-            mesh.link(x, y).block();
-            if (!a.oneWay) mesh.link(y, x).block();
-          }
+          await mesh.command({ op: 'block', links: a.sides[0].flatMap((x) => a.sides[1].flatMap((y) => (a.oneWay ? [`${x}->${y}`] : [`${x}->${y}`, `${y}->${x}`]))) });
           return a.oneWay ? 'one-way cut' : 'cut both ways';
         case 'latency': {
           const rtt = rttMatrix(siteIds, options.seed);
-          for (const x of siteIds) for (const y of siteIds) if (x !== y) mesh.link(x, y).setLatency((rtt.get(`${x}|${y}`)! * a.rttScale) / 2, a.jitterMs);
+          for (const x of siteIds)
+            for (const y of siteIds)
+              if (x !== y) await mesh.command({ op: 'latency', links: [`${x}->${y}`], latencyMs: (rtt.get(`${x}|${y}`)! * a.rttScale) / 2, jitterMs: a.jitterMs });
           return `latency ${a.rttScale}x RTT matrix, jitter ${a.jitterMs} ms`;
         }
         case 'bandwidth':
-          for (const l of mesh.linksOf(a.site)) l.setBandwidth(a.bytesPerS);
+          await mesh.command({ op: 'bandwidth', links: mesh.linksOf(a.site), bytesPerS: a.bytesPerS });
           return `bandwidth ${a.bytesPerS} B/s`;
         case 'resets': {
           const tick = () => {
-            for (const l of mesh.linksOf(a.site)) l.reset();
+            void mesh.command({ op: 'reset', links: mesh.linksOf(a.site) }).catch(() => {});
             resetTimers.push(realTimers.after(a.everyMs, tick));
           };
           tick();
           return `connections reset every ${a.everyMs} ms`;
         }
         case 'stall':
-          for (const l of mesh.linksOf(a.site)) if (!l.name.startsWith('router->')) l.stall();
+          await mesh.command({ op: 'stall', links: mesh.linksOf(a.site, { router: false }) });
           return 'peer links stalled';
         case 'heal-links':
           for (const t of resetTimers.splice(0)) t.cancel();
-          mesh.healAll();
+          await mesh.healAll();
           return 'links healed';
       }
     };
@@ -412,9 +399,10 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
     phase = 'converging';
     progress('load done; waiting for convergence');
     // whatever the plan left broken is healed now (a run cut short must not leave a site stopped)
-    mesh.healAll();
+    for (const t of resetTimers.splice(0)) t.cancel();
+    await mesh.healAll();
     for (const s of siteIds) {
-      mesh.targetUp(s);
+      await mesh.command({ op: 'target-up', links: mesh.linksInto(s) });
       const p = cluster.process(s);
       if (p && p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGCONT');
       else cluster.startSite(s);
