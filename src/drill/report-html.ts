@@ -58,6 +58,7 @@ ${row('convergence', `${r.converged ? 'converged' : 'NOT converged'}${r.converge
 ${row('conflicts', `${r.conflicts} ${JSON.stringify(r.conflictsByReason)}`)}
 ${row('fault / heal', `${r.faultAtMs ?? 'n/a'} ms / ${r.healAtMs ?? 'n/a'} ms`)}
 ${row('load generator', `event loop lag max ${r.generator.eventLoopDelayMaxMs.toFixed(1)} ms, schedule lag max ${r.generator.scheduleLagMaxMs.toFixed(1)} ms, shed ${r.generator.shed}`)}
+${row('machine', r.machine.cpuPressureMaxPct === null ? 'CPU pressure not reported' : `CPU pressure (PSI some avg10) up to ${r.machine.cpuPressureMaxPct}%`)}
 ${row('versions', `tandem ${r.meta.tandemVersion}, node ${r.meta.node}, ${r.meta.cpus} CPUs, started ${r.meta.startedAt}`)}
 </table>
 <h2>Why it did not pass</h2>${list(r.failures)}

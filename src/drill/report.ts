@@ -67,6 +67,8 @@ export interface DrillRecording {
   generator: GeneratorProgress;
   /** the generator's worst event-loop delay per progress report (every 500 ms) */
   generatorLag: { t: number; delayMaxMs: number }[];
+  /** the machine's CPU pressure (PSI some avg10, %) sampled every 500 ms, where the kernel reports it */
+  cpuPressure?: { t: number; someAvg10Pct: number }[];
   powerLoss: boolean;
   meta: { tandemVersion: string; node: string; cpus: number; startedAt: string; replayCommand: string };
 }
@@ -103,6 +105,8 @@ export interface DrillReport {
   skippedTables: Record<string, string>;
   timeline: { loadMs: number; perSecond: SecondPoint[]; lag: { t: number; site: string; lagMs: number | null }[] };
   sites: string[];
+  /** how busy the machine was: over ~80% CPU pressure, latencies measure the machine, not the cluster */
+  machine: { cpuPressureMaxPct: number | null };
   meta: DrillRecording['meta'];
 }
 
@@ -267,6 +271,7 @@ export function checkDrill(rec: DrillRecording): DrillReport {
     skippedTables: rec.skippedTables,
     timeline: { loadMs, perSecond: perSecond(rec.history, loadMs, sites), lag: lagSeries },
     sites,
+    machine: { cpuPressureMaxPct: rec.cpuPressure && rec.cpuPressure.length > 0 ? Math.max(...rec.cpuPressure.filter((p) => p.t >= 0).map((p) => p.someAvg10Pct), 0) : null },
     meta: rec.meta,
   };
 }
@@ -278,6 +283,7 @@ export function summarize(r: DrillReport): string {
     `  RTO ${r.rtoMs} ms (SLO ${r.slo.rtoMs} ms)${r.detectMs !== null ? `, router detection ${r.detectMs} ms` : ''}${r.healRtoMs > 0 ? `, after the heal ${r.healRtoMs} ms` : ''}`,
     `  RPO: ${r.rpo.lostAckedWrites} acknowledged writes lost (${r.rpo.lostAckedQuorumWrites} quorum), window ${r.rpo.windowMs} ms`,
     `  ${r.operations} operations, availability ${(r.availability * 100).toFixed(2)}%, ${r.clientErrors} failed, ${r.unknownOutcomes} unknown, router retries ${r.routerRetries ?? 'n/a'}`,
+    ...(r.machine.cpuPressureMaxPct !== null && r.machine.cpuPressureMaxPct > 80 ? [`  note: the machine was CPU-starved (pressure up to ${r.machine.cpuPressureMaxPct}%): latencies measure it as much as the cluster`] : []),
     `  converged: ${r.converged ? 'yes' : 'NO'}${r.convergenceMs !== null ? ` (${r.convergenceMs} ms after the heal)` : ''}; conflicts listed: ${r.conflicts}`,
   ];
   for (const f of r.failures.slice(0, 20)) lines.push(`  ✗ ${f}`);

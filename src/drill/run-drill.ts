@@ -273,9 +273,12 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
     const lag: LagSample[] = [];
     const routerSamples: RouterSample[] = [];
     let sampling = true;
+    const cpuPressure: { t: number; someAvg10Pct: number }[] = [];
     const sampleStatus = async () => {
       while (sampling) {
         const t = msSinceZero();
+        const pressure = cpuPressureSomeAvg10();
+        if (pressure !== undefined) cpuPressure.push({ t, someAvg10Pct: pressure });
         await Promise.all(
           config.sites.map(async (s) => {
             try {
@@ -443,6 +446,7 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
       generator: last ?? { type: 'done', atMs: 0, sent: 0, ok: 0, failed: 0, unknown: 0, shed: 0, inFlight: 0, eventLoopDelayMaxMs: 0, scheduleLagMaxMs: 0, recentDelayMaxMs: 0 },
       powerLoss: options.powerLoss ?? false,
       generatorLag,
+      cpuPressure,
       meta: {
         tandemVersion: packageVersion(),
         node: process.version,
@@ -492,6 +496,19 @@ function powerLoss(dbPath: string, syncedFile: string): string {
   rmSync(`${dbPath}-shm`, { force: true });
   writeFileSync(syncedFile, String(keep).padEnd(20, ' '));
   return `killed; WAL truncated from ${size} to ${keep} bytes (its last fdatasync)`;
+}
+
+/**
+ * The machine's CPU pressure (Linux PSI, /proc/pressure/cpu: share of the last 10 s in which some
+ * runnable task waited for a CPU), or undefined where the kernel does not report it.
+ */
+function cpuPressureSomeAvg10(): number | undefined {
+  try {
+    const m = /^some avg10=([\d.]+)/m.exec(readFileSync('/proc/pressure/cpu', 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 async function waitReady(url: string, timeoutMs: number): Promise<void> {
