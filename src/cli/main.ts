@@ -9,6 +9,7 @@ import { registerUpCommand } from './commands/up.js';
 import { registerRouterCommands } from './commands/router.js';
 import { registerStatusCommand } from './commands/status.js';
 import { registerTopologyCommands } from './commands/topology.js';
+import { registerDrillCommand } from './commands/drill.js';
 
 const program = new Command();
 program
@@ -22,6 +23,7 @@ registerSiteCommand(program);
 registerRouterCommands(program);
 registerStatusCommand(program);
 registerTopologyCommands(program);
+registerDrillCommand(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -143,6 +143,24 @@ describe('counters with deletes', () => {
     expect(run(0).map((x) => x.kind)).toEqual(['counter-out-of-bounds']);
     expect(run(4).map((x) => x.kind)).toEqual(['counter-out-of-bounds']);
   });
+
+  it('widens the bounds by unknown increments of each sign, which never cancel out', () => {
+    const history = new History();
+    history.invoke({ site: 'a', table: 'counters', key: 'k', kind: 'increment', amount: 5, invokedAtMs: 0 });
+    history.invoke({ site: 'a', table: 'counters', key: 'k', kind: 'increment', amount: -5, invokedAtMs: 0 });
+    const check = (value: number) =>
+      checkHistory({
+        history,
+        log: [],
+        items: new Map<string, FinalItem>([['counters\u0000k', { table: 'counters', key: 'k', state: undefined, live: true, value: { n: value } }]]),
+        conflictLosers: new Set(),
+        lwwTables: new Set(),
+        counterField: () => 'n',
+      });
+    // either, both or none of them may have applied: -5, 0 or 5
+    for (const v of [-5, 0, 5]) expect(check(v)).toEqual([]);
+    expect(check(6).map((x) => x.kind)).toEqual(['counter-out-of-bounds']);
+  });
 });
 
 describe('Idempotency-Keys in the log', () => {

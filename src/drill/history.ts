@@ -362,14 +362,17 @@ export function checkHistory(input: CheckInput): Anomaly[] {
   const deletesByItem = new Map<string, ItemState[]>();
   for (const [, items] of entryStates)
     for (const [r, state] of items) if (input.counterField(r.split('\u0000')[0]!) !== undefined && state.x.length === 0) deletesByItem.set(r, [...(deletesByItem.get(r) ?? []), state]);
-  const counters = new Map<string, { acked: number; unknown: number }>();
+  // Unknown increments are summed by sign: a +5 and a -5 of unknown outcome must widen the bounds
+  // both ways, not cancel out (acked + Σ negative unknowns ≤ value ≤ acked + Σ positive unknowns).
+  const counters = new Map<string, { acked: number; up: number; down: number }>();
   for (const op of input.history.ops) {
     if (op.kind !== 'increment') continue;
     const r = ref(op.table, op.key);
-    const c = counters.get(r) ?? { acked: 0, unknown: 0 };
+    const c = counters.get(r) ?? { acked: 0, up: 0, down: 0 };
     const observed = op.dot !== undefined && (deletesByItem.get(r) ?? []).some((d) => covers(d.c, op.dot!));
     if (op.status === 'ok' && !observed) c.acked += op.amount!;
-    else if (op.status === 'pending') c.unknown += op.amount!;
+    else if (op.status === 'pending' && op.amount! > 0) c.up += op.amount!;
+    else if (op.status === 'pending') c.down += op.amount!;
     counters.set(r, c);
   }
   for (const [r, c] of counters) {
@@ -377,8 +380,8 @@ export function checkHistory(input: CheckInput): Anomaly[] {
     const [table] = r.split('\u0000') as [string];
     const field = input.counterField(table)!;
     const value = ((final?.value as Record<string, number> | undefined)?.[field] ?? 0) as number;
-    const lo = Math.min(c.acked, c.acked + c.unknown);
-    const hi = Math.max(c.acked, c.acked + c.unknown);
+    const lo = c.acked + c.down;
+    const hi = c.acked + c.up;
     if (value < lo || value > hi)
       anomalies.push({ kind: 'counter-out-of-bounds', detail: `${r.replace('\u0000', '/')}: ${value} not within [${lo}, ${hi}]` });
   }

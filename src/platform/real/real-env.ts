@@ -68,7 +68,13 @@ export function realLogger(bindings: object = {}, level = process.env.TANDEM_LOG
   return pino({ level, base: bindings }) as unknown as Logger;
 }
 
-export function realEnv(log: Logger = realLogger()): Env & { close(): Promise<void> } {
+/**
+ * `wallClockSkewMs` shifts this process's wall clock (never its monotonic clock) by a constant: a
+ * start-up fault for clock-skew drills (TANDEM_CLOCK_SKEW_MS of `tandem site`).
+ */
+export function realEnv(log: Logger = realLogger(), options: { wallClockSkewMs?: number } = {}): Env & { close(): Promise<void> } {
   const transport = realTransport();
-  return { clock: realClock, timers: realTimers, random: realRandom, transport, log, close: () => transport.close() };
+  const skewMs = options.wallClockSkewMs ?? 0;
+  const clock: Clock = skewMs === 0 ? realClock : { monotonicMs: realClock.monotonicMs, wallMs: () => Date.now() + skewMs };
+  return { clock, timers: realTimers, random: realRandom, transport, log, close: () => transport.close() };
 }
