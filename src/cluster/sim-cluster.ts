@@ -27,6 +27,8 @@ import { SqliteVoterStorage } from '../topology/voter-storage.js';
 import { Voter } from '../topology/paxos.js';
 import { genesisTopology } from '../topology/record.js';
 import { witnessHandler } from '../topology/witness.js';
+import { followMembership } from '../topology/follow-membership.js';
+import { quorumSets } from '../topology/members.js';
 
 export interface SimSite {
   id: string;
@@ -202,7 +204,7 @@ export class SimCluster {
       ? new TopologyService({
           env,
           config: this.config,
-          host: { siteId: id, store: node.store, wakePulls: () => holder.replicator?.wakePulls() },
+          host: { siteId: id, store: node.store, wakePulls: () => holder.replicator?.wakePulls(), caughtUp: () => holder.replicator?.caughtUp() ?? false },
           auth: { cluster: this.config.cluster, secret: this.config.secret, knownSites: new Set(this.config.sites.map((s) => s.id)) },
           // the voter's file lives apart from the store: a lost or rolled-back disk does not take a voter's promises with it
           storage: this.voterStorage(id),
@@ -217,13 +219,14 @@ export class SimCluster {
       env,
       node,
       config: this.config,
-      ...(topology ? { extraRoutes: topology.routes() } : {}),
+      ...(topology ? { extraRoutes: topology.routes(), quorumSets: () => quorumSets(topology.record()) } : {}),
       heartbeatMs: this.options.heartbeatMs ?? 200,
       antiEntropyIntervalMs: knobs.antiEntropyIntervalMs,
       housekeepingIntervalMs: knobs.housekeepingIntervalMs,
       logRetainEntries: 2,
     });
     holder.replicator = replicator;
+    if (topology) followMembership(topology, node.store, replicator, env.log);
     this.world.network.listen(`http://${id}`, replicator.handler, id);
     replicator.run();
     topology?.run();
