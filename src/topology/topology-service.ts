@@ -291,6 +291,7 @@ export class TopologyService implements Ownership {
     const me = member(this.record(), this.siteId);
     if (me?.state === 'draining' || me?.state === 'evacuated') return { ready: false, reason: `${me.state}: this site is being drained by an operator` };
     if (me?.state === 'removed') return { ready: false, reason: 'removed from the cluster' };
+    if (me?.state === 'joining') return { ready: false, reason: 'joining: catching up with its peers before it serves' };
     return { ready: true };
   }
 
