@@ -26,6 +26,7 @@ import { LeaseHolder } from './lease.js';
 import { grantAgeMs, propose, silentForMs, Voter, type VoterReply, type VoterRequest, type VoterStorage, type VoterView } from './paxos.js';
 import {
   addCut,
+  dataSites,
   entryCounts,
   genesisTopology,
   isTopology,
@@ -584,7 +585,7 @@ export class TopologyService implements Ownership {
   }
 
   /** The pointwise max of durable vectors of at least N−Q+1 data sites (this one included), over `sites`' origins. */
-  private async readCut(sites: Set<string>): Promise<VersionVector> {
+  private async readCut(sites: Set<string>, everyReachable = false): Promise<VersionVector> {
     const rec = this.record();
     // a read quorum of every data membership in force since the changes kept (joint quorums)
     const sets = cutMemberships(rec);
@@ -619,7 +620,8 @@ export class TopologyService implements Ownership {
           vectors.push(r.vector);
           answered.add(r.site);
         }
-        return readQuorumOfEach(sets, answered);
+        // a removal's final cut waits for every reachable data site (answersUntil ends once all settled)
+        return !everyReachable && readQuorumOfEach(sets, answered);
       },
     );
     if (!readQuorumOfEach(sets, answered))
@@ -857,8 +859,10 @@ export class TopologyService implements Ownership {
     if (refused.length > 0) throw new Error(refused.map((c) => `${c.name}: ${c.detail}`).join('; '));
     if (voters(before).includes(id)) await this.awaitVoterChangeSettled(waitMs);
     const settledAt = this.record().voterChangeEpoch;
-    const cut = await this.readCut(new Set([id]));
-    return this.propose((cur) => {
+    // the final cut: every reachable data site's durable vector (at least a read quorum of each
+    // membership), so that entries some site already applied are rarely beyond it
+    const cut = await this.readCut(new Set([id]), true);
+    const removed = await this.propose((cur) => {
       const m = member(cur, id);
       if (m?.state === 'removed') return undefined;
       const again = removalRefusals(cur, id).filter((c) => !c.ok);
@@ -872,6 +876,39 @@ export class TopologyService implements Ownership {
         detail: `${id}, final cut ${Object.entries(cut).map(([o, q]) => `${o}:${q}`).join(' ') || '(nothing held)'}`,
       });
     });
+    await this.awaitCutHeld(cut, dataSites(removed), waitMs);
+    return removed;
+  }
+
+  /**
+   * A removal completes once a majority of the new data membership holds the final cut durably
+   * (then the removed site may be stopped: nothing that counts lives only there). Polls the sites'
+   * durable vectors; on timeout the removal stands and the gap is logged.
+   */
+  private async awaitCutHeld(cut: VersionVector, sites: string[], waitMs: number): Promise<void> {
+    const { env } = this.options;
+    const deadline = env.clock.monotonicMs() + waitMs;
+    const need = majority(sites.length);
+    for (;;) {
+      let holding = 0;
+      await Promise.all(
+        sites.map(async (s) => {
+          try {
+            const v = s === this.siteId ? await this.options.host.store.sync() : (await this.peerCall<{ vector: VersionVector }>(s, '/v1/peer/topology/durable-vector', {}, this.leaseMs)).vector;
+            if (dominates(v, cut)) holding++;
+          } catch {
+            // unreachable: does not hold it as far as we know
+          }
+        }),
+      );
+      if (holding >= need) return;
+      if (env.clock.monotonicMs() >= deadline || this.stopped) {
+        this.log.warn({ holding, need, cut }, 'removal decided, but a majority of the remaining data sites does not hold its final cut yet');
+        return;
+      }
+      this.options.host.wakePulls();
+      await env.timers.sleep(this.tickMs, this.lifetime.signal).catch(() => undefined);
+    }
   }
 
   /** A joining site that has caught up proposes itself `active` (a voter, counted in quorums). */
