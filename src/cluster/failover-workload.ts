@@ -12,12 +12,13 @@
 //   - `no-owner`: after the heal, every unit has an owner again.
 import { assert } from '../core/assert.js';
 import { RequestError } from '../core/errors.js';
-import { SimCluster, type SimSite } from './sim-cluster.js';
+import { member } from '../topology/record.js';
+import { simSiteIds, SimCluster, type SimSite } from './sim-cluster.js';
 import type { WriteOutcome } from '../site/site-node.js';
 import { units } from '../topology/record.js';
 import { limits } from '../limits.js';
 
-export type FailoverFault = 'crash' | 'isolate' | 'one-way' | 'pause' | 'switchover' | 'switchover-partition' | 'voter-restart' | 'drift' | 'isolate-failover';
+export type FailoverFault = 'crash' | 'isolate' | 'one-way' | 'pause' | 'switchover' | 'switchover-partition' | 'voter-restart' | 'drift' | 'isolate-failover' | 'members';
 export const failoverFaults: readonly FailoverFault[] = ['crash', 'isolate', 'one-way', 'pause', 'switchover', 'switchover-partition', 'voter-restart', 'drift', 'isolate-failover'];
 
 export interface FailoverAnomaly {
@@ -97,7 +98,8 @@ export async function runFailoverScenario(seed: number, options: FailoverOptions
   let stopWriting = false;
   let faultAtMs = -1;
   let victim = 'us-east';
-  const ids = cluster.siteIds;
+  // the sites writes enter at (membership changes move it: a joining site takes none, a leaving one is drained)
+  let ids = cluster.siteIds;
   const inFlight = new Set<Promise<void>>();
 
   const writeOnce = async () => {
@@ -271,6 +273,40 @@ export async function runFailoverScenario(seed: number, options: FailoverOptions
         // the restarted voter counts a site it has not granted since as failed only after its start grace
         await world.runFor(limits.ownerStartGraceMs + 2 * leaseMs);
         await cluster.start(victim);
+        break;
+      }
+      case 'members': {
+        // a site is added mid-run (joins, catches up, becomes active), then an original site that
+        // does not own the ledger is drained, evacuated and removed, all under load
+        const settle = async <T>(p: Promise<T>, timeoutMs = 30_000): Promise<T> => {
+          let done = false;
+          let value: T | undefined;
+          let error: unknown;
+          p.then((v) => (value = v), (e: unknown) => (error = e)).finally(() => (done = true));
+          await world.runUntil(() => done, { timeoutMs });
+          if (error !== undefined) throw error;
+          return value!;
+        };
+        const who = { by: 'sim', why: 'membership online' };
+        const joiner = simSiteIds[ids.length]!;
+        const by = cluster.site(others[rnd.int(others.length)]!)!.topology!;
+        await settle(by.addMember({ id: joiner, url: `http://${joiner}` }, who));
+        await cluster.join(joiner);
+        await world.runUntil(() => member(by.record(), joiner)?.state === 'active', { timeoutMs: 30_000 });
+        ids = [...ids, joiner];
+        await world.runFor(1_000 + rnd.int(1_000));
+        const leaving = others[rnd.int(others.length)]!;
+        ids = ids.filter((s) => s !== leaving);
+        const driver = cluster.site(ids[rnd.int(ids.length)]!)!.topology!;
+        await settle(driver.setMemberState(leaving, 'draining', who));
+        const plan = driver.planFailover({ site: leaving }).filter((m) => m.from === leaving && m.to !== '(none)');
+        if (plan.length > 0) await settle(driver.switchover(plan, who, 10_000));
+        await settle(driver.setMemberState(leaving, 'evacuated', who));
+        await world.runFor(300);
+        await settle(driver.removeMember(leaving, who, 20_000));
+        await world.runFor(500);
+        await cluster.retire(leaving);
+        await world.runFor(1_000);
         break;
       }
       case 'drift': {

@@ -68,6 +68,17 @@ export class LocalCluster {
     return this.spawnChild(id, ['site', '--config', this.configPath, '--site', id, '--data-dir', this.options.dataDir], this.options.siteEnv?.(id));
   }
 
+  /**
+   * Starts a site added online (`tandem members add`): its config is the cluster's with the site
+   * listed too (the other sites' config files do not name it; they learn it from the topology).
+   */
+  joinSite(id: string, url: string, region?: string): ManagedProcess {
+    const path = join(this.options.dataDir, `cluster-${id}.json`);
+    const config = { ...this.options.config, sites: [...this.options.config.sites, { id, url, ...(region !== undefined ? { region } : {}) }] };
+    writeFileSync(path, JSON.stringify(config, null, 2));
+    return this.spawnChild(id, ['site', '--config', path, '--site', id, '--data-dir', this.options.dataDir], this.options.siteEnv?.(id));
+  }
+
   startWitness(id: string): ManagedProcess {
     return this.spawnChild(id, ['witness', '--config', this.configPath, '--id', id, '--data-dir', this.options.dataDir]);
   }

@@ -27,6 +27,8 @@ import { SqliteVoterStorage } from '../topology/voter-storage.js';
 import { Voter } from '../topology/paxos.js';
 import { genesisTopology } from '../topology/record.js';
 import { witnessHandler } from '../topology/witness.js';
+import { followMembership } from '../topology/follow-membership.js';
+import { quorumSets } from '../topology/members.js';
 
 export interface SimSite {
   id: string;
@@ -87,6 +89,9 @@ export class SimCluster {
   readonly admissions: { site: string; epoch: number; atMs: number; dot: string; items: { table: string; key: string }[]; compensates: boolean }[] = [];
   /** What each site's disk holds, commit by commit and sync by sync, and the judgements made on it. */
   readonly ledger = new DiskLedger();
+  private readonly memberIds: string[];
+  /** sites started with a config of their own (joined online: their config lists them, the others' do not) */
+  private readonly siteConfigs = new Map<string, ClusterConfig>();
 
   private constructor(private readonly options: SimClusterOptions) {
     this.world = new SimWorld({ seed: options.seed, ...(options.network ? { network: options.network } : {}) });
@@ -100,8 +105,7 @@ export class SimCluster {
         housekeepingIntervalMs: within(this.disk.housekeepingIntervalMs),
         antiEntropyIntervalMs: within(this.disk.antiEntropyIntervalMs),
       });
-    this.config = parseConfig(
-      {
+    this.rawConfig = {
         cluster: 'sim',
         secret: 'simulation-secret-0123456789',
         sites: simSiteIds.slice(0, options.sites).map((id) => ({ id, url: `http://${id}` })),
@@ -112,9 +116,34 @@ export class SimCluster {
           carts: { pattern: 'local', conflict: 'merge' },
           counters: { pattern: 'local', conflict: 'crdt', fields: { n: 'counter', tags: 'set' } },
         },
-      },
-      'sim config',
-    );
+    };
+    this.config = parseConfig(this.rawConfig, 'sim config');
+    this.memberIds = this.config.sites.map((s) => s.id);
+  }
+
+  private readonly rawConfig: Record<string, unknown> & { sites: { id: string; url: string }[] };
+
+  /**
+   * A site joins online (after `members add` put it in the topology as joining): it starts empty,
+   * with a config that lists the cluster's sites and itself, learns the topology from the sites,
+   * bootstraps from its peers, and proposes itself active once caught up.
+   */
+  async join(id: string): Promise<SimSite> {
+    assert(!this.memberIds.includes(id), `${id} is a member already`);
+    const draw = this.world.random.fork(`sim-disk:${id}`);
+    const [lo, hi] = this.disk.housekeepingIntervalMs;
+    const [alo, ahi] = this.disk.antiEntropyIntervalMs;
+    this.siteDisk.set(id, { fsyncDelayMsMax: draw.int(this.disk.fsyncDelayMsMax + 1), housekeepingIntervalMs: lo + draw.int(hi - lo + 1), antiEntropyIntervalMs: alo + draw.int(ahi - alo + 1) });
+    this.siteConfigs.set(id, parseConfig({ ...this.rawConfig, sites: [...this.rawConfig.sites, { id, url: `http://${id}` }] }, `sim config of ${id}`));
+    this.memberIds.push(id);
+    return this.start(id);
+  }
+
+  /** A site removed from the cluster stops for good (its disk is kept for inspection). */
+  async retire(id: string): Promise<void> {
+    await this.crash(id);
+    const i = this.memberIds.indexOf(id);
+    if (i >= 0) this.memberIds.splice(i, 1);
   }
 
   static async create(options: SimClusterOptions): Promise<SimCluster> {
@@ -150,8 +179,9 @@ export class SimCluster {
     this.startWitness(id);
   }
 
+  /** the current data sites: the config's, plus those joined, minus those retired */
   get siteIds(): string[] {
-    return this.config.sites.map((s) => s.id);
+    return [...this.memberIds];
   }
 
   site(id: string): SimSite | undefined {
@@ -194,16 +224,17 @@ export class SimCluster {
       },
     });
     this.stores.set(id, store);
-    const node = new SiteNode({ env, config: this.config, siteId: id, store: this.recording(id, store), nextTurn: (fn) => env.timers.after(0, fn) });
+    const config = this.siteConfigs.get(id) ?? this.config;
+    const node = new SiteNode({ env, config, siteId: id, store: this.recording(id, store), nextTurn: (fn) => env.timers.after(0, fn) });
     await node.start();
     opening = false;
     const holder: { replicator?: Replicator } = {};
     const topology = this.options.topology
       ? new TopologyService({
           env,
-          config: this.config,
-          host: { siteId: id, store: node.store, wakePulls: () => holder.replicator?.wakePulls() },
-          auth: { cluster: this.config.cluster, secret: this.config.secret, knownSites: new Set(this.config.sites.map((s) => s.id)) },
+          config,
+          host: { siteId: id, store: node.store, wakePulls: () => holder.replicator?.wakePulls(), caughtUp: () => holder.replicator?.caughtUp() ?? false },
+          auth: { cluster: config.cluster, secret: config.secret, knownSites: new Set(config.sites.map((s) => s.id)) },
           // the voter's file lives apart from the store: a lost or rolled-back disk does not take a voter's promises with it
           storage: this.voterStorage(id),
           ...(this.options.unsafeTopology ? { unsafe: this.options.unsafeTopology } : {}),
@@ -216,14 +247,15 @@ export class SimCluster {
     const replicator = new Replicator({
       env,
       node,
-      config: this.config,
-      ...(topology ? { extraRoutes: topology.routes() } : {}),
+      config,
+      ...(topology ? { extraRoutes: topology.routes(), quorumSets: () => quorumSets(topology.record()) } : {}),
       heartbeatMs: this.options.heartbeatMs ?? 200,
       antiEntropyIntervalMs: knobs.antiEntropyIntervalMs,
       housekeepingIntervalMs: knobs.housekeepingIntervalMs,
       logRetainEntries: 2,
     });
     holder.replicator = replicator;
+    if (topology) followMembership(topology, node.store, replicator, env.log);
     this.world.network.listen(`http://${id}`, replicator.handler, id);
     replicator.run();
     topology?.run();
@@ -385,7 +417,7 @@ export class SimCluster {
   /** True when every site is up and all hold the same vector with nothing in flight. */
   converged(): boolean {
     const sites = [...this.live.values()];
-    if (sites.length !== this.config.sites.length) return false;
+    if (sites.length !== this.memberIds.length || !this.memberIds.every((id) => this.live.has(id))) return false;
     const first: VersionVector = sites[0]!.node.vector();
     return sites.every((s) => vectorsEqual(s.node.vector(), first));
   }

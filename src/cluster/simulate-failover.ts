@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 // Runs many failover simulation seeds (beyond the test suite's):
-//   node dist/cluster/simulate-failover.js --seeds 1000 [--from 1] [--lease-ms 1000] [--witnesses 0]
+//   node dist/cluster/simulate-failover.js --seeds 1000 [--from 1] [--lease-ms 1000] [--witnesses 0] [--fault members]
 // Each seed draws its fault (crash, isolate, one-way, pause, switchover, switchover-partition,
 // voter-restart, drift). Prints one line per failing seed with its replay command, and a summary.
-import { runFailoverScenario } from './failover-workload.js';
+import { runFailoverScenario, type FailoverFault } from './failover-workload.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string, fallback: number) => {
@@ -14,6 +14,9 @@ const count = flag('--seeds', 1000);
 const from = flag('--from', 1);
 const leaseMs = flag('--lease-ms', 1000);
 const witnesses = flag('--witnesses', 0);
+// one fault for every seed (e.g. `members`: a site added and another removed mid-run); default: drawn per seed
+const faultAt = args.indexOf('--fault');
+const fault = faultAt >= 0 ? (args[faultAt + 1] as FailoverFault) : undefined;
 let failed = 0;
 let acked = 0;
 let ackedQuorum = 0;
@@ -22,7 +25,7 @@ const kinds = new Map<string, number>();
 const started = performance.now();
 for (let seed = from; seed < from + count; seed++) {
   try {
-    const r = await runFailoverScenario(seed, { leaseMs, witnesses });
+    const r = await runFailoverScenario(seed, { leaseMs, witnesses, ...(fault !== undefined ? { fault } : {}) });
     acked += r.acked;
     ackedQuorum += r.ackedQuorum;
     const f = byFault.get(r.fault) ?? { runs: 0, promoted: [] };

@@ -41,6 +41,12 @@ export interface ReplicatorOptions {
     setPeer(peer: string, s: PeerLinkStatus): void;
     repaired(n: number): void;
   };
+  /**
+   * The data memberships whose majorities a `quorum` write needs (joint quorums while membership
+   * changes; topology/members.ts quorumSets), and the sites an `all` write needs. Default: this
+   * site and its current peers.
+   */
+  quorumSets?: () => string[][];
   /** more peer routes served beside the feed (topology's voter) */
   extraRoutes?: Record<string, (req: IncomingRequest, from: string) => Promise<TransportResponse>>;
 }
@@ -59,7 +65,7 @@ interface AckState {
 interface DurabilityWaiter {
   origin: string;
   seq: number;
-  needed: number;
+  level: 'quorum' | 'all';
   resolve: (ok: boolean) => void;
 }
 
@@ -68,6 +74,8 @@ export class Replicator {
   readonly handler: RequestHandler;
   private readonly feeds: FeedServer;
   readonly auth: PeerAuthConfig;
+  /** the sites whose peer requests are accepted: the config's, and members added online */
+  private readonly knownSites: Set<string>;
   readonly pullers = new Map<string, PeerPuller>();
   readonly antiEntropy: AntiEntropy;
   readonly housekeeping: Housekeeping;
@@ -92,7 +100,8 @@ export class Replicator {
     this.log = env.log.child({ component: 'replicator' });
     this.heartbeatMs = options.heartbeatMs ?? 1_000;
     this.ackIntervalMs = options.ackIntervalMs ?? limits.ackIntervalMs;
-    this.auth = { cluster: config.cluster, secret: config.secret, knownSites: new Set(config.sites.map((s) => s.id)) };
+    this.knownSites = new Set(config.sites.map((s) => s.id));
+    this.auth = { cluster: config.cluster, secret: config.secret, knownSites: this.knownSites };
     this.peerUrls = {};
     for (const s of config.sites) if (s.id !== node.siteId) this.peerUrls[s.id] = options.peerUrls?.[s.id] ?? s.url;
     this.antiEntropy = new AntiEntropy({
@@ -219,7 +228,26 @@ export class Replicator {
     const { env, node } = this.options;
     const gate = new RelayGate(this.options.relayDelayMs ?? limits.relayDelayMs, () => env.clock.monotonicMs(), node.origin, node.vector());
     this.relayGate = gate;
-    for (const peer of this.peers) {
+    for (const peer of this.peers) this.startPuller(peer);
+    this.unsubscribe = node.onCommit(() => {
+      gate.record(node.vector());
+      for (const peer of this.peers) this.scheduleAck(peer, this.ackIntervalMs);
+    });
+    const beat = () => {
+      if (this.stopped) return;
+      for (const peer of this.peers) this.scheduleAck(peer, 1);
+      const metrics = this.options.metrics;
+      if (metrics) for (const [p, s] of Object.entries(this.peerStatus())) metrics.setPeer(p, s);
+      this.heartbeat = env.timers.after(this.heartbeatMs, beat);
+    };
+    beat();
+    this.antiEntropy.run();
+    this.housekeeping.run();
+  }
+
+  private startPuller(peer: string): void {
+    const { env, node } = this.options;
+    {
       const url = this.peerUrls[peer]!;
       const puller = new PeerPuller({
         env,
@@ -237,20 +265,16 @@ export class Replicator {
       this.pullers.set(peer, puller);
       void puller.run();
     }
-    this.unsubscribe = node.onCommit(() => {
-      gate.record(node.vector());
-      for (const peer of this.peers) this.scheduleAck(peer, this.ackIntervalMs);
+  }
+
+  /** Caught up (a joining site may become active): every current peer's link connected and nearly level. */
+  caughtUp(lagEntriesMax = 100): boolean {
+    const peers = this.peers;
+    if (peers.length === 0 || this.relayGate === undefined) return false;
+    return peers.every((p) => {
+      const s = this.pullers.get(p)?.status();
+      return s !== undefined && s.connected && s.lagEntries <= lagEntriesMax;
     });
-    const beat = () => {
-      if (this.stopped) return;
-      for (const peer of this.peers) this.scheduleAck(peer, 1);
-      const metrics = this.options.metrics;
-      if (metrics) for (const [p, s] of Object.entries(this.peerStatus())) metrics.setPeer(p, s);
-      this.heartbeat = env.timers.after(this.heartbeatMs, beat);
-    };
-    beat();
-    this.antiEntropy.run();
-    this.housekeeping.run();
   }
 
   async stop(): Promise<void> {
@@ -305,14 +329,11 @@ export class Replicator {
    */
   async awaitDurability(dot: Dot, level: 'quorum' | 'all'): Promise<boolean> {
     const { origin, seq } = parseDot(dot);
-    // current data members, this site included (it holds the write)
-    const n = this.peers.length + 1;
-    const needed = level === 'all' ? n : Math.floor(n / 2) + 1;
     // this site's own writes are durable here when acknowledged; another origin's once synced
     if (origin !== this.options.node.origin) await this.options.node.store.sync();
-    if (this.countHolding(origin, seq) >= needed) return true;
+    if (this.durableEnough(origin, seq, level)) return true;
     return new Promise<boolean>((resolve) => {
-      const waiter: DurabilityWaiter = { origin, seq, needed, resolve: () => undefined };
+      const waiter: DurabilityWaiter = { origin, seq, level, resolve: () => undefined };
       const timer = this.options.env.timers.after(this.options.quorumTimeoutMs ?? limits.quorumTimeoutMs, () => {
         this.waiters.delete(waiter);
         resolve(false);
@@ -332,29 +353,72 @@ export class Replicator {
    * heartbeats — to make a quorum (or all). Otherwise 503 quorum-unavailable: nothing written.
    */
   quorumReachable(level: 'quorum' | 'all'): { ok: boolean; heard: number; needed: number } {
-    const peers = this.peers;
-    const n = peers.length + 1;
-    const needed = level === 'all' ? n : Math.floor(n / 2) + 1;
+    const self = this.options.node.siteId;
     const since = this.options.env.clock.monotonicMs() - 3 * this.heartbeatMs;
-    let heard = 1;
-    for (const p of peers) if ((this.pullers.get(p)?.lastFrameMs ?? -Infinity) >= since || (this.lastAckMs.get(p) ?? -Infinity) >= since) heard++;
-    return { ok: heard >= needed, heard, needed };
+    const heardFrom = (p: string) => p === self || (this.pullers.get(p)?.lastFrameMs ?? -Infinity) >= since || (this.lastAckMs.get(p) ?? -Infinity) >= since;
+    // every membership in force (a joint quorum while data membership changes)
+    const sets = this.options.quorumSets?.() ?? [[self, ...this.peers]];
+    let heard = Infinity;
+    let needed = 0;
+    let ok = true;
+    for (const m of sets) {
+      const h = m.filter(heardFrom).length;
+      const need = level === 'all' ? m.length : Math.floor(m.length / 2) + 1;
+      if (h < need) ok = false;
+      heard = Math.min(heard, h);
+      needed = Math.max(needed, need);
+    }
+    return { ok, heard: Number.isFinite(heard) ? heard : 1, needed };
   }
 
-  private countHolding(origin: string, seq: number): number {
-    let count = (this.options.node.store.durableVector()[origin] ?? 0) >= seq ? 1 : 0;
-    const current = new Set(this.peers);
-    for (const ack of this.acksReceived.values()) if (current.has(ack.site) && (ack.vector[origin] ?? 0) >= seq) count++;
-    return count;
+  /**
+   * Whether (origin, seq) is durable on enough data sites: `quorum`, a majority of every membership
+   * in quorumSets (joint quorum); `all`, every site of them. Without quorumSets: this site and its
+   * current peers. A site counts by its own durable vector (this one) or its latest ack.
+   */
+  private durableEnough(origin: string, seq: number, level: 'quorum' | 'all'): boolean {
+    const self = this.options.node.siteId;
+    const holds = (site: string) =>
+      site === self ? (this.options.node.store.durableVector()[origin] ?? 0) >= seq : (this.acksReceived.get(site)?.vector[origin] ?? 0) >= seq;
+    const sets = this.options.quorumSets?.() ?? [[self, ...this.peers]];
+    return sets.every((m) => {
+      const n = m.filter(holds).length;
+      return level === 'all' ? n === m.length : n >= Math.floor(m.length / 2) + 1;
+    });
+  }
+
+  /** A member added online (topology): pull from it, serve it, take its acks, without a restart. */
+  addPeer(id: string, url: string): void {
+    const { node } = this.options;
+    if (id === node.siteId || this.stopped) return;
+    this.knownSites.add(id);
+    const target = this.options.peerUrls?.[id] ?? url;
+    if (this.peerUrls[id] === target && this.pullers.has(id)) return;
+    this.peerUrls[id] = target;
+    // before replicate() runs, it starts a puller for every current peer itself
+    if (this.relayGate !== undefined && !this.pullers.has(id) && this.peers.includes(id)) this.startPuller(id);
+  }
+
+  /** A member removed (topology): no puller, no acks, not waited for by housekeeping or quorums. */
+  async removePeer(id: string): Promise<void> {
+    if (id === this.options.node.siteId) return;
+    const puller = this.pullers.get(id);
+    this.pullers.delete(id);
+    delete this.peerUrls[id];
+    this.knownSites.delete(id);
+    this.acksReceived.delete(id);
+    this.ackState.get(id)?.timer?.cancel();
+    this.ackState.delete(id);
+    await puller?.stop();
   }
 
   private receiveAck(ack: AckMessage): void {
-    if (!this.options.config.sites.some((s) => s.id === ack.site)) return;
+    if (!(ack.site in this.peerUrls)) return;
     this.acksReceived.set(ack.site, ack);
     this.lastAckMs.set(ack.site, this.options.env.clock.monotonicMs());
     this.relayGate?.observeAck(ack.site, ack.vector);
     this.pullers.get(ack.site)?.wake();
-    for (const w of [...this.waiters]) if (this.countHolding(w.origin, w.seq) >= w.needed) w.resolve(true);
+    for (const w of [...this.waiters]) if (this.durableEnough(w.origin, w.seq, w.level)) w.resolve(true);
   }
 
   /**

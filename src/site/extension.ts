@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { Replicator } from '../replication/replicator.js';
 import { TopologyService } from '../topology/topology-service.js';
 import { SqliteVoterStorage } from '../topology/voter-storage.js';
+import { followMembership } from '../topology/follow-membership.js';
+import { quorumSets } from '../topology/members.js';
 import type { StartSiteOptions } from './run-site.js';
 
 export function peerUrlsFromEnv(raw: string | undefined): Record<string, string> | undefined {
@@ -22,7 +24,7 @@ export const siteExtension: NonNullable<StartSiteOptions['extend']> = (node, env
   const topology = new TopologyService({
     env,
     config: node.config,
-    host: { siteId: node.siteId, store: node.store, wakePulls: () => holder.replicator?.wakePulls() },
+    host: { siteId: node.siteId, store: node.store, wakePulls: () => holder.replicator?.wakePulls(), caughtUp: () => holder.replicator?.caughtUp() ?? false },
     auth: { cluster: node.config.cluster, secret: node.config.secret, knownSites: new Set(node.config.sites.map((s) => s.id)) },
     storage: voterStorage,
     ...(peerUrls ? { urls: peerUrls } : {}),
@@ -35,6 +37,8 @@ export const siteExtension: NonNullable<StartSiteOptions['extend']> = (node, env
     config: node.config,
     ...(peerUrls ? { peerUrls } : {}),
     extraRoutes: topology.routes(),
+    // joint quorums while data membership changes (topology/members.ts)
+    quorumSets: () => quorumSets(topology.record()),
     heartbeatMs: 500,
     metrics: {
       setPeer(peer, s) {
@@ -46,6 +50,8 @@ export const siteExtension: NonNullable<StartSiteOptions['extend']> = (node, env
     },
   });
   holder.replicator = replicator;
+  // members added or removed online: store membership, pullers, peer URLs, peer auth (no restart)
+  followMembership(topology, node.store, replicator, env.log);
   return {
     hooks: {
       peers: () => replicator.peerStatus(),

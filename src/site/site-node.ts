@@ -670,6 +670,12 @@ export class SiteNode {
   ): { records: ItemRecord[]; conflicts: ConflictRecord[]; voided?: boolean } {
     const records: ItemRecord[] = [];
     const conflicts: ConflictRecord[] = [];
+    // an entry of a removed site beyond its final cut is logged and relayed, never applied (reported)
+    if (entry !== undefined && this.ownership?.originCounts?.(entry.origin, entry.seq) === false) {
+      this.deps.metrics?.voidedItems.inc(items.length);
+      this.log.warn({ dot: dotOf(entry.origin, entry.seq), items: items.length }, 'entry of a removed site beyond its final cut: logged and relayed, not applied');
+      return { records, conflicts };
+    }
     let voided = false;
     // a compensating write: every site records the values it undid, whether it had applied them or not
     if (entry?.voids !== undefined) {

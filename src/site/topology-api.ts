@@ -9,6 +9,7 @@ import { RequestError } from '../core/errors.js';
 import { readBody, type Env } from '../platform/env.js';
 import { protocolVersion } from '../replication/protocol.js';
 import { majority, member, units, voters, type Topology } from '../topology/record.js';
+import { additionRefusals, memberIdPattern, removalRefusals } from '../topology/members.js';
 import type { MovePlan, TopologyService } from '../topology/topology-service.js';
 import type { SiteNode } from './site-node.js';
 
@@ -219,6 +220,40 @@ export function registerTopologyRoutes(app: FastifyInstance, deps: TopologyApiDe
       return topology.record();
     });
   });
+  // membership online (topology/members.ts): add a joining site, remove a site with a final cut
+  app.post('/v1/admin/members', async (req, reply) => {
+    const by = authorize(req);
+    const b = body(req);
+    const id = str(b, 'id', true)!;
+    const url = str(b, 'url', true)!;
+    const region = str(b, 'region');
+    if (!memberIdPattern.test(id)) throw RequestError.badRequest(`body.id: expected [a-z0-9-]{1,32}, got "${id.slice(0, 40)}"`, [{ path: 'body.id', message: 'expected [a-z0-9-]{1,32}' }]);
+    if (!isHttpUrl(url)) throw RequestError.badRequest(`body.url: expected an http(s) URL, got "${url.slice(0, 80)}"`, [{ path: 'body.url', message: 'expected an http(s) URL' }]);
+    const checks = additionRefusals(topology.record(), id, url);
+    const plan: MovePlan[] = [];
+    return act(reply, b.dryRun === true, plan, checks, () => topology.addMember({ id, url, ...(region !== undefined ? { region } : {}) }, { by, why: str(b, 'why') ?? `add ${id}` }));
+  });
+
+  app.delete('/v1/admin/members/:id', async (req, reply) => {
+    const by = authorize(req);
+    const id = (req.params as { id: string }).id;
+    const q = req.query as Record<string, string | undefined>;
+    const b = req.body === undefined || req.body === null ? {} : body(req);
+    const dryRun = b.dryRun === true || q.dryRun === 'true' || q['dry-run'] !== undefined;
+    if (!memberIdPattern.test(id)) throw RequestError.badRequest(`id: expected [a-z0-9-]{1,32}, got "${id.slice(0, 40)}"`, [{ path: 'id', message: 'expected [a-z0-9-]{1,32}' }]);
+    if (member(topology.record(), id) === undefined) throw RequestError.notFound(`no member ${id} in topology epoch ${topology.epoch()}`);
+    const checks = removalRefusals(topology.record(), id);
+    return act(reply, dryRun, [], checks, () => topology.removeMember(id, { by, why: str(b, 'why') ?? q.why?.slice(0, 256) ?? `remove ${id}` }, actionWaitMs));
+  });
+}
+
+function isHttpUrl(u: string): boolean {
+  try {
+    const p = new URL(u);
+    return (p.protocol === 'http:' || p.protocol === 'https:') && p.pathname === '/' && p.search === '';
+  } catch {
+    return false;
+  }
 }
 
 function isLoopback(ip: string): boolean {

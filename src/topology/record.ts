@@ -22,6 +22,8 @@ export interface TopologyMember {
   /** where peers reach it (members added online are not in the config file) */
   url?: string;
   region?: string;
+  /** the epoch that removed it: its final cut is recorded at this epoch (removedOriginCounts) */
+  removedAt?: number;
 }
 
 /** The highest seq of `origin` that counts for units moved at `epoch`; later entries of it are void. */
@@ -67,6 +69,14 @@ export interface Topology {
   /** revoked units and the site an operator chose to take each (default: the table's failoverOrder) */
   targets?: Record<string, string>;
   handover?: Handover;
+  /**
+   * The data memberships in force before the latest changes of data membership (newest last, at
+   * most priorDataMax): quorum writes need a majority of the newest of them as well as of the
+   * current one (joint quorum), and a cut reads |M|−Q(M)+1 sites of each (members.ts).
+   */
+  priorData?: string[][];
+  /** the latest epoch that changed the voters (a member became active or was removed) */
+  voterChangeEpoch?: number;
 }
 
 /** Bounds of the record's lists: the oldest entries go first. */

@@ -43,6 +43,7 @@ import {
   voters,
   type Topology,
 } from './record.js';
+import { activate, addJoining, additionRefusals, cutMemberships, readQuorumOfEach, removalRefusals, removedOriginCounts, removeMember } from './members.js';
 
 /** What the write path asks of topology (SiteNode). */
 export interface Ownership {
@@ -62,6 +63,8 @@ export interface Ownership {
   learnEpoch(epoch: number): Promise<boolean>;
   /** Throws 503 unless this site may serve a strong read of the unit now: owner, lease valid, cut held. */
   assertStrongReadable(unit: string): void;
+  /** Whether entry (origin, seq) counts by membership: false beyond a removed site's final cut (members.ts). */
+  originCounts?(origin: string, seq: number): boolean;
 }
 
 /** What the driver needs of its site. */
@@ -70,6 +73,8 @@ export interface TopologyHost {
   store: Store;
   /** pull from every peer now, without waiting out backoffs or relay delays (a promotion) */
   wakePulls(): void;
+  /** whether this site has caught up with its peers (a joining site becomes active then) */
+  caughtUp?: () => boolean;
 }
 
 export interface TopologyServiceOptions {
@@ -281,6 +286,10 @@ export class TopologyService implements Ownership {
     return entryCounts(this.record(), unit, origin, seq, epoch);
   }
 
+  originCounts(origin: string, seq: number): boolean {
+    return removedOriginCounts(this.record(), origin, seq);
+  }
+
   async learnEpoch(epoch: number): Promise<boolean> {
     if (this.epoch() >= epoch) return true;
     const replies = await Promise.all(voters(this.record()).map((v) => this.call(v, { kind: 'fetch', epoch }, this.leaseMs).catch(() => undefined)));
@@ -298,6 +307,7 @@ export class TopologyService implements Ownership {
     const me = member(this.record(), this.siteId);
     if (me?.state === 'draining' || me?.state === 'evacuated') return { ready: false, reason: `${me.state}: this site is being drained by an operator` };
     if (me?.state === 'removed') return { ready: false, reason: 'removed from the cluster' };
+    if (me?.state === 'joining') return { ready: false, reason: 'joining: catching up with its peers before it serves' };
     return { ready: true };
   }
 
@@ -311,6 +321,7 @@ export class TopologyService implements Ownership {
     if (!this.renewing && now - this.lastRenewSentMs >= this.renewMs) void this.renew();
     if (this.options.config.topology.autoFailover) void this.detectLapses();
     void this.installPending();
+    void this.activateSelf();
   }
 
   /** One lease round; `now`: even while another is in flight (a new epoch: a lease at it is wanted at once). */
@@ -597,13 +608,15 @@ export class TopologyService implements Ownership {
   }
 
   /** The pointwise max of durable vectors of at least N−Q+1 data sites (this one included), over `sites`' origins. */
-  private async readCut(sites: Set<string>): Promise<VersionVector> {
+  private async readCut(sites: Set<string>, everyReachable = false): Promise<VersionVector> {
     const rec = this.record();
-    const data = dataSites(rec);
-    const need = data.length - majority(data.length) + 1;
+    // a read quorum of every data membership in force since the changes kept (joint quorums)
+    const sets = cutMemberships(rec);
+    const data = [...new Set(sets.flat())];
+    const answered = new Set([this.siteId]);
     const own = await this.options.host.store.sync();
     const vectors: VersionVector[] = [own];
-    const others = data.filter((s) => s !== this.siteId);
+    const others = data.filter((s) => s !== this.siteId && member(rec, s)?.state !== 'removed');
     await this.answersUntil(
       others,
       (s) => {
@@ -621,14 +634,21 @@ export class TopologyService implements Ownership {
           path: '/v1/peer/topology/durable-vector',
           replyBytesMax: 1 << 20,
           signal: ac.signal,
-        }).finally(() => timer.cancel());
+        })
+          .then((r) => ({ ...r, site: s }))
+          .finally(() => timer.cancel());
       },
       (r) => {
-        if (r.vector !== null && typeof r.vector === 'object') vectors.push(r.vector);
-        return vectors.length >= need;
+        if (r.vector !== null && typeof r.vector === 'object') {
+          vectors.push(r.vector);
+          answered.add(r.site);
+        }
+        // a removal's final cut waits for every reachable data site (answersUntil ends once all settled)
+        return !everyReachable && readQuorumOfEach(sets, answered);
       },
     );
-    if (vectors.length < need) throw new Error(`the cut needs the durable vectors of ${need} data sites; only ${vectors.length} answered`);
+    if (!readQuorumOfEach(sets, answered))
+      throw new Error(`the cut needs the durable vectors of a read quorum of each data membership (${sets.map((m) => `[${m.join(', ')}]`).join(' and ')}); only ${[...answered].join(', ')} answered`);
     const out: VersionVector = {};
     for (const v of vectors) for (const [o, s] of Object.entries(joinVectors({}, v))) if (sites.has(siteOfOrigin(o)) && s > (out[o] ?? 0)) out[o] = s;
     return out;
@@ -831,6 +851,138 @@ export class TopologyService implements Ownership {
         member(d, id)!.state = state;
       }, { action: `member-${state}`, by: who.by, why: who.why, atMs: Math.floor(this.options.env.clock.wallMs()), detail: id });
     });
+  }
+
+  // ---- membership online (members.ts) ----------------------------------------------------------
+
+  private activatingSelf = false;
+  /** per voter-changing epoch: when (monotonic) this site first saw it settled at the voters */
+  private readonly voterChangeSeen = new Map<number, number>();
+
+  /** `tandem members add`: a new epoch with the site `joining` (no voter, no quorum ack until active). */
+  async addMember(m: { id: string; url: string; region?: string }, who: { by: string; why: string }): Promise<Topology> {
+    return this.propose((cur) => {
+      const refused = additionRefusals(cur, m.id, m.url).filter((c) => !c.ok);
+      if (refused.length > 0) {
+        if (member(cur, m.id)?.state === 'joining' && member(cur, m.id)?.url === m.url) return undefined;
+        throw new Error(refused.map((c) => `${c.name}: ${c.detail}`).join('; '));
+      }
+      return nextTopology(cur, (d) => addJoining(d, m), { action: 'member-add', by: who.by, why: who.why, atMs: Math.floor(this.options.env.clock.wallMs()), detail: `${m.id} at ${m.url}` });
+    });
+  }
+
+  /**
+   * `tandem members remove`: once an earlier change of the voters has settled, reads the final cut
+   * of the site's origins (a read quorum of every data membership in force) and proposes `removed`
+   * with it: the site's later entries are reported, never applied, and it stops gating GC.
+   */
+  async removeMember(id: string, who: { by: string; why: string }, waitMs: number): Promise<Topology> {
+    const before = this.record();
+    const refused = removalRefusals(before, id).filter((c) => !c.ok);
+    if (refused.length > 0) throw new Error(refused.map((c) => `${c.name}: ${c.detail}`).join('; '));
+    if (voters(before).includes(id)) await this.awaitVoterChangeSettled(waitMs);
+    const settledAt = this.record().voterChangeEpoch;
+    // the final cut: every reachable data site's durable vector (at least a read quorum of each
+    // membership), so that entries some site already applied are rarely beyond it
+    const cut = await this.readCut(new Set([id]), true);
+    const removed = await this.propose((cur) => {
+      const m = member(cur, id);
+      if (m?.state === 'removed') return undefined;
+      const again = removalRefusals(cur, id).filter((c) => !c.ok);
+      if (again.length > 0) throw new Error(again.map((c) => `${c.name}: ${c.detail}`).join('; '));
+      if (cur.voterChangeEpoch !== settledAt) throw new Error('the voters changed meanwhile: run the removal again');
+      return nextTopology(cur, (d) => removeMember(cur, d, id, cut), {
+        action: 'member-remove',
+        by: who.by,
+        why: who.why,
+        atMs: Math.floor(this.options.env.clock.wallMs()),
+        detail: `${id}, final cut ${Object.entries(cut).map(([o, q]) => `${o}:${q}`).join(' ') || '(nothing held)'}`,
+      });
+    });
+    await this.awaitCutHeld(cut, dataSites(removed), waitMs);
+    return removed;
+  }
+
+  /**
+   * A removal completes once a majority of the new data membership holds the final cut durably
+   * (then the removed site may be stopped: nothing that counts lives only there). Polls the sites'
+   * durable vectors; on timeout the removal stands and the gap is logged.
+   */
+  private async awaitCutHeld(cut: VersionVector, sites: string[], waitMs: number): Promise<void> {
+    const { env } = this.options;
+    const deadline = env.clock.monotonicMs() + waitMs;
+    const need = majority(sites.length);
+    for (;;) {
+      let holding = 0;
+      await Promise.all(
+        sites.map(async (s) => {
+          try {
+            const v = s === this.siteId ? await this.options.host.store.sync() : (await this.peerCall<{ vector: VersionVector }>(s, '/v1/peer/topology/durable-vector', {}, this.leaseMs)).vector;
+            if (dominates(v, cut)) holding++;
+          } catch {
+            // unreachable: does not hold it as far as we know
+          }
+        }),
+      );
+      if (holding >= need) return;
+      if (env.clock.monotonicMs() >= deadline || this.stopped) {
+        this.log.warn({ holding, need, cut }, 'removal decided, but a majority of the remaining data sites does not hold its final cut yet');
+        return;
+      }
+      this.options.host.wakePulls();
+      await env.timers.sleep(this.tickMs, this.lifetime.signal).catch(() => undefined);
+    }
+  }
+
+  /** A joining site that has caught up proposes itself `active` (a voter, counted in quorums). */
+  private async activateSelf(): Promise<void> {
+    if (this.activatingSelf || this.stopped) return;
+    const me = member(this.record(), this.siteId);
+    if (me?.state !== 'joining' || this.options.host.caughtUp?.() !== true) return;
+    this.activatingSelf = true;
+    try {
+      await this.awaitVoterChangeSettled(0);
+      const settledAt = this.record().voterChangeEpoch;
+      await this.propose((cur) => {
+        if (member(cur, this.siteId)?.state !== 'joining') return undefined;
+        if (cur.voterChangeEpoch !== settledAt) throw new Error('the voters changed meanwhile');
+        return nextTopology(cur, (d) => activate(cur, d, this.siteId), { action: 'member-active', by: this.siteId, why: 'caught up after joining', atMs: Math.floor(this.options.env.clock.wallMs()), detail: this.siteId });
+      });
+    } catch (e) {
+      this.log.info({ err: (e as Error).message }, 'not active yet; will retry');
+    } finally {
+      this.activatingSelf = false;
+    }
+  }
+
+  /**
+   * Voters change one at a time: resolves once the latest change of the voters (epoch v) has
+   * settled — a majority of v's voters counted as if there were one more (so also a majority of
+   * v−1's) report epoch ≥ v, and expiryMs has passed since this site saw that. Every lease granted
+   * at an epoch before v has then been renewed at v or has expired. waitMs 0: check once, throw if not yet.
+   */
+  private async awaitVoterChangeSettled(waitMs: number): Promise<void> {
+    const { env } = this.options;
+    const deadline = env.clock.monotonicMs() + waitMs;
+    for (;;) {
+      const rec = this.record();
+      const v = rec.voterChangeEpoch;
+      if (v === undefined) return;
+      const now = env.clock.monotonicMs();
+      let seen = this.voterChangeSeen.get(v);
+      if (seen === undefined) {
+        const vs = voters(rec);
+        const need = majority(vs.length + 1);
+        const views = await this.freshViews((list) => list.filter((x) => x.epoch >= v && vs.includes(x.voter)).length >= need);
+        if (views.filter((x) => x.epoch >= v && vs.includes(x.voter)).length >= need) {
+          seen = env.clock.monotonicMs();
+          this.voterChangeSeen.set(v, seen);
+        }
+      }
+      if (seen !== undefined && now - seen >= this.expiryMs) return;
+      if (now >= deadline || this.stopped) throw new Error(`the change of voters at epoch ${v} has not settled yet (leases granted before it may still be in use)`);
+      await env.timers.sleep(this.tickMs, this.lifetime.signal);
+    }
   }
 }
 

@@ -14,7 +14,11 @@ export function witnessHandler(options: { env: Env; voter: Voter; auth: PeerAuth
   const log = env.log.child({ component: 'witness' });
   return async (req) => {
     const path = req.path.split('?')[0]!;
-    const ok = verifyPeerRequest(auth, req.headers[peerHeader], env.clock.wallMs(), req.method, path);
+    // the config's sites and the sites added online, less the removed ones (topology/members.ts)
+    const members = voter.decided.members.filter((m) => m.kind === 'site');
+    const removed = new Set(members.filter((m) => m.state === 'removed').map((m) => m.id));
+    const knownSites = new Set([...auth.knownSites, ...members.map((m) => m.id)].filter((id) => !removed.has(id)));
+    const ok = verifyPeerRequest({ ...auth, knownSites }, req.headers[peerHeader], env.clock.wallMs(), req.method, path);
     if (!ok.ok) {
       log.warn({ path, reason: ok.reason }, 'refused peer request');
       return problem(401, 'unauthorized', `peer authentication failed: ${ok.reason}`);

@@ -33,20 +33,20 @@ function siteUrls(opts: Target): string[] {
 }
 
 /** POSTs the action to the first site that answers; the site runs it (and the readiness checks). */
-async function postAction(opts: Target, path: string, body: Record<string, unknown>): Promise<ActionAnswer> {
+async function postAction(opts: Target, path: string, body: Record<string, unknown>, method: 'POST' | 'DELETE' = 'POST'): Promise<ActionAnswer> {
   const token = process.env['TANDEM_ADMIN_TOKEN'];
   const errors: string[] = [];
   for (const url of siteUrls(opts)) {
     try {
       const res = await request(`${url}${path}`, {
-        method: 'POST',
+        method,
         headers: { 'content-type': 'application/json', 'tandem-operator': process.env['USER'] ?? 'operator', ...(token ? { authorization: `Bearer ${token}` } : {}) },
         body: JSON.stringify({ ...body, ...(opts.why ? { why: opts.why } : {}) }),
         headersTimeout: 60_000,
         bodyTimeout: 60_000,
       });
       const text = await res.body.text();
-      if (res.statusCode === 401 || res.statusCode === 400) {
+      if (res.statusCode === 401 || res.statusCode === 400 || res.statusCode === 404) {
         const problem = JSON.parse(text) as { detail?: string };
         return { ok: false, epoch: -1, refused: [problem.detail ?? `answered ${res.statusCode}`] };
       }
@@ -133,6 +133,33 @@ export function registerTopologyCommands(program: Command): void {
       .option('--dry-run', 'print the readiness checks and the plan; change nothing'),
   ).action(async (site: string, opts: Target & { dryRun?: boolean }) => {
     report('failback', await postAction(opts, '/v1/admin/failback', { site, dryRun: opts.dryRun === true }), opts.json);
+  });
+
+  const members = program.command('members').description('Grow or shrink the cluster online (a new site joins, then becomes active once caught up; a removed site gets a final cut).');
+  members
+    .command('add <id>')
+    .description('Add a data site: it is registered as joining (no vote, no quorum ack) until it has caught up; then start it with a config that lists it.')
+    .requiredOption('--url <url>', 'where the new site node listens and peers reach it')
+    .option('--region <region>', 'region label of the new site')
+    .option('--config <file>', 'cluster config: reach the sites at their configured URLs')
+    .option('--site-url <url>', 'any site node of the cluster (--url names the new site here); also TANDEM_URL')
+    .option('--why <text>', 'the reason, kept in the topology history')
+    .option('--json', 'print JSON')
+    .option('--dry-run', 'print the checks; change nothing')
+    .action(async (id: string, opts: { url: string; region?: string; config?: string; siteUrl?: string; why?: string; json?: boolean; dryRun?: boolean }) => {
+      const via = opts.siteUrl ?? process.env['TANDEM_URL'];
+      if (via === undefined && opts.config === undefined) throw new UsageError('members add: give --config FILE (the sites\' URLs) or --site-url URL of any site to reach the cluster');
+      const target: Target = { ...(via !== undefined ? { url: via } : { config: opts.config! }), ...(opts.json ? { json: true } : {}), ...(opts.why ? { why: opts.why } : {}) };
+      const answer = await postAction(target, '/v1/admin/members', { id, url: opts.url, ...(opts.region ? { region: opts.region } : {}), dryRun: opts.dryRun === true });
+      report(`members add ${id}`, answer, opts.json);
+    });
+  withTarget(
+    members
+      .command('remove <id>')
+      .description('Remove a site (it must own nothing: evacuate it first): its origins get a final cut, it stops gating GC and compaction.')
+      .option('--dry-run', 'print the checks; change nothing'),
+  ).action(async (id: string, opts: Target & { dryRun?: boolean }) => {
+    report(`members remove ${id}`, await postAction(opts, `/v1/admin/members/${encodeURIComponent(id)}`, { dryRun: opts.dryRun === true }, 'DELETE'), opts.json);
   });
 
   program
