@@ -22,6 +22,7 @@ import type { ItemState } from '../../core/item.js';
 import { memberStates, type Member, type Membership } from '../../core/membership.js';
 import { decodeLogEntry, encodeLogEntry, logEntryStateBytes } from '../log-codec.js';
 import { RawWriter } from '../../platform/msgpack-raw.js';
+import { copySnapshotFile } from './snapshot-file.js';
 import type {
   CommitRequest,
   CommitResult,
@@ -32,7 +33,9 @@ import type {
   LogRecord,
   QuarantinedEntry,
   ScanRange,
+  SnapshotFileInfo,
   Store,
+  StoreBoundary,
   StoreIdentity,
 } from '../types.js';
 
@@ -52,7 +55,7 @@ const logSeqMax = Number(logSpan) - 1;
 const logId = (originNumber: number, seq: number): bigint => BigInt(originNumber) * logSpan + BigInt(seq);
 /** This site's own origin's number; peers' origins are numbered from 1 as they first appear. */
 const ownOriginNumber = 65_535;
-const schemaSql = `
+export const schemaSql = `
   CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY,
     tbl TEXT NOT NULL, key BLOB NOT NULL, state BLOB NOT NULL, live INTEGER NOT NULL,
     value TEXT, version TEXT NOT NULL, origin TEXT NOT NULL, hash TEXT NOT NULL, bucket INTEGER NOT NULL);
@@ -153,6 +156,10 @@ export class SqliteStore implements Store {
    * an UPDATE by row id, not a second search of the key index.
    */
   private readRowIds = new WeakMap<CurrentItem, number | bigint>();
+  /** see onDurableOwnEntries */
+  private ownEntryListeners = new Set<(records: LogRecord[]) => void>();
+  /** the clock high water of what is committed (hlcHighWater moves once the commit is synced) */
+  private committedHlc = '';
 
   constructor(private readonly options: SqliteStoreOptions) {}
 
@@ -600,6 +607,7 @@ export class SqliteStore implements Store {
     this.pendingOrigins = [];
     let nextCompacted: VersionVector | undefined;
     let nextFloor: VersionVector | undefined;
+    const ownRecords: LogRecord[] = [];
     const run = () => {
       for (const req of batch) {
         const current = (refs: { table: string; key: string }[]) => refs.map((r) => this.readCurrent(r.table, r.key));
@@ -616,7 +624,7 @@ export class SqliteStore implements Store {
           assert(built.records.length > 0, 'a local write changes at least one item');
           // the entry is encoded first, with the states: the items table keeps the same bytes
           const { body, states } = encodeLogEntry(
-            { origin: identity.origin, seq, hlc: built.hlc, ...(req.awaitsAck ? { awaitsAck: true as const } : {}) },
+            { origin: identity.origin, seq, hlc: built.hlc, ...(built.clock !== undefined ? { clock: built.clock } : {}), ...(req.awaitsAck ? { awaitsAck: true as const } : {}) },
             built.records.map((r) => ({ table: r.table, key: r.key, state: r.state })),
           );
           this.writeRecords(built.records, before, new Map(built.records.map((r, i) => [r.state, states[i]!])));
@@ -625,6 +633,7 @@ export class SqliteStore implements Store {
           nextVec[identity.origin] = seq;
           const clock = built.clock ?? built.hlc;
           if (clock > hlcHigh) hlcHigh = clock;
+          if (this.ownEntryListeners.size > 0) ownRecords.push({ origin: identity.origin, seq, hlc: built.hlc, body, clock });
           results.push({ kind: 'local', ok: true, seq, records: built.records });
         } else if (req.kind === 'advance-vector') {
           for (const [o, seq] of Object.entries(req.vector)) {
@@ -723,12 +732,14 @@ export class SqliteStore implements Store {
       if (committed) {
         for (const c of changes) xorInto(this.bucketsOf(c.table)[c.bucket]!, c.hash);
         this.committed = nextVec;
+        if (hlcHigh > this.committedHlc) this.committedHlc = hlcHigh;
         for (const [origin, n] of origins) this.originNumbers.set(origin, n);
       }
     }
     if (sync) {
       await this.syncWal();
       this.markDurable(nextVec);
+      if (ownRecords.length > 0) for (const listener of this.ownEntryListeners) listener(ownRecords);
     }
     this.vec = nextVec;
     if (nextCompacted) this.compacted = nextCompacted;
@@ -859,6 +870,48 @@ export class SqliteStore implements Store {
       )
       .all(table, Buffer.from(after ?? '', 'utf8'), ...wanted, limit) as ItemRow[];
     return this.durableOnly(rows.map((r) => rowToRecord(table, r)));
+  }
+
+  async boundary(): Promise<StoreBoundary> {
+    this.assertOpen();
+    // Sync until nothing committed is unsynced, then read everything in this same turn. A group
+    // commit may land between a sync and the read that follows it: try again (bounded).
+    for (let attempt = 0; attempt < 100; attempt++) {
+      if (dominates(this.durable, this.committed)) {
+        const hw = this.identity!.hlcHighWater;
+        return {
+          vector: canonicalVector(this.committed),
+          digests: await this.digests(),
+          maxHlc: this.committedHlc > hw ? this.committedHlc : hw,
+          gcFloor: canonicalVector(this.floor),
+          logFloor: canonicalVector(this.compacted),
+        };
+      }
+      // one fdatasync covers every frame written before it starts: the commits seen now included
+      const covered = { ...this.committed };
+      await this.syncWal();
+      this.markDurable(covered);
+    }
+    throw RequestError.unavailable('store-busy', `site ${this.options.siteId} could not read a durable boundary: commits kept landing between syncs`);
+  }
+
+  onDurableOwnEntries(listener: (records: LogRecord[]) => void): () => void {
+    this.ownEntryListeners.add(listener);
+    return () => this.ownEntryListeners.delete(listener);
+  }
+
+  async snapshotToFile(path: string, options: { itemsPerStep: number; pauseMs: number }): Promise<SnapshotFileInfo> {
+    this.assertOpen();
+    if (this.options.path === ':memory:') throw new Error('snapshots need a store on disk');
+    const info = await copySnapshotFile({ dbPath: this.options.path, outPath: path, schemaSql, ...options });
+    // the copy may hold commits whose sync is still in flight: it is handed out only once they are durable
+    for (let attempt = 0; !dominates(this.durable, info.vector); attempt++) {
+      assert(attempt < 100, 'a snapshot\'s vector becomes durable');
+      const covered = { ...this.committed };
+      await this.syncWal();
+      this.markDurable(covered);
+    }
+    return info;
   }
 
   async bucketDigests(table: string): Promise<string[]> {
