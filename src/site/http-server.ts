@@ -44,6 +44,8 @@ export interface SiteServerHooks {
   /** peer API handler (replication feed, snapshots, repair), mounted under /v1/peer/ */
   peerHandler?: RequestHandler;
   epoch?: () => number;
+  /** the site's continuous backup (`tandem backup now`, status) */
+  backup?: { now(): Promise<unknown>; status(): unknown };
 }
 
 export interface SiteServerOptions {
@@ -152,7 +154,14 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     vector: canonicalVector(node.vector()),
     peers: hooks.peers?.() ?? {},
     digests: await node.store.digests(),
+    // up to where this site's log is compacted: a site restored below it cannot catch up by log
+    logFloor: canonicalVector(node.store.logFloor()),
+    ...(hooks.backup ? { backup: hooks.backup.status() } : {}),
   }));
+  app.post('/v1/backup/now', async () => {
+    if (!hooks.backup) throw RequestError.notFound(`site ${node.siteId} has no backup configured (config backup.target)`);
+    return hooks.backup.now();
+  });
   app.get('/metrics', async (_req, reply) => {
     reply.type(metrics.registry.contentType);
     return metrics.registry.metrics();
@@ -294,6 +303,7 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     return {
       conflicts: rows.map(({ record: c }) => ({
         key: c.key,
+        reason: c.reason ?? 'concurrent',
         field: c.field === '' ? undefined : c.field,
         winner: c.winner,
         loser: { value: c.loser.deleted ? null : c.loser.value, deleted: c.loser.deleted, version: c.loser.version, origin: c.loser.origin, dot: c.loserDot },

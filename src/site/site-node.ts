@@ -70,6 +70,8 @@ export class SiteNode {
   private committer: GroupCommitter;
   private sessionWaiters = new Set<SessionWaiter>();
   private commitListeners = new Set<() => void>();
+  /** told when items change without a log entry (a repair, a snapshot install): a backup snapshots then */
+  private outsideLogListeners = new Set<(why: string) => void>();
   private stopping = false;
   private confirmedOrigin = false;
   /** the config's sites, all active: the members until a topology epoch says otherwise */
@@ -226,6 +228,11 @@ export class SiteNode {
   onCommit(listener: () => void): () => void {
     this.commitListeners.add(listener);
     return () => this.commitListeners.delete(listener);
+  }
+
+  onChangeOutsideLog(listener: (why: string) => void): () => void {
+    this.outsideLogListeners.add(listener);
+    return () => this.outsideLogListeners.delete(listener);
   }
 
   /** Waits (bounded) until this site's vector covers the session token; false if it did not. */
@@ -390,6 +397,7 @@ export class SiteNode {
   async advanceVector(vector: VersionVector, gcFloor?: VersionVector): Promise<void> {
     const result = await this.committer.submit({ kind: 'advance-vector', vector, ...(gcFloor !== undefined ? { gcFloor } : {}) });
     assert(result.kind === 'advance-vector', 'advance-vector result');
+    for (const l of this.outsideLogListeners) l('snapshot installed');
   }
 
   /** Anti-entropy and snapshots: joins peers' states into local items (no log entry, vector unchanged). */
@@ -429,6 +437,7 @@ export class SiteNode {
       this.log.error({ keys: items.slice(0, 10).map((i) => `${i.table}/${i.key}`), reason: result.failed }, 'peer item states could not be joined here: not repaired');
       return 0;
     }
+    if (changed > 0 && covering === undefined) for (const l of this.outsideLogListeners) l('anti-entropy repair');
     return changed;
   }
 

@@ -10,7 +10,7 @@
 // reads more than it saves: SQLite drops a connection's whole page cache when another connection
 // has committed since its last read (pagerBeginReadTransaction), so every read after every group
 // commit would start cold.
-import { closeSync, constants as fsConstants, fdatasync, fdatasyncSync, fstatSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { closeSync, constants as fsConstants, fdatasync, fdatasyncSync, fstatSync, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { Decoder } from '@msgpack/msgpack';
@@ -877,6 +877,12 @@ export class SqliteStore implements Store {
     // Sync until nothing committed is unsynced, then read everything in this same turn. A group
     // commit may land between a sync and the read that follows it: try again (bounded).
     for (let attempt = 0; attempt < 100; attempt++) {
+      if (dominates(this.durable, this.committed) && !dominates(this.vec, this.committed)) {
+        // synced, but the commit that wrote it has not finished (its own sync is still to return):
+        // the feed (readLog) serves it only then
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        continue;
+      }
       if (dominates(this.durable, this.committed)) {
         const hw = this.identity!.hlcHighWater;
         return {
@@ -904,12 +910,17 @@ export class SqliteStore implements Store {
     this.assertOpen();
     if (this.options.path === ':memory:') throw new Error('snapshots need a store on disk');
     const info = await copySnapshotFile({ dbPath: this.options.path, outPath: path, schemaSql, ...options });
-    // the copy may hold commits whose sync is still in flight: it is handed out only once they are durable
-    for (let attempt = 0; !dominates(this.durable, info.vector); attempt++) {
-      assert(attempt < 100, 'a snapshot\'s vector becomes durable');
-      const covered = { ...this.committed };
-      await this.syncWal();
-      this.markDurable(covered);
+    try {
+      // the copy may hold commits whose sync is still in flight: it is handed out only once they are durable
+      for (let attempt = 0; !dominates(this.durable, info.vector); attempt++) {
+        assert(attempt < 100, 'a snapshot\'s vector becomes durable');
+        const covered = { ...this.committed };
+        await this.syncWal();
+        this.markDurable(covered);
+      }
+    } catch (error) {
+      rmSync(path, { force: true });
+      throw error;
     }
     return info;
   }
