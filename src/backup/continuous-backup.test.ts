@@ -3,11 +3,9 @@
 // boundaries read then; corrupt, cut and drop objects and see each named; encryption with a key
 // rotation; a snapshot while fsync is held or failing holds nothing unsynced.
 import { randomBytes } from 'node:crypto';
-import { fdatasync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { fdatasync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { demoConfig } from '../config/demo.js';
 import { hlcFromHex, hlcMs } from '../core/hlc.js';
 import { silentLogger, type Env } from '../platform/env.js';
 import { realClock, realNextTurn, realRandom, realTimers } from '../platform/real/real-env.js';
@@ -16,7 +14,7 @@ import { openRestoredStore } from '../site/restored-store.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import type { StoreBoundary } from '../store/types.js';
 import { readCatalog } from './catalog.js';
-import { ContinuousBackup, defaultBackupSettings } from './continuous-backup.js';
+import { config, restoreAt, startBackedUpSite, tempDir, until, writeRound } from './testing/backed-up-site.js';
 import { loadKeyring, type Keyring } from './keyring.js';
 import { restoreSite } from './restore-site.js';
 import { FaultyTarget } from './testing/faulty-target.js';
@@ -24,85 +22,12 @@ import { FileTarget } from './targets/file-target.js';
 import type { BackupTarget } from './targets/target.js';
 import { verifyBackup } from './verify.js';
 
-const config = demoConfig({ sites: 1, basePort: 17100 });
 const env: Env = { clock: realClock, timers: realTimers, random: realRandom, transport: { request: () => Promise.reject(new Error('no network')) }, log: silentLogger };
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
-
-function tempDir(name: string): string {
-  return mkdtempSync(join(tmpdir(), `tandem-${name}-`));
-}
-
-async function backedUpSite(target: BackupTarget, keyring?: Keyring, options: { dir?: string; settings?: Partial<typeof defaultBackupSettings> } = {}) {
-  const dir = options.dir ?? tempDir('site');
-  const store = new SqliteStore({ path: join(dir, 'store.db'), siteId: 'us-east', wallMs: () => Date.now(), conflictEntriesMax: 1000 });
-  const node = new SiteNode({ env, config, siteId: 'us-east', store, nextTurn: realNextTurn });
-  await node.start();
-  const backup = new ContinuousBackup({
-    env,
-    store,
-    origin: () => node.origin,
-    target,
-    cluster: 'demo',
-    siteId: 'us-east',
-    stagingDir: join(dir, 'staging'),
-    ...(keyring ? { keyring } : {}),
-    settings: { ...defaultBackupSettings, segmentIntervalMs: 20, snapshotPauseMs: 0, snapshotItemsPerStep: 50, ...options.settings },
-  });
-  backup.run();
-  let stopped = false;
-  const stop = async () => {
-    if (stopped) return;
-    stopped = true;
-    await backup.stop();
-    await node.stop();
-  };
-  cleanups.push(stop);
-  return { node, store, backup, stop, dir };
-}
-
-async function until(what: string, cond: () => boolean | Promise<boolean>): Promise<void> {
-  for (let i = 0; i < 1000; i++) {
-    if (await cond()) return;
-    await realTimers.sleep(10);
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
-
-type Site = Awaited<ReturnType<typeof backedUpSite>>;
-
-/** Writes a round of puts, patches, increments and deletes; returns the boundary once it is archived. */
-async function writeRound(site: Site, round: number): Promise<StoreBoundary> {
-  const { node, store, backup } = site;
-  const profiles = node.table('profiles');
-  const counters = node.table('counters');
-  const writes: Promise<unknown>[] = [];
-  for (let i = 0; i < 40; i++) writes.push(node.write(profiles, `p${(i * 7 + round * 13) % 60}`, { op: 'put', value: { round, i, pad: 'x'.repeat(i) } }));
-  for (let i = 0; i < 10; i++) writes.push(node.write(counters, `c${i}`, { op: 'patch', patch: { increment: { n: round + i }, add: { tags: [`r${round}`] } } }));
-  await Promise.all(writes);
-  for (let i = 0; i < 5; i++) await node.write(profiles, `p${(round * 11 + i) % 60}`, { op: 'delete' }).catch(() => undefined);
-  const b = await store.boundary();
-  await until('the archive to cover the round', () => backup.status().archivedSeq >= (b.vector[node.origin] ?? 0) && backup.status().newestRestorableAtMs > 0);
-  // the next round's writes get a later clock than this boundary's
-  await realTimers.sleep(5);
-  return b;
-}
-
-async function restoreAt(target: BackupTarget, b: StoreBoundary, keyring?: Keyring) {
-  const dataDir = tempDir('restored');
-  return restoreSite({
-    target,
-    keyring,
-    cluster: 'demo',
-    site: 'us-east',
-    toTimeMs: hlcMs(hlcFromHex(b.maxHlc)),
-    dataDir,
-    open: (path) => openRestoredStore(config, 'us-east', path),
-    nowMs: () => Date.now(),
-  });
-}
+const backedUpSite = (target: BackupTarget, keyring?: Keyring, options: Parameters<typeof startBackedUpSite>[3] = {}) => startBackedUpSite(cleanups, target, keyring, options);
 
 function keyFile(keys: Record<string, Buffer>, current: string): string {
   const path = join(tempDir('keys'), 'backup.key');

@@ -8,6 +8,8 @@ import { registerSiteCommand } from './commands/site.js';
 import { registerUpCommand } from './commands/up.js';
 import { registerRouterCommands } from './commands/router.js';
 import { registerStatusCommand } from './commands/status.js';
+import { registerBackupCommands } from './commands/backup.js';
+import { registerRestoreCommand } from './commands/restore.js';
 
 const program = new Command();
 program
@@ -20,6 +22,8 @@ registerUpCommand(program);
 registerSiteCommand(program);
 registerRouterCommands(program);
 registerStatusCommand(program);
+registerBackupCommands(program);
+registerRestoreCommand(program);
 
 try {
   await program.parseAsync(process.argv);
