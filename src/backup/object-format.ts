@@ -187,7 +187,6 @@ export class ObjectEncoder {
         this.worker = undefined;
         this.failAll(new Error('backup encoder worker exited'));
       });
-      worker.unref();
       this.worker = worker;
     }
     const id = this.nextId++;

@@ -37,6 +37,10 @@ const benches: Record<string, BenchEntry> = {
     summary: 'requests/s and added latency of the router vs a direct connection and nginx',
     load: async () => (await import('./router.bench.js')).runRouterBench,
   },
+  backup: {
+    summary: 'restore of 1M items to a point in time, backup cost on write throughput, p99 during snapshots, restore-point trail at 1,000 writes/s',
+    load: async () => (await import('./backup.bench.js')).runBackupBench,
+  },
   replication: {
     summary: 'replication throughput and lag between sites',
     load: () => loadOptional('./replication.bench.js', 'runReplicationBench'),

@@ -63,7 +63,8 @@ const duration = z
 /** CONTRACT.md, "Backups": every site backs itself up continuously to `target`. */
 export const backupSchema = z.strictObject({
   target: z.string().regex(/^(file:\/\/\/|s3:\/\/)[^\s]+$/, 'expected file:///path or s3://bucket/prefix'),
-  snapshotEvery: duration.default(3_600_000),
+  // a duration string, or ms (what a parsed config holds, so that it can be written out and read again)
+  snapshotEvery: z.union([duration, z.number().int().positive()]).default(3_600_000),
   retention: z.strictObject({ days: z.number().positive().max(3650).default(7) }).default({ days: 7 }),
   /** JSON key file { current, keys: { id: base64 } }; relative to the config file */
   encryptionKeyFile: z.string().min(1).optional(),

@@ -158,6 +158,8 @@ export class SqliteStore implements Store {
   private readRowIds = new WeakMap<CurrentItem, number | bigint>();
   /** see onDurableOwnEntries */
   private ownEntryListeners = new Set<(records: LogRecord[]) => void>();
+  /** boundary() readers waiting for a commit to finish (vec to catch up with committed) */
+  private vecWaiters: (() => void)[] = [];
   /** the clock high water of what is committed (hlcHighWater moves once the commit is synced) */
   private committedHlc = '';
 
@@ -737,11 +739,17 @@ export class SqliteStore implements Store {
       }
     }
     if (sync) {
-      await this.syncWal();
+      try {
+        await this.syncWal();
+      } catch (error) {
+        for (const wake of this.vecWaiters.splice(0)) wake();
+        throw error;
+      }
       this.markDurable(nextVec);
       if (ownRecords.length > 0) for (const listener of this.ownEntryListeners) listener(ownRecords);
     }
     this.vec = nextVec;
+    for (const wake of this.vecWaiters.splice(0)) wake();
     if (nextCompacted) this.compacted = nextCompacted;
     if (nextFloor) this.floor = nextFloor;
     if (hlcHigh > identity.hlcHighWater) identity.hlcHighWater = hlcHigh;
@@ -877,10 +885,12 @@ export class SqliteStore implements Store {
     // Sync until nothing committed is unsynced, then read everything in this same turn. A group
     // commit may land between a sync and the read that follows it: try again (bounded).
     for (let attempt = 0; attempt < 100; attempt++) {
+      if (this.failure) throw this.failure;
       if (dominates(this.durable, this.committed) && !dominates(this.vec, this.committed)) {
         // synced, but the commit that wrote it has not finished (its own sync is still to return):
-        // the feed (readLog) serves it only then
-        await new Promise<void>((resolve) => setImmediate(resolve));
+        // the feed (readLog) serves it only then. Woken in the same turn as it finishes.
+        await new Promise<void>((resolve) => this.vecWaiters.push(resolve));
+        attempt--;
         continue;
       }
       if (dominates(this.durable, this.committed)) {
