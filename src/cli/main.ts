@@ -10,6 +10,7 @@ import { registerRouterCommands } from './commands/router.js';
 import { registerStatusCommand } from './commands/status.js';
 import { registerBackupCommands } from './commands/backup.js';
 import { registerRestoreCommand } from './commands/restore.js';
+import { registerRewindCommand } from './commands/rewind.js';
 
 const program = new Command();
 program
@@ -24,6 +25,7 @@ registerRouterCommands(program);
 registerStatusCommand(program);
 registerBackupCommands(program);
 registerRestoreCommand(program);
+registerRewindCommand(program);
 
 try {
   await program.parseAsync(process.argv);

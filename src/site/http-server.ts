@@ -12,6 +12,7 @@ import type { ItemOp } from '../core/write.js';
 import type { SiteMetrics } from './metrics.js';
 import { SiteNode, type BatchOp, type Consistency, type Durability, type WriteOutcome } from './site-node.js';
 import { decodeSession, encodeSession, joinSession } from './session.js';
+import { rewindItem, validateRewindRequest } from './rewind.js';
 import { canonicalVector, type VersionVector } from '../core/vector.js';
 import {
   decodeCursor,
@@ -287,6 +288,18 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     return {
       items: outcomes.map((o) => ({ table: o.record.table, key: o.record.key, version: o.record.version, dot: o.dot, origin: node.siteId })),
     };
+  });
+
+  // tandem rewind: one item back to its value at a cut, decided inside the commit (site/rewind.ts)
+  app.post('/v1/tables/:table/rewind/:key', async (req, reply) => {
+    const table = tableParam(req);
+    const key = keyParam(req);
+    const body = validateRewindRequest(req.body);
+    const owner = node.writeOwner(table, key);
+    if (owner !== undefined) return forward(req, reply, owner);
+    const answer = await rewindItem(env, node, table, key, body);
+    if (answer.dot !== undefined) reply.header('tandem-session', encodeSession(joinSession(sessionOf(req), { [answer.dot.slice(0, answer.dot.lastIndexOf(':'))]: Number(answer.dot.slice(answer.dot.lastIndexOf(':') + 1)) })));
+    return answer;
   });
 
   app.get('/v1/tables/:table/conflicts', async (req) => {

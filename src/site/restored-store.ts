@@ -15,6 +15,7 @@ const noNetwork: Env['transport'] = {
 
 export interface OpenedRestoredStore extends RestoredStore {
   node: SiteNode;
+  store: SqliteStore;
 }
 
 export async function openRestoredStore(config: ClusterConfig, siteId: string, storePath: string, log: Logger = silentLogger): Promise<OpenedRestoredStore> {
@@ -24,6 +25,7 @@ export async function openRestoredStore(config: ClusterConfig, siteId: string, s
   await node.start();
   return {
     node,
+    store,
     applyRemote: (entries, raw) => node.applyRemote(entries, raw),
     vector: () => store.vector(),
     digests: async () => {

@@ -29,6 +29,11 @@ export interface WriteOptions {
   ifNoneMatch?: boolean;
   /** the caller will wait for peers' acks (quorum or all durability): peers ack this entry at once */
   awaitsAck?: boolean;
+  /**
+   * Decides the operation inside the commit, from the item as the commit reads it (a rewind's
+   * diff): no read-then-write race. Undefined: nothing is written.
+   */
+  decide?: (current: CurrentItem | undefined) => ItemOp | undefined;
 }
 
 export interface WriteOutcome {
@@ -276,7 +281,17 @@ export class SiteNode {
     return this.commitLocal(ops, options);
   }
 
-  private async commitLocal(ops: BatchOp[], options: WriteOptions): Promise<WriteOutcome[]> {
+  /**
+   * One write whose operation `decide` chooses inside the commit from the item as it is then;
+   * undefined when it chose none (nothing was written).
+   */
+  async writeDecided(table: TableRuntime, key: string, decide: NonNullable<WriteOptions['decide']>, options: Pick<WriteOptions, 'awaitsAck'> = {}): Promise<WriteOutcome | undefined> {
+    const outcomes = await this.commitLocal([{ op: 'put', table: table.name, key, itemOp: { op: 'put', value: {} } }], { ...options, decide });
+    return outcomes[0];
+  }
+
+  private async commitLocal(planned: BatchOp[], options: WriteOptions): Promise<WriteOutcome[]> {
+    let ops = planned;
     if (!this.serving) throw RequestError.unavailable('shutting-down', 'this site is not serving');
     if (!this.confirmedOrigin)
       throw RequestError.unavailable('starting', `site ${this.siteId} is starting: it takes writes once its peers confirm how much of its origin they hold`);
@@ -288,6 +303,11 @@ export class SiteNode {
       refs: ops.map((o) => ({ table: o.table, key: o.key })),
       ...(options.awaitsAck ? { awaitsAck: true } : {}),
       build: (current, seq) => {
+        if (options.decide !== undefined) {
+          const op = options.decide(current[0]);
+          if (op === undefined) throw new NothingToWrite();
+          ops = [{ ...planned[0]!, op: op.op, itemOp: op }];
+        }
         const dot = dotOf(identity.origin, seq);
         const runtimes = ops.map((o) => this.table(o.table));
         // Preconditions and no-op deletes are decided before anything is built.
@@ -327,6 +347,7 @@ export class SiteNode {
       },
     });
     if (result.kind === 'local' && !result.ok) {
+      if (result.error instanceof NothingToWrite) return [];
       if (result.error instanceof UnchangedSignal) {
         // the tombstone may be this site's own delete whose sync is still in flight: answer only once it is durable
         if ((unchanged!.state.c[identity.origin] ?? 0) > (this.deps.store.durableVector()[identity.origin] ?? 0)) await this.deps.store.sync();
@@ -516,6 +537,7 @@ export class SiteNode {
 }
 
 class UnchangedSignal extends Error {}
+class NothingToWrite extends Error {}
 
 /** A state with no entry left: nothing of it can survive a join. */
 function isEmptyState(state: ItemState): boolean {
