@@ -177,15 +177,14 @@ export async function executeRestore(x: RestoreExecution): Promise<RestoreReport
     const t = requireTimeline(x.timelines, origin, x.target.url);
     const segs = segmentsFor(t, a, b);
     if (typeof segs === 'string') throw new BackupError('missing-object', segs);
-    let prevSha: string | undefined;
-    let prevName: string | undefined;
+    let prev: { n: number; sha256: string; name: string } | undefined;
     for (const seg of segs) {
       const stored = await x.target.get(seg.name);
       const { header, body, sha256 } = decodeBytes(seg.name, stored, x.keyring);
-      if (prevSha !== undefined && header.prevSha256 !== prevSha)
-        throw new BackupError('corrupt-object', `${prevName}: its SHA-256 is not the one ${seg.name} chains to (replaced or corrupt)`, prevName);
-      prevSha = sha256;
-      prevName = seg.name;
+      // segments holding none of the entries needed (heartbeats) are not read: the chain is checked between neighbours
+      if (prev !== undefined && prev.n + 1 === seg.n && header.prevSha256 !== prev.sha256)
+        throw new BackupError('corrupt-object', `${prev.name}: its SHA-256 is not the one ${seg.name} chains to (replaced or corrupt)`, prev.name);
+      prev = { n: seg.n, sha256, name: seg.name };
       report.segmentsRead++;
       const { entries } = decode(body) as { entries: [number, string, Uint8Array][] };
       const batch: LogEntry[] = [];

@@ -212,6 +212,8 @@ export async function planRewind(
       open: async (path) => (opened = await deps.open(path, point.site)),
       ...(deps.progress ? { progress: deps.progress } : {}),
     });
+    // the replayed entries were committed without a sync: reads of the store wait for one
+    await opened!.store.sync();
     for (let after: string | undefined; ; ) {
       const page = await opened!.store.scanAll(o.table, after, 1000);
       if (page.length === 0) break;
