@@ -205,7 +205,9 @@ export async function executeRestore(x: RestoreExecution): Promise<RestoreReport
         batch.push(entry);
         raw.push(bytes);
         report.bytesReplayed += bytes.byteLength;
-        if (batch.length >= 256) await flush();
+        // large batches: the site's group committer splits them into transactions and works
+        // through them while the next are decoded
+        if (batch.length >= 2048) await flush();
       }
       await flush();
     }

@@ -20,7 +20,8 @@ export interface OpenedRestoredStore extends RestoredStore {
 
 export async function openRestoredStore(config: ClusterConfig, siteId: string, storePath: string, log: Logger = silentLogger): Promise<OpenedRestoredStore> {
   const env: Env = { clock: realClock, timers: realTimers, random: realRandom, transport: noNetwork, log };
-  const store = new SqliteStore({ path: storePath, siteId, wallMs: () => env.clock.wallMs(), conflictEntriesMax: limits.conflictFeedEntriesMax });
+  // a large page cache: replaying a log touches items all over a possibly large store
+  const store = new SqliteStore({ path: storePath, siteId, wallMs: () => env.clock.wallMs(), conflictEntriesMax: limits.conflictFeedEntriesMax, cacheSizeKiB: 512 * 1024 });
   const node = new SiteNode({ env, config, siteId, store, nextTurn: realNextTurn });
   await node.start();
   return {
