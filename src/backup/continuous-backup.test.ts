@@ -119,6 +119,44 @@ describe('continuous backup to a directory', () => {
   });
 });
 
+describe('log compaction and the archive', () => {
+  it('holds own entries until archived, within maxHoldBytes; past it compaction goes on and the archive records a gap and takes a new snapshot', async () => {
+    const inner = new FileTarget(`file://${tempDir('target')}`);
+    const faulty = new FaultyTarget(inner, realTimers);
+    // a small buffer: the entries held in memory are dropped and read back from the log, which loses them to compaction
+    const site = await backedUpSite(faulty, undefined, { settings: { maxHoldBytes: 20_000, bufferBytesMax: 10_000, snapshotFraction: 1e9 } });
+    await writeRound(site, 1);
+    const origin = site.node.origin;
+    expect(site.backup.compactableUpTo(origin)).toBe(site.backup.status().archivedSeq);
+    expect(site.backup.compactableUpTo('some-peer.1')).toBeUndefined();
+    // the target goes down: the archive falls behind; within the bound, compaction is held back
+    faulty.faults = { fail: { put: Infinity } };
+    const held = site.backup.status().archivedSeq;
+    await site.node.write(site.node.table('profiles'), 'one', { op: 'put', value: { v: 1 } });
+    expect(site.backup.compactableUpTo(origin)).toBe(held);
+    // past the bound it lets go; housekeeping compacts past the archive
+    for (let i = 0; i < 200; i++) await site.node.write(site.node.table('profiles'), `big${i}`, { op: 'put', value: { pad: 'x'.repeat(200) } });
+    expect(site.backup.compactableUpTo(origin)).toBeUndefined();
+    await site.store.compactLog({ [origin]: site.store.vector()[origin]! });
+    faulty.faults = {};
+    const b = await site.store.boundary();
+    await until('the archive to catch up', () => site.backup.status().archivedSeq >= b.vector[origin]! && site.backup.status().snapshots >= 2);
+    const [timeline] = await readCatalog(inner, 'demo');
+    const gap = timeline!.segs.find((s) => s.header.gap !== undefined);
+    expect(gap?.header.gap).toMatchObject({ from: held + 1 });
+    await until('a restore point after the new snapshot', async () => {
+      const t = (await readCatalog(inner, 'demo'))[0]!;
+      const snap = t.snaps[t.snaps.length - 1]!.header.snapshot!;
+      return t.segs.some((s) => s.header.boundary !== undefined && (s.header.boundary.vector[origin] ?? 0) >= (snap.vector[origin] ?? 0) && s.header.boundary.atMs > snap.atMs);
+    });
+    const latest = await site.store.boundary();
+    await until('the latest boundary archived', () => site.backup.status().archivedSeq >= latest.vector[origin]!);
+    await realTimers.sleep(60);
+    const summary = await restoreAt(inner, latest);
+    expect(summary.digests).toEqual(latest.digests);
+  });
+});
+
 describe('snapshots and fsync', () => {
   it('a snapshot taken while the WAL sync is held is released only once what it holds is durable', async () => {
     const held: (() => void)[] = [];

@@ -116,6 +116,7 @@ export class ContinuousBackup {
   private bufferBytes = 0;
   /** the buffer overflowed: entries are read back from the log until the next segment catches up */
   private bufferLost = false;
+  private overflowBytes = 0;
   /** monotonic ms since the oldest own entry not yet archived became durable */
   private unarchivedSinceMs: number | undefined;
   private holdReleased = false;
@@ -134,7 +135,7 @@ export class ContinuousBackup {
 
   constructor(private readonly options: ContinuousBackupOptions) {
     this.log = options.env.log.child({ component: 'backup' });
-    this.backoff = new Backoff(options.env.random, 200, 30_000);
+    this.backoff = new Backoff(options.env.random, 200, 5_000);
   }
 
   /** Discards local staging, resumes the timeline from the target, and starts shipping. */
@@ -192,38 +193,40 @@ export class ContinuousBackup {
    * for at most maxHoldBytes / maxHoldMs; undefined when the archive does not hold it back.
    */
   compactableUpTo(origin: string): number | undefined {
-    const t = this.timeline;
-    if (t === undefined) {
-      // not started yet: hold our own origin until the archive has said how far it got
-      return origin === this.options.origin() ? 0 : undefined;
-    }
-    if (origin !== t.origin) return undefined;
+    if (origin !== this.options.origin()) return undefined;
     const s = this.options.settings;
     const heldMs = this.unarchivedSinceMs === undefined ? 0 : this.options.env.clock.monotonicMs() - this.unarchivedSinceMs;
     if (this.heldBytes() > s.maxHoldBytes || heldMs > s.maxHoldMs) {
       if (!this.holdReleased) {
         this.holdReleased = true;
-        this.log.error({ heldBytes: this.heldBytes(), heldMs, archivedSeq: t.archivedSeq }, 'backup archive is behind past its bound: log compaction proceeds, the archive will record a gap');
+        this.log.error({ heldBytes: this.heldBytes(), heldMs, archivedSeq: this.timeline?.archivedSeq ?? 0 }, 'backup archive is behind past its bound: log compaction proceeds, the archive will record a gap');
       }
       return undefined;
     }
-    return t.archivedSeq;
+    // before the archive has said how far it got (a target down at start), everything is held
+    return this.timeline?.origin === origin ? this.timeline.archivedSeq : 0;
   }
 
+  /** own entry bytes durable and not archived: in the buffer, or counted while it overflowed */
   private heldBytes(): number {
-    return this.bufferBytes;
+    return this.bufferBytes + this.overflowBytes;
   }
 
   private take(records: LogRecord[]): void {
     if (this.stopped) return;
     if (this.unarchivedSinceMs === undefined) this.unarchivedSinceMs = this.options.env.clock.monotonicMs();
-    if (this.bufferLost) return;
+    if (this.bufferLost) {
+      for (const r of records) this.overflowBytes += r.body.byteLength;
+      this.options.metrics?.heldBytes(this.heldBytes());
+      return;
+    }
     for (const r of records) {
       this.buffer.push(r);
       this.bufferBytes += r.body.byteLength;
     }
     if (this.bufferBytes > this.options.settings.bufferBytesMax) {
       // the log still has them (compaction waits for the archive): read back instead of holding memory
+      this.overflowBytes = this.bufferBytes;
       this.buffer = [];
       this.bufferBytes = 0;
       this.bufferLost = true;
@@ -481,10 +484,11 @@ export class ContinuousBackup {
       i++;
     }
     this.buffer = this.buffer.slice(i);
-    if (this.bufferLost && seq >= this.options.store.durableVector()[this.timeline!.origin]!) {
+    if (this.bufferLost && seq >= (this.options.store.durableVector()[this.timeline!.origin] ?? 0)) {
       this.bufferLost = false;
       this.buffer = [];
       this.bufferBytes = 0;
+      this.overflowBytes = 0;
     }
     this.unarchivedSinceMs = this.buffer.length > 0 || this.bufferLost ? this.unarchivedSinceMs : undefined;
     if (this.holdReleased && this.buffer.length === 0 && !this.bufferLost) this.holdReleased = false;

@@ -7,13 +7,17 @@ import { Housekeeping } from './housekeeping.js';
 import type { AckMessage } from './protocol.js';
 import type { ReplicaNode } from './replica-node.js';
 
-function harness(mine: VersionVector, ack: AckMessage) {
+function harness(mine: VersionVector, ack: AckMessage, archivedUpTo?: (origin: string) => number | undefined) {
   const purges: VersionVector[] = [];
+  const compactions: VersionVector[] = [];
   const store = {
     trimConflicts: async () => 0,
     sync: async () => ({ ...mine }),
     logFloor: () => ({}),
-    compactLog: async () => 0,
+    compactLog: async (upTo: VersionVector) => {
+      compactions.push(upTo);
+      return 0;
+    },
     purgeTombstones: async (floor: VersionVector) => {
       purges.push(floor);
       return 0;
@@ -27,8 +31,9 @@ function harness(mine: VersionVector, ack: AckMessage) {
     acks: () => new Map([['eu-west', ack]]),
     intervalMs: 1000,
     logRetainEntries: 0,
+    ...(archivedUpTo ? { archivedUpTo } : {}),
   });
-  return { housekeeping, purges, mine };
+  return { housekeeping, purges, compactions, mine };
 }
 
 describe('tombstone GC', () => {
@@ -44,5 +49,19 @@ describe('tombstone GC', () => {
     h.mine['eu-west.1'] = 7;
     await h.housekeeping.runOnce();
     expect(h.purges).toEqual([{ 'us-east.1': 5, 'eu-west.2': 3, 'eu-west.1': 6 }]);
+  });
+});
+
+describe('log compaction and the backup archive', () => {
+  it('compacts own entries no further than the archive has them; other origins by acks alone', async () => {
+    const ack: AckMessage = { v: 1, site: 'eu-west', vector: { 'us-east.1': 50, 'eu-west.1': 40 }, origin: 'eu-west.1', ownSeq: 40 };
+    let archived: number | undefined = 20;
+    const h = harness({ 'us-east.1': 50, 'eu-west.1': 40 }, ack, (origin) => (origin === 'us-east.1' ? archived : undefined));
+    await h.housekeeping.runOnce();
+    expect(h.compactions).toEqual([{ 'us-east.1': 20, 'eu-west.1': 40 }]);
+    // past its hold bound the archive lets go: acks alone decide
+    archived = undefined;
+    await h.housekeeping.runOnce();
+    expect(h.compactions[1]).toEqual({ 'us-east.1': 50, 'eu-west.1': 40 });
   });
 });
