@@ -170,6 +170,10 @@ describe('rewind and restore across a cluster of real processes', () => {
     expect(restored).toMatchObject({ ok: true, verified: true, detached: true });
     expect(restored.digests).toEqual(quiet[2]!.digests);
     expect(restored.vector).toEqual(quiet[2]!.vector);
+    // --rejoin is refused while the old ap-south still answers, and the store stays detached
+    const rejoin = await cli(['restore', '--config', configPath, '--site', 'ap-south', '--data-dir', join(dataDir, 'restored'), '--rejoin', '--json']);
+    expect(rejoin).toMatchObject({ ok: false, detached: true });
+    expect(rejoin.rejoin.refused.join(' ')).toMatch(/old ap-south still answers/);
     const verify = await cli(['backup', 'verify', '--config', configPath, '--site', 'ap-south', '--json']);
     expect(verify, JSON.stringify(verify)).toMatchObject({ ok: true });
   }, 180_000);
