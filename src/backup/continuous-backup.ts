@@ -13,6 +13,7 @@
 // (compactableUpTo) for at most `maxHoldBytes` / `maxHoldMs`; past that it proceeds, and the next
 // segment records the gap and a new base snapshot follows.
 import { mkdirSync, rmSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { encode } from '@msgpack/msgpack';
 import { hlcFromHex, hlcMs } from '../core/hlc.js';
@@ -358,8 +359,8 @@ export class ContinuousBackup {
       this.manifestDirty += 100;
       this.log.info({ name, why, items: info.items, ms: Math.round(this.options.env.clock.monotonicMs() - started) }, 'backup snapshot stored');
     } finally {
-      rmSync(plain, { force: true });
-      rmSync(stored, { force: true });
+      await rm(plain, { force: true });
+      await rm(stored, { force: true });
     }
   }
 
@@ -429,7 +430,7 @@ export class ContinuousBackup {
         const result = await this.encodeAndPut(name, header, { inBytes: body }, staging);
         t.prevSha256 = result.sha256;
       } finally {
-        rmSync(staging, { force: true });
+        await rm(staging, { force: true });
       }
       t.nextSeg = n + 1;
       t.archivedSeq = end;

@@ -99,6 +99,7 @@ describe('rewind and restore across a cluster of real processes', () => {
       expect((await call('POST', `${east}/v1/batch`, { ops })).status).toBe(200);
     }
     for (let i = 0; i < 5; i++) expect((await call('PATCH', `${east}/v1/tables/counters/items/bad:counter`, { increment: { n: 10 } })).status).toBe(200);
+    for (const k of ['u:1', 'u:2', 'u:3']) expect((await call('PUT', `${east}/v1/tables/profiles/items/${k}`, { k })).status).toBe(200);
     await waitFor('the items to reach every site', () => converged(urls), 30_000);
     // a quiet second: T
     await new Promise((r) => setTimeout(r, 1_200));
@@ -122,6 +123,7 @@ describe('rewind and restore across a cluster of real processes', () => {
       expect((await call('POST', `${east}/v1/batch`, { ops })).status).toBe(200);
     }
     expect((await call('DELETE', `${east}/v1/tables/counters/items/bad:counter`)).status).toBe(200);
+    for (const k of ['u:1', 'u:2', 'u:3']) expect((await call('DELETE', `${east}/v1/tables/profiles/items/${k}`)).status).toBe(200);
     await waitFor('the delete to reach every site', async () => (await scanAll(south, 'profiles', 'bad:')).size === 0, 30_000);
 
     // rewind the prefix to T
@@ -133,6 +135,21 @@ describe('rewind and restore across a cluster of real processes', () => {
       const back = await scanAll(url, 'profiles', 'bad:');
       expect(back.size).toBe(10_000);
       for (const [k, v] of original) expect(back.get(k)).toEqual(v);
+    }
+
+    // a dry run changes nothing and finds the prefix as at T
+    const dry = await cli(['rewind', '--config', configPath, '--table', 'profiles', '--prefix', 'bad:0000', '--to-time', T, '--dry-run', '--json', '--journal-dir', journalDir]);
+    expect(dry).toMatchObject({ dryRun: true, written: 0, counts: { unchanged: 10 } });
+    // --undo reverts the keys whose latest write is still the rewind's, and skips one written since
+    const small = await cli(['rewind', '--config', configPath, '--table', 'profiles', '--prefix', 'u:', '--to-time', T, '--json', '--journal-dir', journalDir]);
+    expect(small).toMatchObject({ ok: true, written: 3 });
+    expect((await call('PUT', `${south}/v1/tables/profiles/items/u:3`, { k: 'changed after the rewind' })).status).toBe(200);
+    await waitFor('the change to reach the executing site', async () => (await call('GET', `${east}/v1/tables/profiles/items/u:3`)).json?.value?.k === 'changed after the rewind', 10_000);
+    const undo = await cli(['rewind', '--config', configPath, '--undo', small.id, '--json', '--journal-dir', journalDir]);
+    expect(undo).toMatchObject({ ok: true, written: 2, counts: { 'changed-since-rewind': 1 } });
+    for (const url of urls) {
+      expect((await call('GET', `${url}/v1/tables/profiles/items/u:1`)).status).toBe(404);
+      expect((await call('GET', `${url}/v1/tables/profiles/items/u:3`)).json.value).toEqual({ k: 'changed after the rewind' });
     }
 
     // the counter: rewound (with --overwrite) while eu-west increments it

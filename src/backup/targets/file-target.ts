@@ -1,7 +1,8 @@
 // A directory as a backup target. An object is written to a temporary name, synced, then renamed:
-// a crash leaves either the whole object or none (temporary names are ignored by list).
-import { closeSync, copyFileSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+// a crash leaves either the whole object or none (temporary names are ignored by list). Puts are
+// asynchronous: a snapshot's copy and sync never hold up the site's event loop.
+import { closeSync, copyFileSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
+import { copyFile, mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BackupError } from '../errors.js';
@@ -25,42 +26,32 @@ export class FileTarget implements BackupTarget {
     return join(this.root, ...name.split('/'));
   }
 
-  private syncDir(dir: string): void {
-    const fd = openSync(dir, 'r');
+  private async sync(path: string, flags: string): Promise<void> {
+    const fh = await open(path, flags);
     try {
-      fsyncSync(fd);
+      await fh.sync();
     } finally {
-      closeSync(fd);
+      await fh.close();
     }
   }
 
   async put(name: string, fromPath: string): Promise<void> {
     const to = this.path(name);
-    mkdirSync(dirname(to), { recursive: true });
+    await mkdir(dirname(to), { recursive: true });
     const temp = `${to}${tempSuffix}`;
-    copyFileSync(fromPath, temp);
-    const fd = openSync(temp, 'r+');
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(temp, to);
-    this.syncDir(dirname(to));
+    await copyFile(fromPath, temp);
+    await this.sync(temp, 'r+');
+    await rename(temp, to);
+    await this.sync(dirname(to), 'r');
   }
 
   async putBytes(name: string, bytes: Uint8Array): Promise<void> {
     const to = this.path(name);
-    mkdirSync(dirname(to), { recursive: true });
+    await mkdir(dirname(to), { recursive: true });
     const temp = `${to}${tempSuffix}`;
-    writeFileSync(temp, bytes);
-    const fd = openSync(temp, 'r+');
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(temp, to);
+    await writeFile(temp, bytes);
+    await this.sync(temp, 'r+');
+    await rename(temp, to);
   }
 
   async get(name: string): Promise<Buffer> {
@@ -124,6 +115,6 @@ export class FileTarget implements BackupTarget {
   }
 
   async delete(name: string): Promise<void> {
-    rmSync(this.path(name), { force: true });
+    await rm(this.path(name), { force: true });
   }
 }
