@@ -152,7 +152,9 @@ export class ContinuousBackup {
     this.unsubscribe?.();
     this.wake?.();
     await this.loop;
-    await this.snapshotRunning;
+    // a snapshot in progress is abandoned after a short wait: it is not stored, and its worker
+    // ends with the process (a large one would otherwise hold a shutdown for its whole copy)
+    if (this.snapshotRunning !== undefined) await Promise.race([this.snapshotRunning, this.options.env.timers.sleep(2_000)]);
   }
 
   status(): BackupStatus {
