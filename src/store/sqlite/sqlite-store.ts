@@ -1016,9 +1016,26 @@ export function keyBucket(key: Buffer): number {
   return (h ^ (h >>> 8) ^ (h >>> 16) ^ (h >>> 24)) & 0xff;
 }
 
+/** Value of each hex digit's char code (lower and upper case), -1 elsewhere. */
+const hexDigit = new Int8Array(128).fill(-1);
+for (let i = 0; i < 16; i++) {
+  hexDigit['0123456789abcdef'.charCodeAt(i)] = i;
+  hexDigit['0123456789ABCDEF'.charCodeAt(i)] = i;
+}
+
+/**
+ * XORs the bytes a hex string spells into `acc`, as Buffer.from(hex, 'hex') would read them (it
+ * stops at the first pair that is not hex), without allocating: opening a store runs it per live
+ * item (a million of them in ~1 s, against 3 s through Buffer.from).
+ */
 function xorInto(acc: Buffer, hex: string): void {
-  const h = Buffer.from(hex, 'hex');
-  for (let i = 0; i < acc.length && i < h.length; i++) acc[i]! ^= h[i]!;
+  const n = Math.min(acc.length, hex.length >> 1);
+  for (let i = 0; i < n; i++) {
+    const hi = hexDigit[hex.charCodeAt(2 * i)] ?? -1;
+    const lo = hexDigit[hex.charCodeAt(2 * i + 1)] ?? -1;
+    if (hi < 0 || lo < 0) return;
+    acc[i]! ^= (hi << 4) | lo;
+  }
 }
 
 function maxKey(a: string | undefined, b: string | undefined): string | undefined {
