@@ -38,6 +38,10 @@ const benches: Record<string, BenchEntry> = {
     load: async () => (await import('./router.bench.js')).runRouterBench,
   },
   failover: { summary: 'time to promote a new owner after SIGKILL of the owner (two lease lengths); added latency of forwarding and quorum', load: async () => (await import('./failover.bench.js')).runFailoverBench },
+  backup: {
+    summary: 'restore of 1M items to a point in time, backup cost on write throughput, p99 during snapshots, restore-point trail at 1,000 writes/s',
+    load: async () => (await import('./backup.bench.js')).runBackupBench,
+  },
   replication: {
     summary: 'replication throughput and lag between sites',
     load: () => loadOptional('./replication.bench.js', 'runReplicationBench'),

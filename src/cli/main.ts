@@ -10,6 +10,9 @@ import { registerRouterCommands } from './commands/router.js';
 import { registerStatusCommand } from './commands/status.js';
 import { registerTopologyCommands } from './commands/topology.js';
 import { registerDrillCommand } from './commands/drill.js';
+import { registerBackupCommands } from './commands/backup.js';
+import { registerRestoreCommand } from './commands/restore.js';
+import { registerRewindCommand } from './commands/rewind.js';
 
 const program = new Command();
 program
@@ -24,6 +27,9 @@ registerRouterCommands(program);
 registerStatusCommand(program);
 registerTopologyCommands(program);
 registerDrillCommand(program);
+registerBackupCommands(program);
+registerRestoreCommand(program);
+registerRewindCommand(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -71,6 +71,28 @@ export const topologySchema = z
       ctx.addIssue({ code: 'custom', path: ['commitBudgetMs'], message: `expected at most half of leaseMs (${t.leaseMs})` });
   });
 
+/** `1h`, `30m`, `45s`, `500ms`, `2d`: a duration in ms. */
+const duration = z
+  .string()
+  .regex(/^\d+(ms|s|m|h|d)$/, 'expected a duration such as 500ms, 30s, 10m, 1h, 2d')
+  .transform((v) => {
+    const [, n, unit] = /^(\d+)(ms|s|m|h|d)$/.exec(v)!;
+    return Number(n) * { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[unit as 'ms' | 's' | 'm' | 'h' | 'd'];
+  });
+
+/** CONTRACT.md, "Backups": every site backs itself up continuously to `target`. */
+export const backupSchema = z.strictObject({
+  target: z.string().regex(/^(file:\/\/\/|s3:\/\/)[^\s]+$/, 'expected file:///path or s3://bucket/prefix'),
+  // a duration string, or ms (what a parsed config holds, so that it can be written out and read again)
+  snapshotEvery: z.union([duration, z.number().int().positive()]).default(3_600_000),
+  retention: z.strictObject({ days: z.number().positive().max(3650).default(7) }).default({ days: 7 }),
+  /** JSON key file { current, keys: { id: base64 } }; relative to the config file */
+  encryptionKeyFile: z.string().min(1).optional(),
+  /** how much of this site's own log compaction may keep for an archive that lags, then it proceeds (a gap) */
+  maxHoldBytes: z.number().int().positive().default(1 << 30),
+  maxHoldMs: z.number().int().positive().default(6 * 3_600_000),
+});
+
 export const clusterSchema = z
   .strictObject({
     cluster: z.string().regex(/^[a-z0-9-]{1,64}$/, 'expected [a-z0-9-]{1,64}'),
@@ -82,6 +104,7 @@ export const clusterSchema = z
     topology: topologySchema.default(() => topologySchema.parse({})),
     /** topology changes over HTTP need `Authorization: Bearer <adminToken>`; unset: loopback clients only */
     adminToken: z.string().min(16, 'expected at least 16 characters').optional(),
+    backup: backupSchema.optional(),
   })
   .superRefine((c, ctx) => {
     const ids = new Set<string>();
@@ -109,5 +132,6 @@ export type ClusterConfig = z.infer<typeof clusterSchema>;
 export type SiteConfig = z.infer<typeof siteSchema>;
 export type TableConfig = z.infer<typeof tableSchema>;
 export type TopologyConfig = z.infer<typeof topologySchema>;
+export type BackupConfig = z.infer<typeof backupSchema>;
 export type TablePattern = TableConfig['pattern'];
 export type ConflictPolicy = TableConfig['conflict'];

@@ -10,8 +10,9 @@ import type { ReplicaNode } from './replica-node.js';
 
 const wallMs = 1_800_000_000_000;
 
-function harness(mine: VersionVector, ack: AckMessage) {
+function harness(mine: VersionVector, ack: AckMessage, archivedUpTo?: (origin: string) => number | undefined) {
   const purges: VersionVector[] = [];
+  const compactions: VersionVector[] = [];
   const idempotencyTrims: [number, number][] = [];
   const store = {
     trimConflicts: async () => 0,
@@ -21,7 +22,10 @@ function harness(mine: VersionVector, ack: AckMessage) {
     },
     sync: async () => ({ ...mine }),
     logFloor: () => ({}),
-    compactLog: async () => 0,
+    compactLog: async (upTo: VersionVector) => {
+      compactions.push(upTo);
+      return 0;
+    },
     purgeTombstones: async (floor: VersionVector) => {
       purges.push(floor);
       return 0;
@@ -35,8 +39,9 @@ function harness(mine: VersionVector, ack: AckMessage) {
     acks: () => new Map([['eu-west', ack]]),
     intervalMs: 1000,
     logRetainEntries: 0,
+    ...(archivedUpTo ? { archivedUpTo } : {}),
   });
-  return { housekeeping, purges, mine, idempotencyTrims };
+  return { housekeeping, purges, compactions, mine, idempotencyTrims };
 }
 
 describe('tombstone GC', () => {
@@ -60,5 +65,19 @@ describe('Idempotency-Key retention', () => {
     const h = harness({}, { v: 1, site: 'eu-west', vector: {}, origin: 'eu-west.1', ownSeq: 0 });
     await h.housekeeping.runOnce();
     expect(h.idempotencyTrims).toEqual([[wallMs - 24 * 3600 * 1000, limits.idempotencyKeysTrimMax]]);
+  });
+});
+
+describe('log compaction and the backup archive', () => {
+  it('compacts own entries no further than the archive has them; other origins by acks alone', async () => {
+    const ack: AckMessage = { v: 1, site: 'eu-west', vector: { 'us-east.1': 50, 'eu-west.1': 40 }, origin: 'eu-west.1', ownSeq: 40 };
+    let archived: number | undefined = 20;
+    const h = harness({ 'us-east.1': 50, 'eu-west.1': 40 }, ack, (origin) => (origin === 'us-east.1' ? archived : undefined));
+    await h.housekeeping.runOnce();
+    expect(h.compactions).toEqual([{ 'us-east.1': 20, 'eu-west.1': 40 }]);
+    // past its hold bound the archive lets go: acks alone decide
+    archived = undefined;
+    await h.housekeeping.runOnce();
+    expect(h.compactions[1]).toEqual({ 'us-east.1': 50, 'eu-west.1': 40 });
   });
 });

@@ -30,6 +30,11 @@ export interface HousekeepingOptions {
   intervalMs: number;
   /** keep this many entries per origin beyond what all members have (for late readers, backups) */
   logRetainEntries: number;
+  /**
+   * The backup archive: how far compaction may go for an origin (this site's own entries are kept
+   * until archived, within the backup's hold bound); undefined when it does not hold that origin.
+   */
+  archivedUpTo?: (origin: string) => number | undefined;
 }
 
 export class Housekeeping {
@@ -64,6 +69,8 @@ export class Housekeeping {
     for (const [origin, seq] of Object.entries(mine)) {
       let min = seq;
       for (const m of members) min = Math.min(min, acks.get(m)!.vector[origin] ?? 0);
+      const archived = this.options.archivedUpTo?.(origin);
+      if (archived !== undefined) min = Math.min(min, archived);
       const keep = min - this.options.logRetainEntries;
       if (keep > (store.logFloor()[origin] ?? 0)) upTo[origin] = keep;
     }

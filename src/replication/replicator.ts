@@ -37,6 +37,8 @@ export interface ReplicatorOptions {
   housekeepingIntervalMs?: number;
   /** entries kept per origin beyond what every member has */
   logRetainEntries?: number;
+  /** the backup archive's hold on log compaction (Housekeeping.archivedUpTo) */
+  archivedUpTo?: (origin: string) => number | undefined;
   metrics?: {
     setPeer(peer: string, s: PeerLinkStatus): void;
     repaired(n: number): void;
@@ -120,6 +122,7 @@ export class Replicator {
       acks: () => this.acksReceived,
       intervalMs: options.housekeepingIntervalMs ?? 10_000,
       logRetainEntries: options.logRetainEntries ?? 10_000,
+      ...(options.archivedUpTo ? { archivedUpTo: options.archivedUpTo } : {}),
     });
     this.feeds = feedServer({
       env,

@@ -7,6 +7,7 @@ import { TopologyService } from '../topology/topology-service.js';
 import { SqliteVoterStorage } from '../topology/voter-storage.js';
 import { followMembership } from '../topology/follow-membership.js';
 import { quorumSets } from '../topology/members.js';
+import { siteBackup } from './backup-wiring.js';
 import type { StartSiteOptions } from './run-site.js';
 
 export function peerUrlsFromEnv(raw: string | undefined): Record<string, string> | undefined {
@@ -17,10 +18,11 @@ export function peerUrlsFromEnv(raw: string | undefined): Record<string, string>
   return parsed as Record<string, string>;
 }
 
-export const siteExtension: NonNullable<StartSiteOptions['extend']> = (node, env, metrics, site) => {
+export const siteExtension: NonNullable<StartSiteOptions['extend']> = (node, env, metrics, context) => {
   const peerUrls = peerUrlsFromEnv(process.env.TANDEM_PEER_URLS);
+  const backup = siteBackup(node, env, metrics, context);
   const holder: { replicator?: Replicator } = {};
-  const voterStorage = new SqliteVoterStorage(join(site.dir, 'topology.db'));
+  const voterStorage = new SqliteVoterStorage(join(context.siteDir, 'topology.db'));
   const topology = new TopologyService({
     env,
     config: node.config,
@@ -30,7 +32,7 @@ export const siteExtension: NonNullable<StartSiteOptions['extend']> = (node, env
     ...(peerUrls ? { urls: peerUrls } : {}),
   });
   node.attachOwnership(topology);
-    topology.onChange(() => node.ownershipChanged());
+  topology.onChange(() => node.ownershipChanged());
   const replicator = new Replicator({
     env,
     node,
@@ -40,6 +42,7 @@ export const siteExtension: NonNullable<StartSiteOptions['extend']> = (node, env
     // joint quorums while data membership changes (topology/members.ts)
     quorumSets: () => quorumSets(topology.record()),
     heartbeatMs: 500,
+    ...(backup ? { archivedUpTo: (origin: string) => backup.backup.compactableUpTo(origin) } : {}),
     metrics: {
       setPeer(peer, s) {
         metrics.peerConnected.set({ peer }, s.connected ? 1 : 0);
@@ -66,12 +69,15 @@ export const siteExtension: NonNullable<StartSiteOptions['extend']> = (node, env
       quorumReachable: (level) => replicator.quorumReachable(level),
       awaitDurability: (dot, level) => (level === 'local' ? Promise.resolve(true) : replicator.awaitDurability(dot, level)),
       peerHandler: replicator.handler,
+      ...(backup ? { backup: { now: () => backup.backup.backupNow(), status: () => backup.backup.status() } } : {}),
     },
     start: () => {
       replicator.run();
       topology.run();
+      backup?.start();
     },
     stop: async () => {
+      await backup?.stop();
       await topology.stop();
       await replicator.stop();
       voterStorage.close();

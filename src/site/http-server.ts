@@ -15,6 +15,7 @@ import { registerTopologyRoutes } from './topology-api.js';
 import { protocolVersion } from '../replication/protocol.js';
 import { SiteNode, type BatchOp, type Consistency, type Durability, type ReplayedWrite, type WriteOutcome } from './site-node.js';
 import { decodeSession, encodeSession, joinSession } from './session.js';
+import { rewindItem, validateRewindRequest } from './rewind.js';
 import { canonicalVector, siteOfOrigin, type VersionVector } from '../core/vector.js';
 import {
   decodeCursor,
@@ -54,6 +55,8 @@ export interface SiteServerHooks {
   topology?: TopologyService;
   /** where a peer is reached (members added online are not in the config) */
   peerUrl?: (site: string) => string | undefined;
+  /** the site's continuous backup (`tandem backup now`, status) */
+  backup?: { now(): Promise<unknown>; status(): unknown };
 }
 
 export interface SiteServerOptions {
@@ -165,7 +168,14 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     vector: canonicalVector(node.vector()),
     peers: hooks.peers?.() ?? {},
     digests: await node.store.digests(),
+    // up to where this site's log is compacted: a site restored below it cannot catch up by log
+    logFloor: canonicalVector(node.store.logFloor()),
+    ...(hooks.backup ? { backup: hooks.backup.status() } : {}),
   }));
+  app.post('/v1/backup/now', async () => {
+    if (!hooks.backup) throw RequestError.notFound(`site ${node.siteId} has no backup configured (config backup.target)`);
+    return hooks.backup.now();
+  });
   app.get('/metrics', async (_req, reply) => {
     reply.type(metrics.registry.contentType);
     return metrics.registry.metrics();
@@ -339,6 +349,18 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     return {
       items: outcomes.map((o) => ({ table: o.record.table, key: o.record.key, version: o.record.version, dot: o.dot, origin: node.siteId })),
     };
+  });
+
+  // tandem rewind: one item back to its value at a cut, decided inside the commit (site/rewind.ts)
+  app.post('/v1/tables/:table/rewind/:key', async (req, reply) => {
+    const table = tableParam(req);
+    const key = keyParam(req);
+    const body = validateRewindRequest(req.body);
+    const owner = node.writeOwner(table, key);
+    if (owner !== undefined) return forward(req, reply, owner);
+    const answer = await rewindItem(env, node, table, key, body);
+    if (answer.dot !== undefined) reply.header('tandem-session', encodeSession(joinSession(sessionOf(req), { [answer.dot.slice(0, answer.dot.lastIndexOf(':'))]: Number(answer.dot.slice(answer.dot.lastIndexOf(':') + 1)) })));
+    return answer;
   });
 
   app.get('/v1/tables/:table/conflicts', async (req) => {

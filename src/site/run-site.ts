@@ -23,7 +23,12 @@ export interface StartSiteOptions {
   dataDir: string;
   configPath?: string;
   /** wires replication etc. onto the node; returns the server hooks and a stop function */
-  extend?: (node: SiteNode, env: ReturnType<typeof realEnv>, metrics: SiteMetrics, site: { dir: string }) => { hooks: SiteServerHooks; start(): void; stop(): Promise<void> };
+  extend?: (
+    node: SiteNode,
+    env: ReturnType<typeof realEnv>,
+    metrics: SiteMetrics,
+    context: { siteDir: string; configPath?: string },
+  ) => { hooks: SiteServerHooks; start(): void; stop(): Promise<void> };
   /**
    * The store failed for good (its write-ahead log could not be synced): the site acknowledges no
    * more writes, and the caller should end the process so that a restart recovers from the disk.
@@ -135,7 +140,7 @@ export async function startSite(options: StartSiteOptions): Promise<RunningSite>
   });
   const node = new SiteNode({ env, config, siteId, store, nextTurn: realNextTurn, metrics, ...(options.configPath ? { configPath: options.configPath } : {}) });
   await node.start();
-  const extension = options.extend?.(node, env, metrics, { dir: join(options.dataDir, siteId) });
+  const extension = options.extend?.(node, env, metrics, { siteDir: join(options.dataDir, siteId), ...(options.configPath ? { configPath: options.configPath } : {}) });
   const app = buildSiteServer({ env, node, metrics, ...(extension ? { hooks: extension.hooks } : {}) });
   const url = new URL(site.url);
   await app.listen({ host: url.hostname, port: Number(url.port || 80) });

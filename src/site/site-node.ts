@@ -32,6 +32,11 @@ export interface WriteOptions {
   /** the caller will wait for peers' acks (quorum or all durability): peers ack this entry at once */
   awaitsAck?: boolean;
   /**
+   * Decides the operation inside the commit, from the item as the commit reads it (a rewind's
+   * diff): no read-then-write race. Undefined: nothing is written.
+   */
+  decide?: (current: CurrentItem | undefined) => ItemOp | undefined;
+  /**
    * The client's Idempotency-Key (validated): if this site knows it already, nothing is written and
    * the first write's answer comes back (ReplayedWrite); the same key with another request is 422.
    */
@@ -92,6 +97,8 @@ export class SiteNode {
   private committer: GroupCommitter;
   private sessionWaiters = new Set<SessionWaiter>();
   private commitListeners = new Set<() => void>();
+  /** told when items change without a log entry (a repair, a snapshot install): a backup snapshots then */
+  private outsideLogListeners = new Set<(why: string) => void>();
   private stopping = false;
   private confirmedOrigin = false;
   /** the config's sites, all active: the members until a topology epoch says otherwise */
@@ -306,6 +313,11 @@ export class SiteNode {
     return () => this.commitListeners.delete(listener);
   }
 
+  onChangeOutsideLog(listener: (why: string) => void): () => void {
+    this.outsideLogListeners.add(listener);
+    return () => this.outsideLogListeners.delete(listener);
+  }
+
   /** Waits (bounded) until this site's vector covers the session token; false if it did not. */
   async waitForSession(token: VersionVector, waitMs: number): Promise<boolean> {
     if (dominates(this.vector(), token)) return true;
@@ -351,7 +363,17 @@ export class SiteNode {
     return this.commitLocal(ops, options, 'batch');
   }
 
-  private async commitLocal(ops: BatchOp[], options: WriteOptions, kind: 'item' | 'batch'): Promise<WriteOutcome[] | ReplayedWrite> {
+  /**
+   * One write whose operation `decide` chooses inside the commit from the item as it is then;
+   * undefined when it chose none (nothing was written).
+   */
+  async writeDecided(table: TableRuntime, key: string, decide: NonNullable<WriteOptions['decide']>, options: Pick<WriteOptions, 'awaitsAck'> = {}): Promise<WriteOutcome | undefined> {
+    const outcomes = await this.commitLocal([{ op: 'put', table: table.name, key, itemOp: { op: 'put', value: {} } }], { ...options, decide }, 'item');
+    return 'replayed' in outcomes ? undefined : outcomes[0];
+  }
+
+  private async commitLocal(planned: BatchOp[], options: WriteOptions, kind: 'item' | 'batch'): Promise<WriteOutcome[] | ReplayedWrite> {
+    let ops = planned;
     if (!this.serving) throw RequestError.unavailable('shutting-down', 'this site is not serving');
     if (!this.confirmedOrigin)
       throw RequestError.unavailable('starting', `site ${this.siteId} is starting: it takes writes once its peers confirm how much of its origin they hold`);
@@ -368,6 +390,11 @@ export class SiteNode {
       ...(options.awaitsAck ? { awaitsAck: true } : {}),
       ...(idempotency !== undefined ? { idempotency } : {}),
       build: (current, seq) => {
+        if (options.decide !== undefined) {
+          const op = options.decide(current[0]);
+          if (op === undefined) throw new NothingToWrite();
+          ops = [{ ...planned[0]!, op: op.op, itemOp: op }];
+        }
         const dot = dotOf(identity.origin, seq);
         const runtimes = ops.map((o) => this.table(o.table));
         // Admission of owned items happens here, where seqs are assigned: a fence or a lost lease
@@ -426,6 +453,7 @@ export class SiteNode {
       return { replayed: true, dot: dotOf(first.origin, first.seq), origin: first.origin, seq: first.seq, items: first.items, ...(units.length > 0 ? { units } : {}) };
     }
     if (result.kind === 'local' && !result.ok) {
+      if (result.error instanceof NothingToWrite) return [];
       if (result.error instanceof UnchangedSignal) {
         // the tombstone may be this site's own delete whose sync is still in flight: answer only once it is durable
         if ((unchanged!.state.c[identity.origin] ?? 0) > (this.deps.store.durableVector()[identity.origin] ?? 0)) await this.deps.store.sync();
@@ -585,6 +613,7 @@ export class SiteNode {
   async advanceVector(vector: VersionVector, gcFloor?: VersionVector): Promise<void> {
     const result = await this.committer.submit({ kind: 'advance-vector', vector, ...(gcFloor !== undefined ? { gcFloor } : {}) });
     assert(result.kind === 'advance-vector', 'advance-vector result');
+    for (const l of this.outsideLogListeners) l('snapshot installed');
   }
 
   /** Anti-entropy and snapshots: joins peers' states into local items (no log entry, vector unchanged). */
@@ -624,6 +653,7 @@ export class SiteNode {
       this.log.error({ keys: items.slice(0, 10).map((i) => `${i.table}/${i.key}`), reason: result.failed }, 'peer item states could not be joined here: not repaired');
       return 0;
     }
+    if (changed > 0 && covering === undefined) for (const l of this.outsideLogListeners) l('anti-entropy repair');
     return changed;
   }
 
@@ -732,6 +762,7 @@ export class SiteNode {
 }
 
 class UnchangedSignal extends Error {}
+class NothingToWrite extends Error {}
 
 /** A void owned item seen in a peer's entry, kept until its unit's owner compensates it. */
 interface VoidItem extends VoidedWrite {

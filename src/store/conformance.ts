@@ -5,11 +5,14 @@ import { decode, encode } from '@msgpack/msgpack';
 import { describe, expect, it } from 'vitest';
 import { emptyState, type ItemState } from '../core/item.js';
 import { dotOf, type VersionVector } from '../core/vector.js';
-import type { CommitRequest, ItemRecord, LogEntry, RemoteApply, Store } from './types.js';
+import type { CommitRequest, ItemRecord, LocalCommit, LogEntry, LogRecord, RemoteApply, Store } from './types.js';
+import { commitClockOf, decodeLogEntry } from './log-codec.js';
 
 export interface StoreFactory {
   /** A new, empty store for `siteId` at a fresh location. */
   create(siteId: string): Promise<{ store: Store; reopen(): Store }>;
+  /** A new path for a snapshot file, and a store of `siteId` opened from such a file. */
+  snapshotFiles?: { path(): string; open(path: string, siteId: string): Store };
 }
 
 function stateFor(dot: string, value: number): ItemState {
@@ -472,5 +475,70 @@ export function storeSuite(name: string, factory: StoreFactory): void {
       await a.store.close();
       await b.store.close();
     });
+
+    it('a local entry carries its commit clock, which the write\'s own hlc does not drag; entries without one still decode', async () => {
+      const { store } = await factory.create('s1');
+      const id = await store.open();
+      await store.commit([{ ...(put('t', 'a') as LocalCommit), build: (_c, seq) => ({ records: [record('t', 'a', stateFor(dotOf(id.origin, seq), 1))], hlc: '00000000ffff0000', clock: '0000000000030000' }) }]);
+      const [e] = await store.readLog({}, 10, 1 << 20);
+      expect(e).toMatchObject({ hlc: '00000000ffff0000', clock: '0000000000030000' });
+      expect(commitClockOf(e!)).toBe('0000000000030000');
+      expect(commitClockOf(entry('p.1', 1, 'x'))).toBe('0000000000020000');
+      await store.close();
+    });
+
+    it('boundary: vector, digests, clock and floors of what is durable, read together; own entries reach listeners once durable', async () => {
+      const { store } = await factory.create('s1');
+      const id = await store.open();
+      const heard: LogRecord[] = [];
+      const stop = store.onDurableOwnEntries((records) => {
+        // called after the commit's sync: the durable vector covers every record it is given
+        for (const r of records) expect(store.durableVector()[id.origin]).toBeGreaterThanOrEqual(r.seq);
+        heard.push(...records);
+      });
+      await store.commit([put('t', 'a'), remote(entry('p.1', 1, 'x'))]);
+      await store.commit([remote(entry('p.1', 2, 'y'))], { sync: false });
+      const b = await store.boundary();
+      expect(b.vector).toEqual({ [id.origin]: 1, 'p.1': 2 });
+      expect(store.durableVector()).toEqual(b.vector);
+      expect(b.digests).toEqual(await store.digests());
+      expect(b.logFloor).toEqual({});
+      expect(b.gcFloor).toEqual({});
+      expect(b.maxHlc >= '0000000000010000').toBe(true);
+      await store.commit([put('t', 'b')]);
+      expect(heard.map((r) => [r.origin, r.seq])).toEqual([[id.origin, 1], [id.origin, 2]]);
+      expect(decodeLogEntry(heard[1]!.body).items[0]!.key).toBe('b');
+      stop();
+      await store.commit([put('t', 'c')]);
+      expect(heard).toHaveLength(2);
+      await store.close();
+    });
+
+    it('snapshotToFile: a copy of items, vector, floors and identity that opens as a store, with an empty log', async () => {
+      if (factory.snapshotFiles === undefined) return;
+      const { store } = await factory.create('s1');
+      const id = await store.open();
+      await store.commit([put('t', 'a'), put('t', 'b'), remote(entry('p.1', 1, 'x')), remoteTombstone('t', 'gone', 'p.1:2')]);
+      const path = factory.snapshotFiles.path();
+      const info = await store.snapshotToFile(path, { itemsPerStep: 1, pauseMs: 0 });
+      expect(info.vector).toEqual(store.vector());
+      expect(info.items).toBe(4);
+      const copy = factory.snapshotFiles.open(path, 's1');
+      const copyId = await copy.open();
+      expect(copyId.origin).toBe(id.origin);
+      expect(copy.vector()).toEqual(store.vector());
+      expect(await copy.digests()).toEqual(await store.digests());
+      expect((await copy.getItem('t', 'gone'))?.live).toBe(false);
+      expect(copy.logFloor()).toEqual(store.vector());
+      expect(await copy.readLog({}, 10, 1 << 20)).toEqual([]);
+      await copy.close();
+      await store.close();
+    });
   });
+}
+
+function remoteTombstone(table: string, key: string, dot: string): CommitRequest {
+  const [origin, seq] = [dot.slice(0, dot.lastIndexOf(':')), Number(dot.slice(dot.lastIndexOf(':') + 1))];
+  const state: ItemState = { ...emptyState(), c: { [origin]: seq }, w: { h: '0000000000020000', s: 'x', d: dot } };
+  return { kind: 'remote', entry: { origin, seq, hlc: '0000000000020000', items: [{ table, key, state }] }, merge: () => ({ records: [record(table, key, state, false)], conflicts: [] }) };
 }

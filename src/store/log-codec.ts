@@ -9,11 +9,15 @@ import type { LogEntry } from './types.js';
 
 /** The entry's bytes (what encoding the LogEntry object gives) and each item's state bytes within them. */
 export function encodeLogEntry(
-  head: Pick<LogEntry, 'origin' | 'seq' | 'hlc' | 'awaitsAck' | 'epoch' | 'voids' | 'idempotency'>,
+  head: Pick<LogEntry, 'origin' | 'seq' | 'hlc' | 'awaitsAck' | 'clock' | 'epoch' | 'voids' | 'idempotency'>,
   items: { table: string; key: string; state: ItemState }[],
 ): { body: Buffer; states: Buffer[] } {
-  const w = new RawWriter().map(4 + (head.awaitsAck ? 1 : 0) + (head.epoch !== undefined ? 1 : 0) + (head.voids !== undefined ? 1 : 0) + (head.idempotency ? 1 : 0));
+  const w = new RawWriter().map(
+    4 + (head.clock !== undefined ? 1 : 0) + (head.awaitsAck ? 1 : 0) + (head.epoch !== undefined ? 1 : 0) + (head.voids !== undefined ? 1 : 0) + (head.idempotency ? 1 : 0),
+  );
   w.str('origin').str(head.origin).str('seq').uint(head.seq).str('hlc').str(head.hlc);
+  // after the fixed fields, so a reader of the older format (which ignores unknown fields) reads it
+  if (head.clock !== undefined) w.str('clock').str(head.clock);
   w.str('items').array(items.length);
   const spans: number[] = [];
   for (const it of items) {
@@ -71,4 +75,12 @@ export function logEntryStateBytes(bytes: Uint8Array): Uint8Array[] {
 
 export function decodeLogEntry(bytes: Uint8Array): LogEntry {
   return decode(bytes) as LogEntry;
+}
+
+/**
+ * The commit clock of an entry (LogEntry.clock): entries written before the field existed carry
+ * only their hlc, which was then the origin's clock unless an item's timestamp pulled it ahead.
+ */
+export function commitClockOf(entry: Pick<LogEntry, 'hlc' | 'clock'>): string {
+  return entry.clock ?? entry.hlc;
 }

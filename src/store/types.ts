@@ -39,6 +39,12 @@ export interface LogEntry {
   seq: number;
   /** hlc of the write, 16 hex digits */
   hlc: string;
+  /**
+   * The origin's commit clock (16 hex digits): the site's clock after the write, monotonic per
+   * origin and never pulled ahead by an item's timestamp (hlc may be). Point-in-time cuts use it.
+   * Absent in entries written before it existed (commitClockOf reads those as their hlc).
+   */
+  clock?: string;
   items: { table: string; key: string; state: ItemState }[];
   /** the origin waits for peers' acks of this entry (quorum or all durability): ack it at once */
   awaitsAck?: true;
@@ -91,8 +97,6 @@ export interface IdempotencyRecord {
 }
 
 export interface ConflictRecord {
-  /** why the loser lost: a concurrent write won; a failover voided it; a rewind overwrote it (default concurrent) */
-  reason?: 'concurrent' | 'voided' | 'rewound';
   table: string;
   key: string;
   loserDot: string;
@@ -101,7 +105,14 @@ export interface ConflictRecord {
   field: string;
   /** wall ms when recorded */
   atMs: number;
+  /**
+   * Why the loser lost (absent: `concurrent`): a concurrent write, a write voided by a failover,
+   * or a value overwritten by a rewind.
+   */
+  reason?: ConflictReason;
 }
+
+export type ConflictReason = 'concurrent' | 'voided' | 'rewound';
 
 export interface QuarantinedEntry {
   origin: string;
@@ -138,6 +149,30 @@ export interface LogRecord {
   seq: number;
   hlc: string;
   body: Uint8Array;
+  /** the entry's commit clock, when the reader has it at hand (own entries as committed) */
+  clock?: string;
+}
+
+/**
+ * A restore point (ARCHITECTURE.md, "Backups"): what the store durably held at one instant.
+ * `digests` hash exactly the items that `vector` covers.
+ */
+export interface StoreBoundary {
+  vector: VersionVector;
+  digests: Record<string, string>;
+  /** the store's clock high water then (hex): its local commit time */
+  maxHlc: string;
+  gcFloor: VersionVector;
+  logFloor: VersionVector;
+}
+
+/** What a snapshot file copied from the store holds (Store.snapshotToFile). */
+export interface SnapshotFileInfo {
+  vector: VersionVector;
+  gcFloor: VersionVector;
+  maxHlc: string;
+  items: number;
+  bytes: number;
 }
 
 /** Applying a peer's entry: joins it into the current records. */
@@ -290,6 +325,24 @@ export interface Store {
   quarantined(limit: number): Promise<QuarantinedEntry[]>;
   /** Per-table digest of live items' canonical content (equal across sites iff contents are); tables with no live item are absent. */
   digests(): Promise<Record<string, string>>;
+  /**
+   * A restore point read at one instant, durable only: it waits until everything the items (and so
+   * the digests) hold is on disk, and reads vector, digests, clock and floors in the same turn.
+   */
+  boundary(): Promise<StoreBoundary>;
+  /**
+   * Calls `listener` with this site's own log entries (their stored bytes and commit clocks) once
+   * their commit is durable, in seq order: what a continuous backup ships without reading the log
+   * back. Returns the function that removes the listener.
+   */
+  onDurableOwnEntries(listener: (records: LogRecord[]) => void): () => void;
+  /**
+   * Copies a consistent image of the store (items, tombstones, vector, floors, identity; no log)
+   * into a new file at `path`, off the main thread, in one read transaction, throttled to
+   * `itemsPerStep` rows every `pauseMs`. Resolves once the copy holds nothing this site has not
+   * made durable. The file opens as a store of this backend (a restore's starting point).
+   */
+  snapshotToFile(path: string, options: { itemsPerStep: number; pauseMs: number }): Promise<SnapshotFileInfo>;
   /** Per-bucket digests of one table (256 buckets by key hash), for anti-entropy. */
   bucketDigests(table: string): Promise<string[]>;
   /** Items (tombstones included) of the given buckets, in key order after `after`. */

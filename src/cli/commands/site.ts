@@ -4,6 +4,9 @@ import { loadConfigFile } from '../../config/load.js';
 import { faultsFromEnv, startSite, type RunningSite } from '../../site/run-site.js';
 import { UsageError } from '../usage.js';
 import { siteExtension } from '../../site/extension.js';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { detachedMarker } from '../../backup/restore-site.js';
 
 export function registerSiteCommand(program: Command): void {
   program
@@ -23,12 +26,14 @@ export function registerSiteCommand(program: Command): void {
         throw new UsageError((e as Error).message);
       }
       const site: { running?: RunningSite } = {};
+      // a restored store stays detached (read-only, no peering) until `tandem restore --rejoin`
+      const detached = existsSync(join(opts.dataDir, opts.site, detachedMarker));
       const running = await startSite({
         config,
         siteId: opts.site,
         dataDir: opts.dataDir,
         configPath: opts.config,
-        extend: siteExtension,
+        ...(detached ? {} : { extend: siteExtension }),
         faults,
         // Fail-stop: the store acknowledges nothing more. Stopping answers what is in flight (503),
         // then the exit code tells the supervisor; a restart recovers from what is on disk.
@@ -38,7 +43,7 @@ export function registerSiteCommand(program: Command): void {
         },
       });
       site.running = running;
-      process.stdout.write(`site ${opts.site} ${running.url}\n`);
+      process.stdout.write(`site ${opts.site} ${running.url}${detached ? ' (detached restore: read-only, no peering)' : ''}\n`);
       const shutdown = () => {
         void running.stop().then(
           () => process.exit(0),

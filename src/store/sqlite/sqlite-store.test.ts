@@ -15,6 +15,10 @@ storeSuite('sqlite', {
     const make = () => new SqliteStore({ path, siteId, wallMs: () => clock++, conflictEntriesMax: 1000 });
     return { store: make(), reopen: make };
   },
+  snapshotFiles: {
+    path: () => join(mkdtempSync(join(tmpdir(), 'tandem-snap-')), 'store.db'),
+    open: (path, siteId) => new SqliteStore({ path, siteId, wallMs: () => clock++, conflictEntriesMax: 1000 }),
+  },
 });
 
 /** A new store of site a, opened once and closed: its path. */
