@@ -26,7 +26,7 @@ describe('tandem drill', () => {
     const check = run('drill', 'check', join(mkdtempSync(join(tmpdir(), 'tandem-drill-cli-')), 'none'));
     expect([check.status, check.stderr]).toEqual([2, expect.stringMatching(/drill check .*recording\.json/)]);
     const rewind = run('drill', 'bad-delete');
-    expect([rewind.status, rewind.stderr]).toEqual([2, expect.stringMatching(/bad-delete needs point-in-time rewind \(issue #17\)/)]);
+    expect([rewind.status, rewind.stderr]).toEqual([2, expect.stringMatching(/bad-delete: this build has `tandem rewind`, but the bad-delete drill is not written yet/)]);
     const power = run('drill', 'gray-failure', '--power-loss');
     expect([power.status, power.stderr]).toEqual([2, expect.stringMatching(/--power-loss: only with site-crash/)]);
   });

@@ -30,7 +30,9 @@ describe('power loss', { timeout: 180_000 }, () => {
     const { report } = await runDrill(options({}));
     const loss = report.executedFaults.find((f) => f.action.kind === 'power-loss')!;
     expect(loss.result).toMatch(/WAL truncated from \d+ to \d+ bytes/);
-    expect(report.rpo.lostAckedWrites, report.failures.join('; ')).toBe(0);
+    // the victim's partition may fail over while it is down: its local-durability writes that had
+    // not left it are voided by the cut (RPO by design, counted apart); nothing else may be lost
+    expect(report.rpo.lostAckedWrites - report.rpo.voidedByFailover, report.failures.join('; ')).toBe(0);
     expect(report.anomalies).toEqual([]);
   });
 

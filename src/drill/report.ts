@@ -178,7 +178,8 @@ export function checkDrill(rec: DrillRecording): DrillReport {
   const voidedByFailover = lost.filter((l) => l.durability === 'local' && l.why === 'voided' && (tables[l.table]?.pattern ?? 'local') !== 'local');
   const lostLocal = lost.filter((l) => l.durability === 'local' && !voidedByFailover.includes(l));
   const lostTimes = lost.map((l) => l.intendedMs);
-  const anomalies: Anomaly[] = [...lostWriteAnomalies(lost)];
+  // writes voided by a failover's cut are RPO by design (below), reported in rpo.lost, not anomalies
+  const anomalies: Anomaly[] = [...lostWriteAnomalies(lost.filter((l) => !(l.durability === 'local' && l.why === 'voided' && (tables[l.table]?.pattern ?? 'local') !== 'local')))];
   const finalItem = (table: string, key: string) => finals[0]?.items.get(itemRef(table, key));
   anomalies.push(...checkCounters(rec.history, finalItem));
   anomalies.push(...checkSessions(rec.history));
