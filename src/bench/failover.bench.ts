@@ -44,6 +44,7 @@ import { siteOfOrigin } from '../core/vector.js';
 import { realClock, realTimers } from '../platform/real/real-env.js';
 import { latencyMs, newLatencyHistogram, runLoad, type LoadRequest } from './load.js';
 import { BenchUsageError, dataParent, foreignCoresMax, fsTypeOf, machineBusySeconds, ownCpuSeconds, parseBenchFlags, processCpuSeconds, round, waitQuiet } from './machine.js';
+import type { HistoryEntry } from '../topology/record.js';
 
 // ---------- arguments ----------
 
@@ -245,15 +246,6 @@ async function getJson<T>(url: string, timeoutMs = 3_000): Promise<T | undefined
   } catch {
     return undefined;
   }
-}
-
-interface HistoryEntry {
-  epoch: number;
-  action: string;
-  by: string;
-  why: string;
-  atMs: number;
-  detail?: string;
 }
 
 interface TopologyView {

@@ -8,6 +8,7 @@ import { createWriteStream, readFileSync } from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Agent, request } from 'undici';
 import { SeededRandom } from '../platform/sim/random.js';
+import { realTimers } from '../platform/real/real-env.js';
 import { outcomeOf, outcomeOfError, problemName, type OpKind, type OpRecord } from './op-history.js';
 import { bodyOf, planWorkload, type PlannedOp, type WorkloadSpec } from './workload.js';
 
@@ -191,7 +192,7 @@ async function main(): Promise<void> {
       }
       counts.inFlight = inFlight.size;
       if (next.done) return resolve();
-      setTimeout(tick, Math.max(0, next.value.intendedMs - nowMs()));
+      realTimers.after(Math.max(0, next.value.intendedMs - nowMs()), tick);
     };
     tick();
   });
@@ -200,7 +201,7 @@ async function main(): Promise<void> {
   const random = new SeededRandom(spec.workload.seed).fork('closed-loop');
   const sites = Object.keys(spec.siteUrls);
   const pickVia = (r: SeededRandom) => (r.chance(0.5) ? 'router' : sites[r.int(sites.length)]!);
-  const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const pause = (ms: number) => realTimers.sleep(ms);
 
   const sessionClient = async (c: number, table: string): Promise<void> => {
     const r0 = random.fork(`session-${c}`);
@@ -254,14 +255,17 @@ async function main(): Promise<void> {
   for (let c = 0; c < (spec.session?.clients ?? 0); c++) closed.push(sessionClient(c, spec.session!.table));
   for (let c = 0; c < (spec.list?.clients ?? 0); c++) closed.push(listClient(c, spec.list!.table, spec.list!.keys));
 
-  const ticker = setInterval(() => progress('progress'), 500);
+  let ticker = realTimers.after(500, function report() {
+    progress('progress');
+    ticker = realTimers.after(500, report);
+  });
   process.once('SIGTERM', () => {
     stopping = true;
   });
   await openDone;
   await Promise.all(closed);
   await Promise.all(inFlight);
-  clearInterval(ticker);
+  ticker.cancel();
   lag.disable();
   recent.disable();
   counts.inFlight = 0;

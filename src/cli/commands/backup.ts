@@ -12,6 +12,7 @@ import { readCatalog } from '../../backup/catalog.js';
 import { verifyBackup } from '../../backup/verify.js';
 import { hlcFromHex, hlcMs } from '../../core/hlc.js';
 import { openRestoredStore } from '../../site/restored-store.js';
+import { realClock } from '../../platform/real/real-env.js';
 import { backupContext, failed, terminalProgress } from '../backup-common.js';
 import { UsageError } from '../usage.js';
 
@@ -108,7 +109,7 @@ export function registerBackupCommands(program: Command): void {
           ...(opts.site !== undefined ? { site: opts.site } : {}),
           scratchDir: opts.scratchDir ?? mkdtempSync(join(tmpdir(), 'tandem-verify-')),
           open: (path, site) => openRestoredStore(ctx.config, site, path),
-          nowMs: () => Date.now(),
+          nowMs: () => realClock.wallMs(),
           ...(progress ? { progress } : {}),
         });
         if (opts.json) process.stdout.write(`${JSON.stringify({ ok: true, ...summary })}\n`);

@@ -4,6 +4,7 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { limits } from '../../limits.js';
+import { realRandom } from '../../platform/real/real-env.js';
 import { readRecording, runDrill, ScenarioUnavailable } from '../../drill/run-drill.js';
 import { checkDrill, summarize } from '../../drill/report.js';
 import { scenarioNames, scenarios, type ScenarioName } from '../../drill/scenarios.js';
@@ -70,7 +71,7 @@ export function registerDrillCommand(program: Command): void {
       if (dir !== undefined) throw new UsageError(`unexpected argument ${dir}`);
       const scenario = what as ScenarioName;
       if (opts.powerLoss && scenario !== 'site-crash') throw new UsageError('--power-loss: only with site-crash');
-      const seed = opts.seed ?? Math.floor(Math.random() * 2 ** 31);
+      const seed = opts.seed ?? realRandom.int(2 ** 31);
       const reportDir = opts.report ?? `.tandem/drills/${scenario}-seed${seed}`;
       const replay = [
         'tandem drill',

@@ -13,6 +13,7 @@ import { parseTime } from '../../backup/time.js';
 import type { ClusterConfig } from '../../config/schema.js';
 import { dominates, type VersionVector } from '../../core/vector.js';
 import { limits } from '../../limits.js';
+import { realClock } from '../../platform/real/real-env.js';
 import { openRestoredStore } from '../../site/restored-store.js';
 import { SqliteStore } from '../../store/sqlite/sqlite-store.js';
 import { backupContext, failed, terminalProgress } from '../backup-common.js';
@@ -38,7 +39,7 @@ async function rejoin(config: ClusterConfig, site: string, dataDir: string): Pro
   const reasons: string[] = [];
   const self = config.sites.find((s) => s.id === site)!;
   if ((await statusOf(self.url)) !== undefined) reasons.push(`the old ${site} still answers at ${self.url}: it must be down or removed first`);
-  const store = new SqliteStore({ path: storePathOf(dataDir, site), siteId: site, wallMs: () => Date.now(), conflictEntriesMax: limits.conflictFeedEntriesMax });
+  const store = new SqliteStore({ path: storePathOf(dataDir, site), siteId: site, wallMs: () => realClock.wallMs(), conflictEntriesMax: limits.conflictFeedEntriesMax });
   await store.open();
   try {
     const vector = store.vector();
@@ -74,7 +75,7 @@ export function registerRestoreCommand(program: Command): void {
         throw new UsageError(`--site: ${opts.site} is not a site of ${opts.config} (sites: ${ctx.config.sites.map((s) => s.id).join(', ')})`);
       let toTimeMs: number;
       try {
-        toTimeMs = opts.toTime === undefined ? 8.64e15 : parseTime('--to-time', opts.toTime, Date.now());
+        toTimeMs = opts.toTime === undefined ? 8.64e15 : parseTime('--to-time', opts.toTime, realClock.wallMs());
       } catch (e) {
         throw new UsageError((e as Error).message);
       }
@@ -93,7 +94,7 @@ export function registerRestoreCommand(program: Command): void {
               toTimeMs,
               dataDir: opts.dataDir,
               open: (path) => openRestoredStore(ctx.config, opts.site, path),
-              nowMs: () => Date.now(),
+              nowMs: () => realClock.wallMs(),
               ...(progress ? { progress } : {}),
             })),
           };
