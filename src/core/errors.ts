@@ -8,7 +8,7 @@ export interface FieldProblem {
 export class RequestError extends Error {
   override name = 'RequestError';
   constructor(
-    readonly status: 400 | 401 | 403 | 404 | 405 | 409 | 412 | 413 | 415 | 422 | 428 | 503 | 504,
+    readonly status: 400 | 401 | 403 | 404 | 405 | 409 | 410 | 412 | 413 | 415 | 422 | 428 | 503 | 504,
     readonly type: string,
     readonly title: string,
     detail: string,

@@ -14,7 +14,7 @@ import type { TopologyService } from '../topology/topology-service.js';
 import { registerTopologyRoutes } from './topology-api.js';
 import { protocolVersion } from '../replication/protocol.js';
 import { SiteNode, type BatchOp, type Consistency, type Durability, type ReplayedWrite, type WriteOutcome } from './site-node.js';
-import { decodeSession, encodeSession, joinSession } from './session.js';
+import { decodeSession, encodeSession, joinSession, lostWrites, type Session, type SessionWrite } from './session.js';
 import { rewindItem, validateRewindRequest } from './rewind.js';
 import { canonicalVector, siteOfOrigin, type VersionVector } from '../core/vector.js';
 import {
@@ -184,9 +184,22 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
   // ---------- items ----------
   const tableParam = (req: FastifyRequest) => node.table((req.params as { table: string }).table);
   const keyParam = (req: FastifyRequest) => validateKey((req.params as { key: string }).key);
-  const sessionOf = (req: FastifyRequest): VersionVector | undefined => {
+  const sessionOf = (req: FastifyRequest): Session | undefined => {
     const raw = header(req, 'tandem-session');
-    return raw === undefined ? undefined : decodeSession(raw);
+    if (raw === undefined) return undefined;
+    const session = decodeSession(raw);
+    const topology = hooks.topology;
+    const lost = lostWrites(session, topology === undefined ? undefined : (unit, origin, seq, epoch) => topology.counts(unit, origin, seq, epoch));
+    if (lost.length > 0)
+      throw new RequestError(
+        410,
+        'session-lost',
+        'Session lost',
+        `this session's write${lost.length > 1 ? 's' : ''} ${lost.join(', ')} ${lost.length > 1 ? 'were' : 'was'} voided by a failover (acknowledged at local durability, not yet replicated when the owner failed): the session cannot read its own writes any more; start a new session (drop Tandem-Session)`,
+        [],
+        { lost },
+      );
+    return session;
   };
 
   app.get('/v1/tables/:table/items/:key', async (req, reply) => {
@@ -343,7 +356,7 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     await ensureDurable(outcomeFacts(outcomes[0]!), level);
     ensureAcknowledgeable(outcomes[0]!);
     if (outcomes.length > 0) {
-      const s = joinSession(session, outcomes[0]!.record.state.c);
+      const s = joinSession(session, outcomes[0]!.record.state.c, voidable(outcomes[0]!, level));
       reply.header('tandem-session', encodeSession(outcomes.reduce((acc, o) => joinSession(acc, o.record.state.c), s)));
     }
     return {
@@ -413,10 +426,10 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
    * Waits (bounded) until this site covers the session token. If it does not, the read goes to a
    * connected peer that does (returned), unless it was forwarded here already; else 503.
    */
-  async function waitSession(req: FastifyRequest, consistency: Consistency, session: VersionVector | undefined): Promise<string | undefined> {
+  async function waitSession(req: FastifyRequest, consistency: Consistency, session: Session | undefined): Promise<string | undefined> {
     if (consistency !== 'session' || session === undefined) return undefined;
-    if (await node.waitForSession(session, sessionWaitMs)) return undefined;
-    const covering = header(req, forwardedHeader) === undefined ? hooks.coveringPeer?.(session) : undefined;
+    if (await node.waitForSession(session.v, sessionWaitMs)) return undefined;
+    const covering = header(req, forwardedHeader) === undefined ? hooks.coveringPeer?.(session.v) : undefined;
     if (covering !== undefined) return covering;
     throw sessionUnavailable();
   }
@@ -480,7 +493,7 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
    * A repeat under a known Idempotency-Key: the first write's answer, once that write is as durable
    * as this request asks (the first may still be waiting for its quorum).
    */
-  async function answerReplay(reply: FastifyReply, first: ReplayedWrite, durability: Durability, session: VersionVector | undefined) {
+  async function answerReplay(reply: FastifyReply, first: ReplayedWrite, durability: Durability, session: Session | undefined) {
     const item = first.items[0]!;
     await ensureDurable({ dot: first.dot, version: item.version, wrote: true }, durability);
     if (!node.acknowledgeable(first))
@@ -491,12 +504,12 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     return { key: item.key, version: item.version, dot: first.dot, origin: item.origin };
   }
 
-  async function answerWrite(reply: FastifyReply, outcome: WriteOutcome, durability: Durability, session: VersionVector | undefined) {
+  async function answerWrite(reply: FastifyReply, outcome: WriteOutcome, durability: Durability, session: Session | undefined) {
     await ensureDurable(outcomeFacts(outcome), durability);
     ensureAcknowledgeable(outcome);
     const rec: ItemRecord = outcome.record;
     reply.header('etag', `"${rec.version}"`);
-    reply.header('tandem-session', encodeSession(joinSession(session, rec.state.c)));
+    reply.header('tandem-session', encodeSession(joinSession(session, rec.state.c, voidable(outcome, durability))));
     return { key: rec.key, version: rec.version, dot: outcome.dot, origin: rec.origin };
   }
 
@@ -555,6 +568,12 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
   }
 
   return app;
+}
+
+/** An owned write acknowledged at `local` durability: a failover may still void it, so its session remembers it. */
+function voidable(outcome: WriteOutcome, durability: Durability): SessionWrite | undefined {
+  if (outcome.owned === undefined || durability !== 'local' || !outcome.wrote) return undefined;
+  return { dot: outcome.dot, units: outcome.owned.units, epoch: outcome.owned.epoch };
 }
 
 function strongestDurability(levels: Durability[]): Durability {
