@@ -561,6 +561,12 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     } finally {
       timer.cancel();
     }
+    // the owner moved on between our look-up and its answer, and it wrote nothing: the caller's
+    // bounded owner-wait loop looks the owner up again instead of handing the client a 503
+    if (why === 'owner' && res.status === 503) {
+      const moved = ownerChangedDetail(bytes);
+      if (moved !== undefined) throw RequestError.unavailable('owner-changed', `${owner} answered: ${moved}`);
+    }
     reply.code(res.status);
     for (const h of ['content-type', 'etag', 'tandem-session', 'retry-after', replayedHeader]) if (res.headers[h]) reply.header(h, res.headers[h]);
     reply.header('tandem-site', res.headers['tandem-site'] ?? owner);
@@ -568,6 +574,16 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
   }
 
   return app;
+}
+
+/** The detail of a forwarded 503 `owner-changed` answer (nothing was written there), else undefined. */
+function ownerChangedDetail(bytes: Uint8Array): string | undefined {
+  try {
+    const p = JSON.parse(Buffer.from(bytes).toString('utf8')) as { type?: unknown; detail?: unknown };
+    return p.type === problemType('owner-changed') ? String(p.detail ?? 'owner changed') : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** An owned write acknowledged at `local` durability: a failover may still void it, so its session remembers it. */
