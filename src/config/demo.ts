@@ -32,6 +32,8 @@ export function demoConfig(options: { sites: number; basePort: number; secret?: 
         counters: { pattern: 'local', conflict: 'crdt', fields: { n: 'counter', tags: 'set' } },
         orders: { pattern: 'partitioned', home: { from: 'key-prefix', separator: ':' } },
         ledger: { pattern: 'global', writeSite: first, durability: 'quorum' },
+        // "p7:s-1" lives where partition p7 was first written
+        sessions: { pattern: 'partitioned', home: { from: 'first-writer', separator: ':' } },
       },
       router: {
         listen: `127.0.0.1:${basePort}`,

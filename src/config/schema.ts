@@ -21,8 +21,17 @@ export const tableNamePattern = /^[A-Za-z0-9_.-]{1,64}$/;
 
 const homeSchema = z.discriminatedUnion('from', [
   z.strictObject({ from: z.literal('key-prefix'), separator: z.string().min(1).max(8).default(':') }),
-  z.strictObject({ from: z.literal('first-writer') }),
+  // the partition is the key part before the separator; the first site to write to it becomes its home
+  z.strictObject({ from: z.literal('first-writer'), separator: z.string().min(1).max(8).default(':') }),
 ]);
+
+/**
+ * The system's `global` table of first-writer home assignments (topology/home-registry.ts): one
+ * item per claimed partition, key `<table>/<partition>`, value `{ site }`. Added to every config
+ * that has a `first-writer` table; owned and failed over like any global table, quorum durability,
+ * so an assignment once answered survives any failover.
+ */
+export const homeRegistryTable = '_homes';
 
 export const tableSchema = z
   .strictObject({
@@ -119,6 +128,9 @@ export const clusterSchema = z
       }
       ids.add(s.id);
     });
+    const registry = c.tables[homeRegistryTable];
+    if (registry !== undefined && (registry.pattern !== 'global' || registry.durability !== 'quorum' || registry.conflict !== 'lww'))
+      ctx.addIssue({ code: 'custom', path: ['tables', homeRegistryTable], message: `the table name ${homeRegistryTable} is reserved for the first-writer home registry` });
     for (const [name, t] of Object.entries(c.tables)) {
       if (t.writeSite !== undefined && !c.sites.some((s) => s.id === t.writeSite))
         ctx.addIssue({ code: 'custom', path: ['tables', name, 'writeSite'], message: `unknown site ${t.writeSite}` });
@@ -126,7 +138,26 @@ export const clusterSchema = z
         if (!c.sites.some((s) => s.id === id)) ctx.addIssue({ code: 'custom', path: ['tables', name, 'failoverOrder', i], message: `unknown site ${id}` });
       });
     }
+  })
+  .transform((c) => withHomeRegistry(c));
+
+/**
+ * Adds the home registry table when some table assigns homes by first writer (idempotent: a parsed
+ * config written out and read again keeps the same one). It follows the first such table's
+ * failoverOrder, else the config's site order.
+ */
+function withHomeRegistry<C extends { sites: { id: string }[]; tables: Record<string, z.infer<typeof tableSchema>> }>(c: C): C {
+  const firstWriter = Object.entries(c.tables).filter(([name, t]) => name !== homeRegistryTable && t.home?.from === 'first-writer');
+  if (firstWriter.length === 0 || c.tables[homeRegistryTable] !== undefined) return c;
+  const order = firstWriter[0]![1].failoverOrder;
+  const registry = tableSchema.parse({
+    pattern: 'global',
+    writeSite: order?.[0] ?? c.sites[0]!.id,
+    ...(order !== undefined ? { failoverOrder: order } : {}),
+    durability: 'quorum',
   });
+  return { ...c, tables: { ...c.tables, [homeRegistryTable]: registry } };
+}
 
 export type ClusterConfig = z.infer<typeof clusterSchema>;
 export type SiteConfig = z.infer<typeof siteSchema>;

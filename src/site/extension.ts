@@ -8,6 +8,7 @@ import { SqliteVoterStorage } from '../topology/voter-storage.js';
 import { followMembership } from '../topology/follow-membership.js';
 import { quorumSets } from '../topology/members.js';
 import { siteBackup } from './backup-wiring.js';
+import { HomeRegistry } from './home-registry.js';
 import type { StartSiteOptions } from './run-site.js';
 
 export function peerUrlsFromEnv(raw: string | undefined): Record<string, string> | undefined {
@@ -33,12 +34,21 @@ export const siteExtension: NonNullable<StartSiteOptions['extend']> = (node, env
   });
   node.attachOwnership(topology);
   topology.onChange(() => node.ownershipChanged());
+  const homes = new HomeRegistry({
+    env,
+    node,
+    topology,
+    auth: { cluster: node.config.cluster, secret: node.config.secret, knownSites: new Set(node.config.sites.map((s) => s.id)) },
+    peerUrl: (id) => peerUrls?.[id] ?? node.config.sites.find((s) => s.id === id)?.url ?? topology.record().members.find((m) => m.id === id)?.url,
+    awaitQuorum: (dot) => holder.replicator?.awaitDurability(dot, 'quorum') ?? Promise.resolve(false),
+  });
+  topology.useHomeDirectory(homes);
   const replicator = new Replicator({
     env,
     node,
     config: node.config,
     ...(peerUrls ? { peerUrls } : {}),
-    extraRoutes: topology.routes(),
+    extraRoutes: { ...topology.routes(), ...homes.routes() },
     // joint quorums while data membership changes (topology/members.ts)
     quorumSets: () => quorumSets(topology.record()),
     heartbeatMs: 500,
@@ -72,6 +82,7 @@ export const siteExtension: NonNullable<StartSiteOptions['extend']> = (node, env
       ...(backup ? { backup: { now: () => backup.backup.backupNow(), status: () => backup.backup.status() } } : {}),
     },
     start: () => {
+      void homes.load().catch((e: unknown) => env.log.error({ err: e }, 'the home registry could not be read: homes are looked up on demand'));
       replicator.run();
       topology.run();
       backup?.start();

@@ -214,6 +214,7 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
           `Tandem-Consistency: strong is not available on table ${table.name} (pattern local: multi-master LWW cannot be linearizable); use a global or partitioned table`,
           [{ path: 'header.tandem-consistency', message: 'strong needs a global or partitioned table' }],
         );
+      await node.resolveHomes([{ table: table.name, key }], 'read');
       const owner = node.writeOwner(table, key);
       if (owner !== undefined) return forward(req, reply, owner);
       node.assertStrongReadable(table, key);
@@ -248,6 +249,7 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     const idempotencyKey = parseIdempotencyKey(header(req, 'idempotency-key'));
     const itemOp = op(req);
     const attempt = async (parked: boolean) => {
+      await node.resolveHomes([{ table: table.name, key }], 'write');
       const owner = node.writeOwner(table, key);
       if (owner !== undefined) return forward(req, reply, owner, 'owner', parked);
       await refuseWithoutQuorum(durability);
@@ -335,6 +337,7 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     const durability = oneOf('Tandem-Durability', header(req, 'tandem-durability'), durabilities);
     const idempotencyKey = parseIdempotencyKey(header(req, 'idempotency-key'));
     const batchOps: BatchOp[] = ops.map((o) => ({ op: o.itemOp.op, table: node.table(o.table).name, key: o.key, itemOp: o.itemOp }));
+    await node.resolveHomes(batchOps, 'write');
     const owners = new Set(ops.map((o) => node.writeOwner(node.table(o.table), o.key) ?? node.siteId));
     if (owners.size > 1 || (owners.size === 1 && !owners.has(node.siteId))) {
       if (owners.size === 1 && !ops.some((o) => node.table(o.table).config.pattern === 'local'))
@@ -369,6 +372,7 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     const table = tableParam(req);
     const key = keyParam(req);
     const body = validateRewindRequest(req.body);
+    await node.resolveHomes([{ table: table.name, key }], 'write');
     const owner = node.writeOwner(table, key);
     if (owner !== undefined) return forward(req, reply, owner);
     const answer = await rewindItem(env, node, table, key, body);

@@ -255,6 +255,11 @@ export class SiteNode {
     if (unit !== undefined) this.ownership!.assertStrongReadable(unit);
   }
 
+  /** Makes the first-writer homes of these items known before their units are asked (topology/home-registry.ts). */
+  async resolveHomes(items: { table: string; key: string }[], mode: 'write' | 'read'): Promise<void> {
+    await this.ownership?.resolveHomes?.(items, mode);
+  }
+
   /** The unit (topology/record.ts) an item belongs to, or undefined for a `local` table. */
   unitOf(table: TableRuntime, key: string): string | undefined {
     return this.ownership?.unitFor(table.name, table.config, key);
@@ -477,6 +482,8 @@ export class SiteNode {
       const newest = Math.max(0, ...entries.map((e) => e.epoch ?? 0));
       if (newest > this.ownership.epoch() && !(await this.ownership.learnEpoch(newest)))
         throw new Error(`entries of topology epoch ${newest} arrived before this site could learn that epoch (it knows ${this.ownership.epoch()}); will retry`);
+      // so is the unit of a first-writer item: its partition's home must be known here first
+      await this.ownership.resolveHomes?.(entries.flatMap((e) => e.items), 'apply');
     }
     // what this site already has (from another peer, usually) is not worth a place in a commit
     const have = this.vector();

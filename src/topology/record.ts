@@ -110,7 +110,11 @@ export function genesisTopology(config: ClusterConfig): Topology {
       }
       homes[name] = map;
       for (const [p, owner] of Object.entries(map)) changes.push({ epoch: 0, unit: unitOf(name, p), owner });
-    } else if (t.pattern === 'partitioned') homes[name] = {};
+    } else if (t.pattern === 'partitioned') {
+      // first-writer: one unit per site, named by it; the registry maps each partition to one of them
+      homes[name] = Object.fromEntries(config.sites.map((s) => [s.id, s.id]));
+      for (const s of config.sites) changes.push({ epoch: 0, unit: unitOf(name, s.id), owner: s.id });
+    }
   }
   return {
     epoch: 0,

@@ -23,6 +23,7 @@ import { msgpackResponse, problem } from '../replication/feed-server.js';
 import { decodeMessage } from '../replication/protocol.js';
 import type { IncomingRequest, TransportResponse } from '../platform/env.js';
 import { LeaseHolder } from './lease.js';
+import { partitionOf, type HomeDirectory, type HomeResolveMode } from './home-registry.js';
 import { grantAgeMs, propose, silentForMs, Voter, type VoterReply, type VoterRequest, type VoterStorage, type VoterView } from './paxos.js';
 import {
   addCut,
@@ -65,6 +66,8 @@ export interface Ownership {
   assertStrongReadable(unit: string): void;
   /** Whether entry (origin, seq) counts by membership: false beyond a removed site's final cut (members.ts). */
   originCounts?(origin: string, seq: number): boolean;
+  /** Makes the first-writer homes of these items known here before unitFor is asked (home-registry.ts). */
+  resolveHomes?(items: { table: string; key: string }[], mode: HomeResolveMode): Promise<void>;
 }
 
 /** What the driver needs of its site. */
@@ -123,6 +126,8 @@ export class TopologyService implements Ownership {
   /** per unit: the install epoch whose cut this site verified it holds durably */
   private readonly promoted = new Map<string, number>();
   private readonly listeners = new Set<(t: Topology) => void>();
+  /** the site's registry of first-writer homes (site/home-registry.ts) */
+  private homeDirectory: HomeDirectory | undefined;
   private readonly log;
 
   constructor(private readonly options: TopologyServiceOptions) {
@@ -208,14 +213,30 @@ export class TopologyService implements Ownership {
     };
   }
 
+  useHomeDirectory(directory: HomeDirectory): void {
+    this.homeDirectory = directory;
+  }
+
+  resolveHomes(items: { table: string; key: string }[], mode: HomeResolveMode): Promise<void> {
+    return this.homeDirectory?.resolve(items, mode) ?? Promise.resolve();
+  }
+
   // ---- the write path -------------------------------------------------------------------------
 
   unitFor(table: string, config: TableConfig, key: string): string | undefined {
     if (config.pattern === 'local') return undefined;
     if (config.pattern === 'global') return unitOf(table);
     const home = config.home!;
-    if (home.from === 'first-writer')
-      throw RequestError.unavailable('home-assignment-unavailable', `table ${table} assigns homes by first writer, which this version does not support yet`, 5);
+    if (home.from === 'first-writer') {
+      // the partition's home site names its unit; who owns that unit now is the topology's
+      const partition = partitionOf(table, home.separator, key);
+      const site = this.homeDirectory?.homeOf(table, partition);
+      if (site === undefined)
+        throw RequestError.unavailable('home-assignment-unavailable', `the home of partition "${partition}" of table ${table} is not known at ${this.siteId} yet; nothing was written: retry shortly`, 1);
+      if (!(site in (this.record().homes[table] ?? {})))
+        throw RequestError.unavailable('home-assignment-unavailable', `partition "${partition}" of table ${table} is homed at ${site}, which has no unit of ${table} at epoch ${this.epoch()}`, 5);
+      return unitOf(table, site);
+    }
     const i = key.indexOf(home.separator);
     if (i <= 0)
       throw RequestError.badRequest(`key must start with a home site or region followed by "${home.separator}" (table ${table} is partitioned by key prefix)`, [

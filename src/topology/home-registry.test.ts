@@ -1,0 +1,81 @@
+import { describe, expect, it } from 'vitest';
+import { parseConfig } from '../config/load.js';
+import { homeRegistryTable } from '../config/schema.js';
+import { RequestError } from '../core/errors.js';
+import { HomeCache, homeOfValue, parseRegistryKey, partitionOf, registryKey } from './home-registry.js';
+import { genesisTopology } from './record.js';
+
+const raw = (tables: Record<string, unknown>) => ({
+  cluster: 'fw',
+  secret: 'first-writer-test-secret-0123456789',
+  sites: [
+    { id: 'us-east', url: 'http://127.0.0.1:7101' },
+    { id: 'eu-west', url: 'http://127.0.0.1:7102' },
+  ],
+  tables,
+});
+
+describe('first-writer partitions and registry keys', () => {
+  it('takes the partition before the separator and refuses a key without one (400)', () => {
+    expect(partitionOf('sessions', ':', 'p1:a:b')).toBe('p1');
+    expect(partitionOf('sessions', '::', 'p1::a')).toBe('p1');
+    for (const key of ['nosep', ':leading'])
+      expect(() => partitionOf('sessions', ':', key)).toThrow(expect.objectContaining({ status: 400, errors: [{ path: 'key', message: 'expected <partition>:<id>' }] }) as RequestError);
+  });
+
+  it('round-trips registry keys, partitions holding "/" included, and reads only { site } values', () => {
+    expect(parseRegistryKey(registryKey('sessions', 'a/b'))).toEqual({ table: 'sessions', partition: 'a/b' });
+    expect(parseRegistryKey('nopartition/')).toBeUndefined();
+    expect(parseRegistryKey('/p')).toBeUndefined();
+    expect(homeOfValue({ site: 'us-east' })).toBe('us-east');
+    for (const v of [null, [], { site: '' }, { site: 3 }, 'us-east']) expect(homeOfValue(v)).toBeUndefined();
+  });
+});
+
+describe('HomeCache', () => {
+  it('keeps the first home of a partition: a different second one is refused', () => {
+    const cache = new HomeCache(10);
+    expect(cache.set('t', 'p', 'us-east')).toBe(true);
+    expect(cache.set('t', 'p', 'us-east')).toBe(true);
+    expect(cache.set('t', 'p', 'eu-west')).toBe(false);
+    expect(cache.get('t', 'p')).toBe('us-east');
+    expect(cache.get('other', 'p')).toBeUndefined();
+  });
+
+  it('is bounded, dropping the least recently used first', () => {
+    const cache = new HomeCache(2);
+    cache.set('t', 'a', 's1');
+    cache.set('t', 'b', 's2');
+    expect(cache.get('t', 'a')).toBe('s1');
+    cache.set('t', 'c', 's3');
+    expect(cache.size).toBe(2);
+    expect(cache.get('t', 'b')).toBeUndefined();
+    expect(cache.get('t', 'a')).toBe('s1');
+    expect(cache.get('t', 'c')).toBe('s3');
+  });
+});
+
+describe('config and genesis of first-writer tables', () => {
+  it('adds the quorum registry table, following the first such table\'s failoverOrder, idempotently', () => {
+    const config = parseConfig(raw({ sessions: { pattern: 'partitioned', home: { from: 'first-writer' }, failoverOrder: ['eu-west', 'us-east'] } }));
+    expect(config.tables.sessions!.home).toEqual({ from: 'first-writer', separator: ':' });
+    expect(config.tables[homeRegistryTable]).toMatchObject({ pattern: 'global', writeSite: 'eu-west', failoverOrder: ['eu-west', 'us-east'], durability: 'quorum', conflict: 'lww' });
+    // a parsed config written out and read again (local clusters, drills) keeps the same registry
+    expect(parseConfig(JSON.parse(JSON.stringify(config)))).toEqual(config);
+    expect(parseConfig(raw({ orders: { pattern: 'partitioned', home: { from: 'key-prefix' } } })).tables[homeRegistryTable]).toBeUndefined();
+  });
+
+  it('refuses a user table of the reserved name with another shape', () => {
+    expect(() => parseConfig(raw({ [homeRegistryTable]: { pattern: 'local' } }))).toThrow(/tables\._homes: the table name _homes is reserved/);
+  });
+
+  it('gives each site a unit of the table at epoch 0, owned by itself', () => {
+    const t = genesisTopology(parseConfig(raw({ sessions: { pattern: 'partitioned', home: { from: 'first-writer', separator: '|' } } })));
+    expect(t.homes['sessions']).toEqual({ 'us-east': 'us-east', 'eu-west': 'eu-west' });
+    expect(t.owners[homeRegistryTable]).toBe('us-east');
+    expect(t.changes.filter((c) => c.unit.startsWith('sessions/'))).toEqual([
+      { epoch: 0, unit: 'sessions/us-east', owner: 'us-east' },
+      { epoch: 0, unit: 'sessions/eu-west', owner: 'eu-west' },
+    ]);
+  });
+});
