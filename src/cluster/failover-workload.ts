@@ -2,7 +2,9 @@
 // (quorum and local durability), a partitioned table and a local table at random sites, which
 // forward owned writes to the owner they know; on the seed's plan the owner crashes, is isolated
 // (both ways or one way), pauses longer than its lease, a switchover runs (with a partition in the
-// middle), voters restart, clocks drift. Then everything heals and converges, and the history of
+// middle), voters restart, clocks drift; the new owner crashes before it compensates the old
+// owner's void writes (`new-owner-crash`), or bootstraps from the old owner's snapshot while that
+// holds them (`old-owner-snapshot`). Then everything heals and converges, and the history of
 // every admitted write is checked:
 //   - `two-owners`: never two sites admitting writes of one unit in overlapping intervals (per site
 //     and lease epoch: from its first to its last admission);
@@ -18,8 +20,20 @@ import type { WriteOutcome } from '../site/site-node.js';
 import { units } from '../topology/record.js';
 import { limits } from '../limits.js';
 
-export type FailoverFault = 'crash' | 'isolate' | 'one-way' | 'pause' | 'switchover' | 'switchover-partition' | 'voter-restart' | 'drift' | 'isolate-failover' | 'members';
-export const failoverFaults: readonly FailoverFault[] = ['crash', 'isolate', 'one-way', 'pause', 'switchover', 'switchover-partition', 'voter-restart', 'drift', 'isolate-failover'];
+export type FailoverFault =
+  | 'crash'
+  | 'isolate'
+  | 'one-way'
+  | 'pause'
+  | 'switchover'
+  | 'switchover-partition'
+  | 'voter-restart'
+  | 'drift'
+  | 'isolate-failover'
+  | 'members'
+  | 'new-owner-crash'
+  | 'old-owner-snapshot';
+export const failoverFaults: readonly FailoverFault[] = ['crash', 'isolate', 'one-way', 'pause', 'switchover', 'switchover-partition', 'voter-restart', 'drift', 'isolate-failover', 'new-owner-crash', 'old-owner-snapshot'];
 
 export interface FailoverAnomaly {
   kind:
@@ -96,6 +110,7 @@ export async function runFailoverScenario(seed: number, options: FailoverOptions
   let unknown = 0;
   let n = 0;
   let stopWriting = false;
+  let paused = false;
   let faultAtMs = -1;
   let victim = 'us-east';
   // the sites writes enter at (membership changes move it: a joining site takes none, a leaving one is drained)
@@ -169,6 +184,10 @@ export async function runFailoverScenario(seed: number, options: FailoverOptions
 
   const load = () => {
     if (stopWriting) return;
+    if (paused) {
+      world.timers.after(20, load);
+      return;
+    }
     if (rnd.int(4) === 0) {
       const p = incrementWithRetry();
       inFlight.add(p);
@@ -307,6 +326,46 @@ export async function runFailoverScenario(seed: number, options: FailoverOptions
         await world.runFor(500);
         await cluster.retire(leaving);
         await world.runFor(1_000);
+        break;
+      }
+      case 'new-owner-crash':
+      case 'old-owner-snapshot': {
+        // the owner is cut off and goes on admitting writes under its lease: beyond the cut
+        world.network.partition({ kind: 'isolate-site', site: victim });
+        const view = () => cluster.site(others[0]!)?.topology?.record();
+        await world.runUntil(() => {
+          const o = view()?.owners['ledger'];
+          return o !== undefined && o !== null && o !== victim;
+        }, { timeoutMs: 30_000 });
+        const promoted = view()!.owners['ledger']!;
+        const old = cluster.site(victim)!.node.origin;
+        const cut = view()!.cuts.filter((c) => c.origin === old).reduce((m, c) => Math.max(m, c.seq), 0);
+        await world.runFor(leaseMs);
+        if (fault === 'new-owner-crash') {
+          world.network.heal();
+          // the new owner crashes as soon as it has applied the first entries beyond the cut (its
+          // compensation is queued, not committed), and is back within a lease: it stays the owner
+          await world.runUntil(() => (cluster.site(promoted)?.node.vector()[old] ?? 0) > cut, { timeoutMs: 10_000 });
+          await cluster.crash(promoted);
+          await world.runFor(rnd.int(Math.floor(leaseMs / 4)));
+          await cluster.start(promoted);
+          break;
+        }
+        // the new owner loses its disk once the others hold all it wrote, and bootstraps again while
+        // it reaches only the old owner, whose state holds the void writes
+        paused = true;
+        const third = others.find((s) => s !== promoted)!;
+        await world.runUntil(() => inFlight.size === 0, { timeoutMs: 10_000 }).catch(() => undefined);
+        const mine = cluster.site(promoted)!.node.origin;
+        await world.runUntil(() => (cluster.site(third)!.node.vector()[mine] ?? 0) >= (cluster.site(promoted)!.node.vector()[mine] ?? 0), { timeoutMs: 10_000 });
+        world.network.heal();
+        world.network.cutLink(promoted, third);
+        world.network.cutLink(third, promoted);
+        await cluster.wipe(promoted);
+        await cluster.start(promoted);
+        paused = false;
+        await world.runFor(2 * leaseMs);
+        world.network.heal();
         break;
       }
       case 'drift': {

@@ -210,6 +210,10 @@ function checkSetSize(n: number, path: string): void {
  * the value here is unchanged and there it returns to this one. Only slots of the void writes'
  * origins are touched: an owned item is written by its owners alone, and this owner holds every
  * entry of theirs that counts.
+ *
+ * An owner may hold void dotted entries itself (a site that regained ownership of its own void
+ * writes): they are left out of the state, so they go here too. Void increments it holds cannot be
+ * told from its valid ones (counters are not dotted) and stay.
  */
 export function compensatingState(
   current: ItemState | undefined,
@@ -234,12 +238,31 @@ export function compensatingState(
         mine.rst[slot] = [rp + Math.max(0, vp - p), rn + Math.max(0, vn - n)];
       }
     }
+  const voided = new Set(voids.map((v) => v.dot));
+  const r: ItemState['r'] = {};
+  for (const [f, siblings] of Object.entries(base.r)) {
+    const kept = siblings.filter((x) => !voided.has(x.d));
+    if (kept.length > 0) r[f] = kept;
+  }
+  const sets: ItemState['s'] = {};
+  for (const [f, elements] of Object.entries(base.s)) {
+    const field: Record<string, Dot[]> = {};
+    for (const [e, dots] of Object.entries(elements)) {
+      const kept = dots.filter((d) => !voided.has(d));
+      if (kept.length > 0) field[e] = kept;
+    }
+    if (Object.keys(field).length > 0) sets[f] = field;
+  }
+  // the void write was the item's latest (its existence dot), yet valid entries of earlier writes
+  // remain: the item goes on existing, by this write
+  let existence = base.x.filter((d) => !voided.has(d));
+  if (existence.length === 0 && base.x.length > 0 && (Object.keys(r).length > 0 || Object.keys(sets).length > 0 || Object.keys(k).length > 0)) existence = [stamp.dot];
   return {
     c: canonicalVector(withDot(c, stamp.dot)),
-    r: base.r,
+    r,
     k,
-    s: base.s,
-    x: base.x,
+    s: sets,
+    x: existence,
     w: { h: hlcToHex(stamp.hlc), s: stamp.site, d: stamp.dot },
   };
 }

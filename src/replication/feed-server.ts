@@ -224,6 +224,19 @@ async function* snapshotStream(options: FeedServerOptions, signal: AbortSignal):
     yield encodeFrame({ t: 'snapshot-page', v: protocolVersion, items: [], vector, idempotency: page });
     after = records[records.length - 1]!.key;
   }
+  // The void backlog goes along, read after the items too: a void item compensated meanwhile is
+  // either not in it, or its compensation is beyond the snapshot's vector and will forget it there.
+  {
+    const voids = await options.node.store.voidBacklog(limits.voidBacklogMax);
+    for (let i = 0; i < voids.length; ) {
+      if (signal.aborted) return;
+      let bytes = 0;
+      let j = i;
+      while (j < voids.length && (j === i || bytes + JSON.stringify(voids[j]!.state).length < limits.feedBatchBytesMax)) bytes += JSON.stringify(voids[j++]!.state).length;
+      yield encodeFrame({ t: 'snapshot-page', v: protocolVersion, items: [], vector, voids: voids.slice(i, j) });
+      i = j;
+    }
+  }
   // The conflict feed goes along (not part of the consistent read: it only ever grows, and a
   // receiver keys records by (table, key, loser dot), so a record seen twice is kept once).
   for (const table of Object.keys(options.node.config.tables).sort()) {

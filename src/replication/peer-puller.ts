@@ -8,7 +8,7 @@ import { Backoff } from '../platform/backoff.js';
 import { readBody, type Env } from '../platform/env.js';
 import { limits } from '../limits.js';
 import { peerHeader, signPeerRequest, type PeerAuthConfig } from './auth.js';
-import { encodeMessage, isIdempotencyRecord, protocolVersion, readFrames, type FeedFrame, type FeedRequest } from './protocol.js';
+import { encodeMessage, isIdempotencyRecord, isVoidBacklogItem, protocolVersion, readFrames, type FeedFrame, type FeedRequest } from './protocol.js';
 import type { LogEntry } from '../store/types.js';
 import type { ReplicaNode } from './replica-node.js';
 
@@ -154,6 +154,7 @@ export class PeerPuller {
     for await (const frame of readFrames(res.body)) {
       if (frame.t === 'snapshot-page') {
         if (Array.isArray(frame.idempotency)) await node.store.putIdempotencyRecords(frame.idempotency.filter(isIdempotencyRecord));
+        if (Array.isArray(frame.voids) && node.keepVoids !== undefined) await node.keepVoids(frame.voids.filter(isVoidBacklogItem));
         for (const i of frame.items) inSnapshot.add(`${i.table}\u0000${i.key}`);
         items += await node.repairItems(frame.items, frame.vector !== undefined ? { supersededBy: frame.vector } : {});
       } else if (frame.t === 'snapshot-conflicts') await node.recordConflicts(frame.conflicts);

@@ -7,7 +7,7 @@ import { assert } from '../core/assert.js';
 import { containerAt, mapFields, RawWriter, valueEnd } from '../platform/msgpack-raw.js';
 import type { VersionVector } from '../core/vector.js';
 import type { ItemState } from '../core/item.js';
-import type { ConflictRecord, IdempotencyRecord, LogEntry } from '../store/types.js';
+import type { ConflictRecord, IdempotencyRecord, LogEntry, VoidBacklogItem } from '../store/types.js';
 import { limits } from '../limits.js';
 
 export const protocolVersion = 1;
@@ -33,7 +33,11 @@ export type FeedFrame =
    * `idempotency`: the sender's Idempotency-Keys, on pages of their own after the items (a field an
    * older receiver ignores: it sees a page with no items).
    */
-  | { t: 'snapshot-page'; v: number; items: { table: string; key: string; state: ItemState }[]; vector?: VersionVector; idempotency?: IdempotencyRecord[] }
+  /**
+   * `voids`: the sender's void backlog (void owned items not compensated yet), likewise: the
+   * receiver's vector will cover their entries, so it learns of them only here.
+   */
+  | { t: 'snapshot-page'; v: number; items: { table: string; key: string; state: ItemState }[]; vector?: VersionVector; idempotency?: IdempotencyRecord[]; voids?: VoidBacklogItem[] }
   /** the serving site's conflict feed, after the items: a new site starts with the losers known */
   | { t: 'snapshot-conflicts'; v: number; conflicts: ConflictRecord[] }
   /** `gcFloor`: what the tombstones the sender purged had seen (the receiver's writes to missing keys carry it) */
@@ -78,6 +82,29 @@ export function isAckMessage(m: unknown): m is AckMessage {
     (a.ownSeq as number) >= 0 &&
     isVector(a.vector) &&
     (a.direct === undefined || (Array.isArray(a.direct) && a.direct.length <= siteIdsMax && a.direct.every((d) => typeof d === 'string')))
+  );
+}
+
+/** Checks a void item a peer's snapshot carried before it is kept. */
+export function isVoidBacklogItem(m: unknown): m is VoidBacklogItem {
+  if (m === null || typeof m !== 'object') return false;
+  const v = m as Partial<VoidBacklogItem>;
+  return (
+    typeof v.table === 'string' &&
+    typeof v.key === 'string' &&
+    typeof v.dot === 'string' &&
+    typeof v.origin === 'string' &&
+    Number.isSafeInteger(v.seq) &&
+    v.dot === `${v.origin}:${v.seq}` &&
+    v.value !== undefined &&
+    v.state !== null &&
+    typeof v.state === 'object' &&
+    typeof v.state.c === 'object' &&
+    typeof v.state.r === 'object' &&
+    typeof v.state.k === 'object' &&
+    typeof v.state.s === 'object' &&
+    Array.isArray(v.state.x) &&
+    typeof v.state.w === 'object'
   );
 }
 

@@ -2,7 +2,7 @@
 import type { VersionVector } from '../core/vector.js';
 import type { ClusterConfig } from '../config/schema.js';
 import type { Membership } from '../core/membership.js';
-import type { ConflictRecord, ItemRecord, LogEntry, Store } from '../store/types.js';
+import type { ConflictRecord, ItemRecord, LogEntry, Store, VoidBacklogItem } from '../store/types.js';
 
 export interface ReplicaNode {
   readonly siteId: string;
@@ -23,6 +23,8 @@ export interface ReplicaNode {
   repairItems(records: { table: string; key: string; state: ItemRecord['state'] }[], options?: { reportAs?: string; supersededBy?: VersionVector }): Promise<number>;
   /** After a snapshot: local items `vector` covers that the snapshot lacked (`inSnapshot` false) become empty tombstones. */
   retireItemsCoveredBy(vector: VersionVector, inSnapshot: (table: string, key: string) => boolean): Promise<number>;
+  /** Keeps the void items a peer's snapshot carried (its void backlog) until their owner compensates them. */
+  keepVoids?(items: VoidBacklogItem[]): Promise<void>;
   /** Adds a peer's conflict records (a snapshot install) to this site's conflict feed. */
   recordConflicts(records: ConflictRecord[]): Promise<void>;
   /** The end of a snapshot install: everything the snapshot's vector covers is now here. */

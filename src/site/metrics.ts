@@ -25,6 +25,16 @@ export class SiteMetrics {
     help: 'Owned items of peers\' entries not applied: beyond the cut of a move of their unit',
     registers: [this.registry],
   });
+  readonly voidBacklog = new Gauge({
+    name: 'tandem_void_backlog_items',
+    help: 'Void owned items kept here until their owner compensates them',
+    registers: [this.registry],
+  });
+  readonly voidBacklogOverflow = new Counter({
+    name: 'tandem_void_backlog_overflow_total',
+    help: 'Void owned items found while the void backlog was full: not applied, but not kept for compensation either (logged as errors)',
+    registers: [this.registry],
+  });
   readonly leaseRemainingMs = new Gauge({
     name: 'tandem_lease_remaining_ms',
     help: 'ms left on this site\'s topology lease (0: none)',

@@ -13,7 +13,7 @@ import type { ClusterConfig } from '../config/schema.js';
 import type { Env } from '../platform/env.js';
 import { limits } from '../limits.js';
 import { GroupCommitter } from '../store/group-commit.js';
-import type { ConflictRecord, CurrentItem, IdempotencyRecord, ItemRecord, LogEntry, Store, StoreIdentity, VoidedWrite } from '../store/types.js';
+import type { ConflictRecord, CurrentItem, IdempotencyRecord, ItemRecord, LogEntry, Store, StoreIdentity, VoidBacklogItem, VoidBookkeeping, VoidedWrite } from '../store/types.js';
 import { buildRecord } from './records.js';
 import { buildTables, ownerOf, type TableRuntime } from './tables.js';
 import type { SiteMetrics } from './metrics.js';
@@ -104,9 +104,15 @@ export class SiteNode {
   /** the config's sites, all active: the members until a topology epoch says otherwise */
   private readonly configMembers: Member[];
   private ownership: Ownership | undefined;
-  /** void owned items this site (their owner) applied nowhere and must compensate where others did */
-  private voidBacklog: VoidItem[] = [];
+  /**
+   * Void owned items kept until their unit's owner compensates them (whichever site owns it then
+   * does): the store's void backlog, which commits find and forget them in; this is its copy.
+   */
+  private voidBacklog = new Map<string, VoidBacklogItem>();
   private compensating = false;
+  /** per own origin, the newest cut epoch whose void writes of this site were looked for (findOwnVoids) */
+  private ownVoidsScanned = new Map<string, number>();
+  private scanningOwnVoids = false;
   private readonly log;
 
   constructor(private readonly deps: SiteNodeDeps) {
@@ -214,7 +220,9 @@ export class SiteNode {
         this.log.warn({ aheadMs }, 'remote timestamp beyond clockSkewMsMax: applied without moving the clock');
       },
     });
-    this.log.info({ origin: this.identity.origin, created: this.identity.created }, 'store open');
+    for (const v of await this.deps.store.voidBacklog(limits.voidBacklogMax)) this.voidBacklog.set(voidId(v), v);
+    this.deps.metrics?.voidBacklog.set(this.voidBacklog.size);
+    this.log.info({ origin: this.identity.origin, created: this.identity.created, voidBacklog: this.voidBacklog.size }, 'store open');
     return this.identity;
   }
 
@@ -242,11 +250,16 @@ export class SiteNode {
    */
   attachOwnership(ownership: Ownership): void {
     this.ownership = ownership;
+    this.ownershipChanged();
   }
 
-  /** The topology changed: units this site gained may hold void items it must compensate. */
+  /**
+   * The topology changed: units this site gained may hold void items it must compensate, and a new
+   * cut may have made void writes of its own (it applied them at commit).
+   */
   ownershipChanged(): void {
-    if (this.voidBacklog.length > 0) void this.compensate();
+    void this.findOwnVoids();
+    if (this.voidBacklog.size > 0) void this.compensate();
   }
 
   /** Throws 503 unless a strong read of this owned item may be served here (owner, valid lease, cut held). */
@@ -498,13 +511,23 @@ export class SiteNode {
         const entry = entries[i]!;
         clock.observe(hlcFromHex(entry.hlc));
         const bytes = raw?.[i];
-        return this.committer.submit({
-          kind: 'remote',
-          entry,
-          clock: hlcToHex(clock.current()),
-          ...(bytes !== undefined ? { raw: bytes } : {}),
-          merge: (current) => this.joinItems(entry.items, current, entry),
-        });
+        let book: VoidBookkeeping | undefined;
+        return this.committer
+          .submit({
+            kind: 'remote',
+            entry,
+            clock: hlcToHex(clock.current()),
+            ...(bytes !== undefined ? { raw: bytes } : {}),
+            merge: (current) => {
+              const joined = this.joinItems(entry.items, current, entry);
+              book = joined.voidBacklog;
+              return joined;
+            },
+          })
+          .then((r) => {
+            if (r.kind === 'remote' && r.applied && r.quarantined === undefined) this.settleVoids(book);
+            return r;
+          });
       }),
     );
     let applied = 0;
@@ -523,7 +546,7 @@ export class SiteNode {
       } else if (r.reason === 'duplicate') duplicates++;
       else gaps++;
     }
-    if (this.voidBacklog.length > 0) void this.compensate();
+    if (this.voidBacklog.size > 0) void this.compensate();
     this.deps.metrics?.entriesReceived.inc({ result: 'applied' }, applied);
     this.deps.metrics?.entriesReceived.inc({ result: 'duplicate' }, duplicates);
     if (quarantined > 0) this.deps.metrics?.entriesReceived.inc({ result: 'quarantined' }, quarantined);
@@ -563,11 +586,11 @@ export class SiteNode {
         }
       };
       let retry = false;
-      const todo = this.voidBacklog.filter(mine);
-      this.voidBacklog = this.voidBacklog.filter((v) => !mine(v));
+      // they stay in the backlog until the commit that undoes them forgets them (a crash meanwhile loses nothing)
+      const todo = [...this.voidBacklog.values()].filter(mine);
       while (todo.length > 0 && this.serving) {
         const batch = todo.splice(0, limits.groupCommitWritesMax);
-        const byItem = new Map<string, VoidItem[]>();
+        const byItem = new Map<string, VoidBacklogItem[]>();
         for (const v of batch) byItem.set(`${v.table}\u0000${v.key}`, [...(byItem.get(`${v.table}\u0000${v.key}`) ?? []), v]);
         for (const voids of byItem.values()) {
           const { table, key } = voids[0]!;
@@ -576,13 +599,15 @@ export class SiteNode {
           if (unit === undefined) continue;
           const clock = this.clock!;
           const identity = this.identity!;
+          const resolve = voids.map((v) => ({ table: v.table, key: v.key, dot: v.dot }));
           let built: VoidedWrite[] = [];
           const result = await this.committer.submit({
             kind: 'local',
             refs: [{ table, key }],
             build: (current, seq) => {
               const cur = current[0];
-              const undo = voids.filter((v) => (cur?.state.c[v.origin] ?? 0) < v.seq);
+              // to undo: what this site has not seen (others may have applied it), and what it holds itself
+              const undo = voids.filter((v) => (cur?.state.c[v.origin] ?? 0) < v.seq || (cur !== undefined && stateHolds(cur.state, v.dot)));
               if (undo.length === 0) throw new UnchangedSignal();
               const epoch = this.ownership!.admit([unit]);
               const dot = dotOf(identity.origin, seq);
@@ -591,16 +616,26 @@ export class SiteNode {
               const hlc = clock.tickAfter(after);
               const state = compensatingState(cur?.state, undo, { dot, hlc, site: identity.siteId, origin: identity.origin }, this.deps.store.gcFloor());
               built = undo.map((v) => ({ table: v.table, key: v.key, dot: v.dot, value: v.value }));
-              return { records: [buildRecord(table, key, runtime.semantics, state)], hlc: hlcToHex(hlc), clock: hlcToHex(clock.current()), epoch, voids: built };
+              return {
+                records: [buildRecord(table, key, runtime.semantics, state)],
+                hlc: hlcToHex(hlc),
+                clock: hlcToHex(clock.current()),
+                epoch,
+                voids: built,
+                voidBacklog: { resolve, voidedDots: undo.map((v) => ({ origin: v.origin, seq: v.seq })) },
+              };
             },
           });
           if (result.kind === 'local' && result.ok) {
+            this.settleVoids({ resolve });
             const rec = result.records[0]!;
             await this.recordConflicts(this.voidConflicts(built, rec.state.w));
             this.log.warn({ table, key, voided: built.map((v) => v.dot), dot: dotOf(identity.origin, result.seq) }, 'compensated void owned writes');
-          } else if (result.kind === 'local' && !(result.error instanceof UnchangedSignal)) {
+          } else if (result.kind === 'local' && result.error instanceof UnchangedSignal) {
+            // undone already (by an earlier compensation): forgotten, nothing written
+            await this.commitVoids({ resolve });
+          } else {
             // not admitted yet (a lease being renewed, a promotion pulling): kept for the next try
-            this.voidBacklog.push(...voids);
             retry = true;
           }
         }
@@ -609,6 +644,109 @@ export class SiteNode {
     } finally {
       this.compensating = false;
     }
+  }
+
+  /** Commits void bookkeeping on its own (no item changes, no log entry), then updates the copy. */
+  private async commitVoids(book: VoidBookkeeping): Promise<void> {
+    const result = await this.committer.submit({ kind: 'repair', refs: [], merge: () => ({ records: [], conflicts: [], voidBacklog: book }) });
+    assert(result.kind === 'repair', 'repair result');
+    if (result.failed === undefined) this.settleVoids(book);
+  }
+
+  /** The store committed `book`: the copy follows. */
+  private settleVoids(book: VoidBookkeeping | undefined): void {
+    if (book === undefined) return;
+    for (const r of book.resolve ?? []) this.voidBacklog.delete(voidId(r));
+    for (const v of book.add ?? []) this.voidBacklog.set(voidId(v), v);
+    this.deps.metrics?.voidBacklog.set(this.voidBacklog.size);
+  }
+
+  /**
+   * Void items a peer's snapshot carried (its void backlog): kept here too, so that whichever site
+   * owns their unit compensates them even if it learned of them only through this site.
+   */
+  async keepVoids(items: VoidBacklogItem[]): Promise<void> {
+    const add = this.admitToBacklog(items.filter((v) => !this.voidBacklog.has(voidId(v))));
+    if (add.length > 0) await this.commitVoids({ add });
+    if (this.voidBacklog.size > 0) void this.compensate();
+  }
+
+  /**
+   * The void items that fit in the backlog (limits.voidBacklogMax). Beyond it they are not kept:
+   * still not applied here, but no site may learn of them from this one; each is counted and logged
+   * as an error with its dot, for an operator (the entry stays in the log).
+   */
+  private admitToBacklog(items: VoidBacklogItem[]): VoidBacklogItem[] {
+    const room = Math.max(0, limits.voidBacklogMax - this.voidBacklog.size);
+    const refused = items.slice(room);
+    if (refused.length > 0) {
+      this.deps.metrics?.voidBacklogOverflow.inc(refused.length);
+      for (const v of refused.slice(0, 10))
+        this.log.error({ table: v.table, key: v.key, dot: v.dot, backlogMax: limits.voidBacklogMax }, 'void backlog full: a void owned item is not kept for compensation (not applied here; a site that applied it keeps its value until an operator compensates it)');
+    }
+    return items.slice(0, room);
+  }
+
+  /**
+   * Writes of this site that a cut made void: it applied them at commit, so no apply here ever
+   * judged them. Once per cut of each of its origins (again after a restart: a crash may have come
+   * between learning the cut and keeping them), its own log entries beyond the cut are judged; the
+   * void items it still holds go to the backlog, and their Idempotency-Keys stop answering, in one
+   * commit per page.
+   */
+  private async findOwnVoids(): Promise<void> {
+    const ownership = this.ownership;
+    if (ownership?.cutsOf === undefined || this.scanningOwnVoids || this.identity === undefined || this.stopping) return;
+    this.scanningOwnVoids = true;
+    try {
+      const vector = this.vector();
+      const floor = this.deps.store.logFloor();
+      for (const origin of Object.keys(vector)) {
+        if (siteOfOrigin(origin) !== this.siteId) continue;
+        const scanned = this.ownVoidsScanned.get(origin) ?? -1;
+        const cuts = ownership.cutsOf(origin).filter((c) => c.epoch > scanned);
+        if (cuts.length === 0) continue;
+        const newest = Math.max(...cuts.map((c) => c.epoch));
+        let from = Math.max(Math.min(...cuts.map((c) => c.seq)), floor[origin] ?? 0);
+        const upTo = { [origin]: vector[origin]! };
+        while (from < upTo[origin]! && this.serving) {
+          const entries = await this.deps.store.readLog({ [origin]: from }, limits.feedBatchEntriesMax, limits.feedBatchBytesMax, upTo);
+          if (entries.length === 0) break;
+          from = entries[entries.length - 1]!.seq;
+          const found: VoidBacklogItem[] = [];
+          for (const e of entries) {
+            if (e.epoch === undefined || e.voids !== undefined) continue;
+            for (const item of e.items) {
+              const runtime = this.tables.get(item.table);
+              const unit = runtime === undefined ? undefined : ownedUnit(ownership, runtime, item.key);
+              if (unit === undefined || ownership.counts(unit, e.origin, e.seq, e.epoch)) continue;
+              const rec = buildRecord(item.table, item.key, runtime!.semantics, item.state);
+              found.push({ table: item.table, key: item.key, dot: dotOf(e.origin, e.seq), value: rec.live ? rec.value! : null, origin: e.origin, seq: e.seq, state: item.state });
+            }
+          }
+          if (found.length === 0) continue;
+          let book: VoidBookkeeping = {};
+          const result = await this.committer.submit({
+            kind: 'repair',
+            refs: found.map((f) => ({ table: f.table, key: f.key })),
+            merge: (current) => {
+              // only what it still holds: a compensation it applied since took the rest away
+              const held = found.filter((f, i) => current[i] !== undefined && stateHolds(current[i]!.state, f.dot) && !this.voidBacklog.has(voidId(f)));
+              book = { add: this.admitToBacklog(held), voidedDots: found.map((f) => ({ origin: f.origin, seq: f.seq })) };
+              return { records: [], conflicts: [], voidBacklog: book };
+            },
+          });
+          assert(result.kind === 'repair', 'repair result');
+          if (result.failed !== undefined) return;
+          this.settleVoids(book);
+          if ((book.add?.length ?? 0) > 0) this.log.warn({ origin, dots: book.add!.slice(0, 10).map((v) => v.dot) }, 'writes of this site found void by a cut: kept for compensation, their Idempotency-Keys dropped');
+        }
+        this.ownVoidsScanned.set(origin, newest);
+      }
+    } finally {
+      this.scanningOwnVoids = false;
+    }
+    if (this.voidBacklog.size > 0) void this.compensate();
   }
 
   async recordConflicts(records: ConflictRecord[]): Promise<void> {
@@ -635,12 +773,25 @@ export class SiteNode {
     if (items.length === 0) return 0;
     let changed = 0;
     const covering = options.supersededBy;
+    // "Voiding is per item, by epoch": a peer's state may hold void writes (its own, as an old owner
+    // that applied them at commit, or taken from another state). Anti-entropy keeps them for
+    // compensation instead of joining them. A snapshot holding them is refused: joining the rest of
+    // such an item would lose nothing here, but leaving it out would lose the valid writes under it
+    // that the snapshot's vector says this site has; another peer's (or this one's, once the owner
+    // compensated) will do.
+    const voidDots = await this.voidDotsOf(items);
+    if (covering !== undefined && voidDots.some((d) => d !== undefined)) {
+      const named = items.flatMap((it, i) => (voidDots[i] ?? []).map((d) => `${it.table}/${it.key}@${d.dot}`)).slice(0, 5);
+      throw new Error(`the peer's snapshot holds void owned writes not compensated yet (${named.join(', ')}): not installed; trying again later`);
+    }
+    let book: VoidBookkeeping | undefined;
     const result = await this.committer.submit({
       kind: 'repair',
       refs: items.map((i) => ({ table: i.table, key: i.key })),
       merge: (current) => {
         const superseded = current.map((c) => covering !== undefined && c !== undefined && dominates(covering, c.state.c));
-        const joined = this.joinItems(items, current.map((c, i) => (superseded[i] ? undefined : c)));
+        const joined = this.joinItems(items, current.map((c, i) => (superseded[i] ? undefined : c)), undefined, voidDots);
+        book = joined.voidBacklog;
         const records = joined.records.filter((rec, i) => {
           const before = current[i];
           if (before !== undefined && rec.version === before.version) return false;
@@ -652,16 +803,52 @@ export class SiteNode {
           return true;
         });
         changed += records.length;
-        return { records, conflicts: joined.conflicts };
+        return { records, conflicts: joined.conflicts, ...(book !== undefined ? { voidBacklog: book } : {}) };
       },
     });
     assert(result.kind === 'repair', 'repair result');
+    if (result.failed === undefined) this.settleVoids(book);
+    if (this.voidBacklog.size > 0) void this.compensate();
     if (result.failed !== undefined) {
       this.log.error({ keys: items.slice(0, 10).map((i) => `${i.table}/${i.key}`), reason: result.failed }, 'peer item states could not be joined here: not repaired');
       return 0;
     }
     if (changed > 0 && covering === undefined) for (const l of this.outsideLogListeners) l('anti-entropy repair');
     return changed;
+  }
+
+  /** Per item of an owned unit, the dots of writes it holds that do not count (undefined: none). */
+  private async voidDotsOf(items: { table: string; key: string; state: ItemState }[]): Promise<(VoidDot[] | undefined)[]> {
+    const ownership = this.ownership;
+    if (ownership === undefined) return [];
+    const out: (VoidDot[] | undefined)[] = [];
+    for (const item of items) {
+      const runtime = this.tables.get(item.table);
+      const unit = runtime === undefined ? undefined : ownedUnit(ownership, runtime, item.key);
+      const found: VoidDot[] = [];
+      if (unit !== undefined)
+        for (const dot of dotsHeld(item.state)) {
+          const { origin, seq } = parseDot(dot);
+          if (await this.dotIsVoid(unit, origin, seq)) found.push({ dot, origin, seq });
+        }
+      out.push(found.length > 0 ? found : undefined);
+    }
+    return out;
+  }
+
+  /**
+   * Whether the write (origin, seq) of an owned item does not count. Item states carry dots, not
+   * epochs: by the topology's timeline and cuts alone where they tell (Ownership.dotCounts); where
+   * the unit went back to the dot's site since a cut the dot is beyond, by the epoch of its entry
+   * if this site still has it, and otherwise it counts (the one case left undecided).
+   */
+  private async dotIsVoid(unit: string, origin: string, seq: number): Promise<boolean> {
+    const ownership = this.ownership!;
+    const verdict = ownership.dotCounts === undefined ? true : ownership.dotCounts(unit, origin, seq);
+    if (verdict !== undefined) return !verdict;
+    const [entry] = await this.deps.store.readLog({ [origin]: seq - 1 }, 1, limits.feedBatchBytesMax, { [origin]: seq });
+    if (entry === undefined || entry.seq !== seq || entry.epoch === undefined || entry.voids !== undefined) return false;
+    return !ownership.counts(unit, origin, seq, entry.epoch);
   }
 
   /**
@@ -703,10 +890,13 @@ export class SiteNode {
   private joinItems(
     items: { table: string; key: string; state: ItemState }[],
     current: (CurrentItem | undefined)[],
-    entry?: LogEntry,
-  ): { records: ItemRecord[]; conflicts: ConflictRecord[]; voided?: boolean } {
+    entry: LogEntry | undefined,
+    voidDots?: (VoidDot[] | undefined)[],
+  ): { records: ItemRecord[]; conflicts: ConflictRecord[]; voided?: boolean; voidBacklog?: VoidBookkeeping } {
     const records: ItemRecord[] = [];
     const conflicts: ConflictRecord[] = [];
+    const found: VoidBacklogItem[] = [];
+    const book: VoidBookkeeping = {};
     // an entry of a removed site beyond its final cut is logged and relayed, never applied (reported)
     if (entry !== undefined && this.ownership?.originCounts?.(entry.origin, entry.seq) === false) {
       this.deps.metrics?.voidedItems.inc(items.length);
@@ -717,8 +907,9 @@ export class SiteNode {
     // a compensating write: every site records the values it undid, whether it had applied them or not
     if (entry?.voids !== undefined) {
       conflicts.push(...this.voidConflicts(entry.voids, entry.items[0]?.state.w));
-      const done = new Set(entry.voids.map((v) => v.dot));
-      this.voidBacklog = this.voidBacklog.filter((v) => !done.has(v.dot));
+      // and forgets them, in this commit; a key of a void write stops answering
+      book.resolve = entry.voids.map((v) => ({ table: v.table, key: v.key, dot: v.dot }));
+      book.voidedDots = entry.voids.map((v) => parseDot(v.dot));
     }
     items.forEach((item, i) => {
       const runtime = this.tables.get(item.table);
@@ -729,12 +920,26 @@ export class SiteNode {
         if (unit !== undefined && !this.ownership.counts(unit, entry.origin, entry.seq, entry.epoch ?? 0)) {
           this.deps.metrics?.voidedItems.inc();
           voided = true;
-          // every site keeps it: whichever owns the unit (now or after a later move) compensates
-          if (this.voidBacklog.length < limits.voidBacklogMax) {
-            const voided = buildRecord(item.table, item.key, runtime.semantics, item.state);
-            this.voidBacklog.push({ table: item.table, key: item.key, dot: dotOf(entry.origin, entry.seq), value: voided.live ? voided.value! : null, origin: entry.origin, seq: entry.seq, state: item.state });
-          }
+          // every site keeps it, durably with this entry: whichever owns the unit (now or after a later move) compensates
+          const voidRec = buildRecord(item.table, item.key, runtime.semantics, item.state);
+          found.push({ table: item.table, key: item.key, dot: dotOf(entry.origin, entry.seq), value: voidRec.live ? voidRec.value! : null, origin: entry.origin, seq: entry.seq, state: item.state });
           this.log.warn({ unit, table: item.table, key: item.key, dot: dotOf(entry.origin, entry.seq), epoch: entry.epoch ?? 0 }, 'void owned item not applied: beyond the cut of a move of its unit');
+          return;
+        }
+      }
+      // An item state from anti-entropy or a snapshot holding void dots this site has not seen (or
+      // holds itself): kept for compensation; one it has not seen is not joined.
+      const suspects = voidDots?.[i];
+      if (suspects !== undefined && runtime !== undefined) {
+        const cur = current[i]?.state;
+        const unseen = suspects.filter((d) => (cur?.c[d.origin] ?? 0) < d.seq);
+        const held = suspects.filter((d) => cur !== undefined && (cur.c[d.origin] ?? 0) >= d.seq && stateHolds(cur, d.dot));
+        const voidRec = buildRecord(item.table, item.key, runtime.semantics, item.state);
+        for (const d of [...unseen, ...held])
+          found.push({ table: item.table, key: item.key, dot: d.dot, value: voidRec.live ? voidRec.value! : null, origin: d.origin, seq: d.seq, state: item.state });
+        if (unseen.length > 0) {
+          this.deps.metrics?.voidedItems.inc();
+          this.log.warn({ table: item.table, key: item.key, dots: unseen.map((d) => d.dot) }, 'a peer\'s item state holds void owned writes: not joined, kept for compensation');
           return;
         }
       }
@@ -764,19 +969,42 @@ export class SiteNode {
       }
       this.deps.metrics?.conflicts.inc(losers.length);
     });
-    return voided ? { records, conflicts, voided } : { records, conflicts };
+    const fresh = found.filter((v, i) => !this.voidBacklog.has(voidId(v)) && found.findIndex((w) => voidId(w) === voidId(v)) === i);
+    if (fresh.length > 0) book.add = this.admitToBacklog(fresh);
+    const voidBacklog = book.add !== undefined || book.resolve !== undefined ? { voidBacklog: book } : {};
+    return voided ? { records, conflicts, voided, ...voidBacklog } : { records, conflicts, ...voidBacklog };
   }
 }
 
 class UnchangedSignal extends Error {}
 class NothingToWrite extends Error {}
 
-/** A void owned item seen in a peer's entry, kept until its unit's owner compensates it. */
-interface VoidItem extends VoidedWrite {
+/** A dot of an owned item found void. */
+interface VoidDot {
+  dot: string;
   origin: string;
   seq: number;
-  /** the item's state as the void entry carried it */
-  state: ItemState;
+}
+
+/** A void item's place in the backlog. */
+function voidId(v: { table: string; key: string; dot: string }): string {
+  return `${v.table}\u0000${v.key}\u0000${v.dot}`;
+}
+
+/** Whether a state still holds an entry (a register, a set add, an existence dot) of the write `dot`. */
+function stateHolds(state: ItemState, dot: string): boolean {
+  if (state.x.includes(dot)) return true;
+  for (const siblings of Object.values(state.r)) if (siblings.some((x) => x.d === dot)) return true;
+  for (const elements of Object.values(state.s)) for (const dots of Object.values(elements)) if (dots.includes(dot)) return true;
+  return false;
+}
+
+/** The dots of the writes a state holds entries of. */
+function dotsHeld(state: ItemState): Set<string> {
+  const out = new Set<string>(state.x);
+  for (const siblings of Object.values(state.r)) for (const x of siblings) out.add(x.d);
+  for (const elements of Object.values(state.s)) for (const dots of Object.values(elements)) for (const d of dots) out.add(d);
+  return out;
 }
 
 /** The unit of an owned item, or undefined (a `local` table, or a key no partition names any more). */

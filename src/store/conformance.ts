@@ -447,6 +447,49 @@ export function storeSuite(name: string, factory: StoreFactory): void {
       await again.close();
     });
 
+    it('keeps void items with the commit that finds them, across a reopen, and forgets them (and their Idempotency-Keys) with the commit that undoes them', async () => {
+      const { store, reopen } = await factory.create('s1');
+      const id = await store.open();
+      const voidOf = (e: LogEntry, i = 0) => ({ table: 't', key: e.items[i]!.key, dot: dotOf(e.origin, e.seq), origin: e.origin, seq: e.seq, value: { n: e.seq }, state: e.items[i]!.state });
+      // a peer's keyed entry whose item is void here: logged, its item kept as void in the same transaction
+      const found = { ...entry('p.1', 1, 'a'), idempotency: { key: 'K', fingerprint: 'f' } };
+      const keep: CommitRequest = { kind: 'remote', entry: found, merge: () => ({ records: [], conflicts: [], voidBacklog: { add: [voidOf(found), voidOf(found)] } }) };
+      await store.commit([keep, keyedPut('t', 'mine', 'M')], { sync: true });
+      expect(await store.voidBacklog(10)).toEqual([voidOf(found)]);
+      // a repair that finds one, in a group that is rolled back: nothing of it is kept
+      const other = entry('p.1', 2, 'b');
+      const broken: CommitRequest = { kind: 'local', refs: [], build: () => ({ records: [], hlc: '0000000000010000' }) };
+      await expect(store.commit([{ kind: 'repair', refs: [], merge: () => ({ records: [], conflicts: [], voidBacklog: { add: [voidOf(other)] } }) }, broken])).rejects.toThrow();
+      expect(await store.voidBacklog(10)).toEqual([voidOf(found)]);
+      await store.commit([{ kind: 'repair', refs: [], merge: () => ({ records: [], conflicts: [], voidBacklog: { add: [voidOf(other)] } }) }, put('t', 'z')]);
+      await store.close();
+      const again = reopen();
+      await again.open();
+      expect(await again.voidBacklog(10)).toEqual([voidOf(found), voidOf(other)]);
+      expect(await again.voidBacklog(1)).toEqual([voidOf(found)]);
+      // the compensating write forgets what it undid, and the Idempotency-Key of a void write of this site stops answering
+      const comp: CommitRequest = {
+        kind: 'local',
+        refs: [{ table: 't', key: 'a' }],
+        build: (_c, seq) => ({
+          records: [record('t', 'a', stateFor(dotOf(id.origin, seq), 0))],
+          hlc: '0000000000010000',
+          voids: [{ table: 't', key: 'a', dot: voidOf(found).dot, value: null }],
+          voidBacklog: { resolve: [{ table: 't', key: 'a', dot: voidOf(found).dot }], voidedDots: [{ origin: 'p.1', seq: 1 }, { origin: id.origin, seq: 1 }] },
+        }),
+      };
+      expect(await again.idempotencyRecord('M')).toMatchObject({ origin: id.origin, seq: 1 });
+      await again.commit([comp]);
+      expect(await again.voidBacklog(10)).toEqual([voidOf(other)]);
+      expect(await again.idempotencyRecord('K')).toBeUndefined();
+      expect(await again.idempotencyRecord('M')).toBeUndefined();
+      // applying a peer's compensating entry forgets the void items it names
+      const undo = entry('q.1', 1, 'b');
+      await again.commit([{ kind: 'remote', entry: undo, merge: () => ({ records: [], conflicts: [], voidBacklog: { resolve: [{ table: 't', key: 'b', dot: voidOf(other).dot }] } }) }]);
+      expect(await again.voidBacklog(10)).toEqual([]);
+      await again.close();
+    });
+
     it('trims Idempotency-Keys indexed before a time, oldest first, at most a given number per call', async () => {
       const { store } = await factory.create('s1');
       await store.open();

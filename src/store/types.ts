@@ -75,6 +75,30 @@ export interface VoidedWrite {
   value: JsonValue | null;
 }
 
+/**
+ * A void owned item (ARCHITECTURE.md, "Voiding is per item, by epoch") a site keeps until its
+ * unit's owner commits the compensating write that names it: the void write's dot, and the item's
+ * state as the void write left it (a compensation reads its counters).
+ */
+export interface VoidBacklogItem extends VoidedWrite {
+  origin: string;
+  seq: number;
+  state: ItemState;
+}
+
+/**
+ * Void bookkeeping committed in the transaction of the request that carries it, so that a crash
+ * cannot separate finding a void item from keeping it, nor undoing it from forgetting it.
+ */
+export interface VoidBookkeeping {
+  /** void items found (an item kept already is kept once) */
+  add?: VoidBacklogItem[];
+  /** void items compensated (by this request, or by the compensating entry it applies): forgotten */
+  resolve?: { table: string; key: string; dot: string }[];
+  /** writes found void: an Idempotency-Key indexed with one stops answering, so a repeat is written anew */
+  voidedDots?: { origin: string; seq: number }[];
+}
+
 export interface EntryIdempotency {
   key: string;
   fingerprint: string;
@@ -140,7 +164,7 @@ export interface LocalCommit {
    * site's clock after the write (hex), kept as the floor a restart resumes from; the entry's
    * `hlc` may be ahead of it (a write stamped after a far-ahead item does not drag the clock).
    */
-  build(current: (CurrentItem | undefined)[], seq: number): { records: ItemRecord[]; hlc: string; clock?: string; epoch?: number; voids?: VoidedWrite[] };
+  build(current: (CurrentItem | undefined)[], seq: number): { records: ItemRecord[]; hlc: string; clock?: string; epoch?: number; voids?: VoidedWrite[]; voidBacklog?: VoidBookkeeping };
 }
 
 /** A log entry as stored: its MessagePack bytes (log-codec.ts), with the fields a feed needs. */
@@ -182,7 +206,7 @@ export interface RemoteApply {
   /** the entry's bytes as received (they decode to `entry`): logged as they are */
   raw?: Uint8Array;
   /** `voided`: the entry's owned items do not count (topology/): its Idempotency-Key is not indexed, so a repeat is written anew */
-  merge(current: (CurrentItem | undefined)[]): { records: ItemRecord[]; conflicts: ConflictRecord[]; voided?: boolean };
+  merge(current: (CurrentItem | undefined)[]): { records: ItemRecord[]; conflicts: ConflictRecord[]; voided?: boolean; voidBacklog?: VoidBookkeeping };
   /** the site's clock after observing the entry (hex), kept as the restart floor; the entry's own hlc is not */
   clock?: string;
 }
@@ -191,7 +215,7 @@ export interface RemoteApply {
 export interface RepairApply {
   kind: 'repair';
   refs: ItemRef[];
-  merge(current: (CurrentItem | undefined)[]): { records: ItemRecord[]; conflicts: ConflictRecord[] };
+  merge(current: (CurrentItem | undefined)[]): { records: ItemRecord[]; conflicts: ConflictRecord[]; voidBacklog?: VoidBookkeeping };
 }
 
 /** The end of a snapshot install: the site now has everything the snapshot's vector covers. */
@@ -302,6 +326,11 @@ export interface Store {
    * is kept). Durable with the next commit that syncs: the snapshot's vector is taken after them.
    */
   putIdempotencyRecords(records: IdempotencyRecord[]): Promise<void>;
+  /**
+   * The void owned items this site keeps until their owner compensates them (VoidBookkeeping), in
+   * the order they were found; at most `limit`.
+   */
+  voidBacklog(limit: number): Promise<VoidBacklogItem[]>;
   /** Drops at most `limit` Idempotency-Keys indexed before `olderThanMs` (wall ms), oldest first. */
   trimIdempotencyKeys(olderThanMs: number, limit: number): Promise<number>;
   /** One consistent read of the vector (first page) and every item, tombstones included. */

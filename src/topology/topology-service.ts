@@ -68,6 +68,15 @@ export interface Ownership {
   originCounts?(origin: string, seq: number): boolean;
   /** Makes the first-writer homes of these items known here before unitFor is asked (home-registry.ts). */
   resolveHomes?(items: { table: string; key: string }[], mode: HomeResolveMode): Promise<void>;
+  /**
+   * Whether an owned item's dot (origin, seq) counts when its entry, and so its epoch, is not at
+   * hand (an item state from anti-entropy or a snapshot): false when seq is beyond the cut of a move
+   * of the unit away from site(origin) and the unit never went back to that site since; undefined
+   * when it is beyond such a cut but the unit went back since (only the entry's epoch can tell).
+   */
+  dotCounts?(unit: string, origin: string, seq: number): boolean | undefined;
+  /** The cuts recorded for `origin`: where a site looks for its own writes a move made void. */
+  cutsOf?(origin: string): { epoch: number; seq: number }[];
 }
 
 /** What the driver needs of its site. */
@@ -309,6 +318,14 @@ export class TopologyService implements Ownership {
 
   originCounts(origin: string, seq: number): boolean {
     return removedOriginCounts(this.record(), origin, seq);
+  }
+
+  dotCounts(unit: string, origin: string, seq: number): boolean | undefined {
+    return dotCountsWithoutEpoch(this.record(), unit, origin, seq);
+  }
+
+  cutsOf(origin: string): { epoch: number; seq: number }[] {
+    return this.record().cuts.filter((c) => c.origin === origin).map((c) => ({ epoch: c.epoch, seq: c.seq }));
   }
 
   async learnEpoch(epoch: number): Promise<boolean> {
@@ -1025,6 +1042,29 @@ function lastInstall(t: Topology, unit: string): number {
   let e = 0;
   for (const c of t.changes) if (c.unit === unit && c.owner !== null) e = c.epoch;
   return e;
+}
+
+/** See Ownership.dotCounts: entryCounts for a dot whose entry's epoch is unknown. */
+export function dotCountsWithoutEpoch(t: Topology, unit: string, origin: string, seq: number): boolean | undefined {
+  const site = siteOfOrigin(origin);
+  const timeline = t.changes.filter((c) => c.unit === unit);
+  let verdict: boolean | undefined = true;
+  let prev: string | null | undefined;
+  for (let i = 0; i < timeline.length; i++) {
+    const c = timeline[i]!;
+    if (prev === site && c.owner !== site) {
+      // moved away from the dot's site: the cut is taken where the unit gets its next owner
+      const install = timeline.slice(i).find((x) => x.owner !== null);
+      const cut = install === undefined ? undefined : t.cuts.find((k) => k.epoch === install.epoch && k.origin === origin);
+      if (install !== undefined && seq > (cut?.seq ?? 0)) {
+        // written before this move (void), or after a return of the unit to its site (counts)
+        if (!timeline.slice(i + 1).some((x) => x.owner === site)) return false;
+        verdict = undefined;
+      }
+    }
+    prev = c.owner;
+  }
+  return verdict;
 }
 
 /** `site` owned `unit` at `fromEpoch` and every change since leaves it with `site`. */

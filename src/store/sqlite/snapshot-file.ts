@@ -47,6 +47,8 @@ function snapshotWorkerMain(): void {
   for (const r of vectorRows) vector[r.origin] = r.seq;
   src.exec('INSERT INTO snap.meta SELECT * FROM main.meta; INSERT INTO snap.origins SELECT * FROM main.origins;');
   src.exec('INSERT INTO snap.vector SELECT * FROM main.vector; INSERT INTO snap.members SELECT * FROM main.members;');
+  // the void items this image's vector covers and nobody compensated yet go with it
+  src.exec('INSERT INTO snap.void_backlog SELECT * FROM main.void_backlog;');
   const meta = new Map((src.prepare('SELECT k, v FROM main.meta').all() as { k: string; v: string }[]).map((r) => [r.k, r.v]));
   // the copy has no log: a peer that needs anything below its vector needs a snapshot
   const sortedVector: Record<string, number> = {};

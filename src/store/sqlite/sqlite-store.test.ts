@@ -101,7 +101,7 @@ it('sqlite: opens a schema 1 store (items and log WITHOUT ROWID) and migrates it
   expect((await again.readLog({}, 10, 1 << 20)).map((e) => `${e.origin}:${e.seq}`)).toEqual([`${origin}:1`, `${origin}:2`, `${origin}:3`, `${origin}:4`, 'c.1:1']);
   await again.close();
   const check = new Database(path, { readonly: true });
-  expect(check.prepare("SELECT v FROM meta WHERE k = 'schema'").get()).toEqual({ v: '2' });
+  expect(check.prepare("SELECT v FROM meta WHERE k = 'schema'").get()).toEqual({ v: '3' });
   expect(check.prepare("SELECT name FROM sqlite_schema WHERE name LIKE '%_v1' OR name LIKE '%_new'").all()).toEqual([]);
   expect(check.prepare("SELECT count(*) n FROM items WHERE tbl = 't' AND key = ?").get(Buffer.from('k1'))).toEqual({ n: 1 });
   expect(check.prepare('SELECT id, origin FROM origins ORDER BY id').all()).toEqual([
@@ -109,6 +109,32 @@ it('sqlite: opens a schema 1 store (items and log WITHOUT ROWID) and migrates it
     { id: 2, origin: 'c.1' },
     { id: 65_535, origin },
   ]);
+  check.close();
+});
+
+it('sqlite: opens a schema 2 store (no void backlog) and migrates it: data intact, void items kept from then on', async () => {
+  const path = join(mkdtempSync(join(tmpdir(), 'tandem-store-')), 'store.db');
+  const open = () => new SqliteStore({ path, siteId: 'a', wallMs: () => clock++, conflictEntriesMax: 10 });
+  const store = open();
+  const { origin } = await store.open();
+  await store.commit([localPut(origin, 'k1'), remoteEntry('b.1', 1, 'rb')]);
+  const before = { items: await store.scanAll('t', undefined, 10), log: await store.readLog({}, 10, 1 << 20) };
+  await store.close();
+  // as schema 2 left it
+  const db = new Database(path);
+  db.exec("DROP TABLE void_backlog; DROP INDEX idempotency_dot; UPDATE meta SET v = '2' WHERE k = 'schema';");
+  db.close();
+  const again = open();
+  await again.open();
+  expect(await again.scanAll('t', undefined, 10)).toEqual(before.items);
+  expect(await again.readLog({}, 10, 1 << 20)).toEqual(before.log);
+  expect(await again.voidBacklog(10)).toEqual([]);
+  const st = before.log[0]!.items[0]!.state;
+  await again.commit([{ kind: 'repair', refs: [], merge: () => ({ records: [], conflicts: [], voidBacklog: { add: [{ table: 't', key: 'k1', dot: `${origin}:1`, origin, seq: 1, value: null, state: st }] } }) }, localPut(origin, 'k2')]);
+  expect(await again.voidBacklog(10)).toHaveLength(1);
+  await again.close();
+  const check = new Database(path, { readonly: true });
+  expect(check.prepare("SELECT v FROM meta WHERE k = 'schema'").get()).toEqual({ v: '3' });
   check.close();
 });
 

@@ -39,6 +39,8 @@ import type {
   Store,
   StoreBoundary,
   StoreIdentity,
+  VoidBacklogItem,
+  VoidBookkeeping,
 } from '../types.js';
 
 /**
@@ -50,7 +52,11 @@ import type {
  * rebalanced full 400-byte-row leaves: a group commit of 32 new items wrote 91 WAL frames, against
  * 55 now, and cost 40% more main-thread time.
  */
-const schemaVersion = 2;
+/**
+ * Schema 3 adds the void backlog (void owned items kept until their owner compensates them) and an
+ * index of Idempotency-Keys by the write that used them (a void write's key stops answering).
+ */
+const schemaVersion = 3;
 /** A log row's id is origin number × 2^47 + seq: a 64-bit rowid, so bound as a BigInt. */
 const logSpan = 2n ** 47n;
 const logSeqMax = Number(logSpan) - 1;
@@ -75,6 +81,9 @@ export const schemaSql = `
   CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL,
     hlc TEXT NOT NULL, items TEXT NOT NULL, at_ms INTEGER NOT NULL) WITHOUT ROWID;
   CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency (at_ms);
+  CREATE INDEX IF NOT EXISTS idempotency_dot ON idempotency (origin, seq);
+  CREATE TABLE IF NOT EXISTS void_backlog (id INTEGER PRIMARY KEY, tbl TEXT NOT NULL, key BLOB NOT NULL, dot TEXT NOT NULL,
+    origin TEXT NOT NULL, seq INTEGER NOT NULL, value TEXT NOT NULL, state BLOB NOT NULL, UNIQUE (tbl, key, dot));
 `;
 const decoder = new Decoder();
 const packr = {
@@ -189,11 +198,12 @@ export class SqliteStore implements Store {
     assert(!full || (sync === 1 && mode === 'wal'), `SQLite must run WAL with synchronous=NORMAL plus a WAL fdatasync per commit, got ${String(mode)}/${String(sync)}`);
     db.exec('CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID');
     const stored = (db.prepare("SELECT v FROM meta WHERE k = 'schema'").get() as { v: string } | undefined)?.v;
-    if (stored !== undefined && stored !== '1' && stored !== String(schemaVersion)) {
+    if (stored !== undefined && stored !== '1' && stored !== '2' && stored !== String(schemaVersion)) {
       db.close();
-      throw new Error(`${this.options.path} has store schema ${stored}; this version reads schemas 1 and ${schemaVersion}`);
+      throw new Error(`${this.options.path} has store schema ${stored}; this version reads schemas 1 to ${schemaVersion}`);
     }
     if (stored === '1') migrateFromSchema1(db);
+    if (stored === '2') migrateFromSchema2(db);
     db.exec(schemaSql);
     this.db = db;
     this.stmts = this.prepare(db);
@@ -321,6 +331,10 @@ export class SqliteStore implements Store {
          WHERE (excluded.hlc, excluded.origin, excluded.seq) < (idempotency.hlc, idempotency.origin, idempotency.seq)`,
       ),
       pageIdempotency: db.prepare('SELECT key, fingerprint, origin, seq, hlc, items, at_ms FROM idempotency WHERE key > ? ORDER BY key LIMIT ?'),
+      dropIdempotencyOf: db.prepare('DELETE FROM idempotency WHERE origin = ? AND seq = ?'),
+      putVoid: db.prepare('INSERT OR IGNORE INTO void_backlog (tbl, key, dot, origin, seq, value, state) VALUES (?, ?, ?, ?, ?, ?, ?)'),
+      dropVoid: db.prepare('DELETE FROM void_backlog WHERE tbl = ? AND key = ? AND dot = ?'),
+      readVoids: db.prepare('SELECT tbl, key, dot, origin, seq, value, state FROM void_backlog ORDER BY id LIMIT ?'),
       trimIdempotency: db.prepare('DELETE FROM idempotency WHERE key IN (SELECT key FROM idempotency WHERE at_ms < ? ORDER BY at_ms LIMIT ?)'),
     };
   }
@@ -670,6 +684,7 @@ export class SqliteStore implements Store {
           this.stmts.putLog.run(logId(ownOriginNumber, seq), built.hlc, body);
           if (req.idempotency !== undefined)
             this.indexIdempotency(req.idempotency, identity.origin, seq, built.hlc, built.records.map((r) => ({ table: r.table, key: r.key, version: r.version, origin: r.origin })));
+          if (built.voidBacklog !== undefined) this.keepVoids(built.voidBacklog);
           nextVec[identity.origin] = seq;
           const clock = built.clock ?? built.hlc;
           if (clock > hlcHigh) hlcHigh = clock;
@@ -702,6 +717,7 @@ export class SqliteStore implements Store {
           }
           this.writeRecords(merged.records, before, undefined);
           this.writeConflicts(merged.conflicts);
+          if (merged.voidBacklog !== undefined) this.keepVoids(merged.voidBacklog);
           results.push({ kind: 'repair', written: merged.records.length });
         } else {
           const { entry } = req;
@@ -739,6 +755,7 @@ export class SqliteStore implements Store {
             }
             this.writeRecords(merged.records, before, received);
             this.writeConflicts(merged.conflicts);
+            if (merged.voidBacklog !== undefined) this.keepVoids(merged.voidBacklog);
           }
           // Invariant 1: every received entry is logged (and so relayed), losers included.
           assert(entry.seq <= logSeqMax, `origin ${entry.origin} has used every sequence number`);
@@ -857,6 +874,19 @@ export class SqliteStore implements Store {
     this.handle.transaction(() => {
       for (const r of records) this.stmts.putIdempotency.run(r.key, r.fingerprint, r.origin, r.seq, r.hlc, JSON.stringify(r.items), Math.floor(r.atMs));
     }).immediate();
+  }
+
+  /** Void bookkeeping in the transaction in progress (VoidBookkeeping). */
+  private keepVoids(book: VoidBookkeeping): void {
+    for (const d of book.voidedDots ?? []) this.stmts.dropIdempotencyOf.run(d.origin, d.seq);
+    for (const r of book.resolve ?? []) this.stmts.dropVoid.run(r.table, Buffer.from(r.key, 'utf8'), r.dot);
+    for (const v of book.add ?? []) this.stmts.putVoid.run(v.table, Buffer.from(v.key, 'utf8'), v.dot, v.origin, v.seq, JSON.stringify(v.value), packr.pack(v.state));
+  }
+
+  async voidBacklog(limit: number): Promise<VoidBacklogItem[]> {
+    this.assertOpen();
+    const rows = this.stmts.readVoids.all(limit) as { tbl: string; key: Buffer; dot: string; origin: string; seq: number; value: string; state: Buffer }[];
+    return rows.map((r) => ({ table: r.tbl, key: r.key.toString('utf8'), dot: r.dot, origin: r.origin, seq: r.seq, value: JSON.parse(r.value) as VoidBacklogItem['value'], state: packr.unpack(r.state) as ItemState }));
   }
 
   async trimIdempotencyKeys(olderThanMs: number, limit: number): Promise<number> {
@@ -1069,6 +1099,14 @@ function migrateFromSchema1(db: Database.Database): void {
       DROP TABLE items_v1;
       DROP TABLE log_v1;
     `);
+    db.prepare("UPDATE meta SET v = ? WHERE k = 'schema'").run(String(schemaVersion));
+  }).immediate();
+}
+
+/** Schema 3 adds tables and an index only (schemaSql creates them): the version moves in one transaction. */
+function migrateFromSchema2(db: Database.Database): void {
+  db.transaction(() => {
+    db.exec(schemaSql);
     db.prepare("UPDATE meta SET v = ? WHERE k = 'schema'").run(String(schemaVersion));
   }).immediate();
 }
