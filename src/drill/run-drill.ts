@@ -363,6 +363,7 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
           cluster.startSite(a.site);
           return 'started';
         case 'restart': {
+          const t0 = performance.now();
           await mesh.command({ op: 'target-down', links: mesh.linksInto(a.site), resetOpen: false });
           const proc = cluster.process(a.site);
           if (proc && proc.child.exitCode === null && proc.child.signalCode === null) {
@@ -370,11 +371,13 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
             await Promise.race([proc.exited, realTimers.sleep(limits.shutdownDrainMsMax + 2000)]);
             if (proc.child.exitCode === null && proc.child.signalCode === null) await cluster.kill(a.site, 'SIGKILL');
           }
+          const stoppedMs = Math.round(performance.now() - t0);
           if (a.clockSkewMs !== undefined) skews.set(a.site, a.clockSkewMs);
           await mesh.command({ op: 'target-up', links: mesh.linksInto(a.site) });
           cluster.startSite(a.site);
           await waitReady(config.sites.find((s) => s.id === a.site)!.url, 20_000);
-          return a.clockSkewMs ? `restarted with its wall clock skewed ${a.clockSkewMs} ms` : 'restarted';
+          const took = `stopped in ${stoppedMs} ms, ready ${Math.round(performance.now() - t0 - stoppedMs)} ms later`;
+          return a.clockSkewMs ? `restarted with its wall clock skewed ${a.clockSkewMs} ms (${took})` : `restarted (${took})`;
         }
         case 'pause':
           cluster.process(a.site)!.child.kill('SIGSTOP');
