@@ -59,7 +59,9 @@ export interface BadDeleteReport {
   toTime: string | null;
   seeded: number;
   deleted: number;
-  /** deleted items back with their value at every site */
+  /** deleted items nothing wrote since: what the rewind must bring back */
+  toRestore: number;
+  /** of those, the items back with their value at every site */
   restored: number;
   /** deleted items not back (or not with their value) at some site: count and a bounded list */
   notRestoredCount: number;
@@ -150,6 +152,7 @@ export function checkBadDelete(rec: BadDeleteRecording, finals: SiteFinal[], con
     toTime: rewind?.toTime ?? null,
     seeded: seededCount,
     deleted: rec.deleted.length,
+    toRestore: restoredTarget.length,
     restored,
     notRestoredCount: notRestored.length,
     notRestored: notRestored.slice(0, listMax),

@@ -200,7 +200,24 @@ export class BadDelete {
     const values = new Map(writes.map((w) => [w.key, { w: w.writeId, writtenAfterTheDelete: true } satisfies JsonObject]));
     const acked = new Set(await this.batch(other, 'put', writes.map((w) => ({ key: w.key, writeId: w.writeId, value: values.get(w.key)! }))));
     for (const w of writes) if (acked.has(w.key)) w.into[w.key] = values.get(w.key)!;
-    return `deleted ${r.deleted.length} of ${keys.length} items of ${r.table}/${r.prefix}* at ${site}; ${gone}; ${acked.size} writes after it at ${other}`;
+    // as an operator would find them by the time of the rewind: at every site
+    const everywhere = await this.everySiteReads(writes.filter((w) => acked.has(w.key)).map((w) => ({ key: w.key, writeId: w.writeId })));
+    return `deleted ${r.deleted.length} of ${keys.length} items of ${r.table}/${r.prefix}* at ${site}; ${gone}; ${acked.size} writes after it at ${other}, ${everywhere === null ? 'NOT at every site' : `at every site ${everywhere} ms later`}`;
+  }
+
+  /** Waits until every site reads each key's write; returns ms waited, or null at the bound. */
+  private async everySiteReads(writes: { key: string; writeId: string }[]): Promise<number | null> {
+    const t0 = performance.now();
+    const reads = async (site: string, w: { key: string; writeId: string }) => {
+      const a = await send('GET', `${this.url(site)}/v1/tables/${encodeURIComponent(this.o.table)}/items/${encodeURIComponent(w.key)}`);
+      return a.status === 200 && (a.json?.['value'] as Record<string, unknown> | undefined)?.['w'] === w.writeId;
+    };
+    while (performance.now() - t0 < waitEverywhereMs) {
+      const seen = await Promise.all(this.o.sites.flatMap((s) => writes.map((w) => reads(s.id, w).catch(() => false))));
+      if (seen.every(Boolean)) return Math.round(performance.now() - t0);
+      await realTimers.sleep(100);
+    }
+    return null;
   }
 
   /** The heal: the real `tandem rewind`, asked again while T is not closed, until done cluster-wide. */

@@ -39,7 +39,7 @@ export function renderReportHtml(r: DrillReport): string {
 <table>
 ${row('deleted', `${b.deleted} of ${b.seeded} items of ${b.table}/${b.prefix}* at ${b.deleteSite}; gone from every site ${b.goneEverywhereAfterMs ?? 'n/a'} ms later`)}
 ${row('rewind', `${b.rewindId ?? 'n/a'} to ${b.toTime ?? 'n/a'}: ${b.rewindDone ? 'done at every site' : 'NOT done'} in ${b.rewindMs ?? 'n/a'} ms`)}
-${row('restored at every site', `${b.restored} (SLO: every deleted item nothing wrote since)`)}
+${row('restored at every site', `${b.restored} of ${b.toRestore} (the deleted items nothing wrote since; SLO: all)`)}
 ${row('not restored', String(b.notRestoredCount))}
 ${row('skipped (changed or created after T)', String(b.skippedCount))}
 ${row('untouched keys changed', `${b.untouchedChangedCount} of ${b.untouchedChecked} checked (SLO ${r.slo.rewind?.untouchedChangedMax ?? 0})`)}

@@ -297,7 +297,7 @@ export function checkDrill(rec: DrillRecording): DrillReport {
 function badDeleteLines(b: BadDeleteReport): string[] {
   const lines = [
     `  bad-delete: ${b.deleted} of ${b.seeded} items of ${b.table}/${b.prefix}* deleted at ${b.deleteSite}; rewind ${b.rewindId ?? 'n/a'} to ${b.toTime ?? 'n/a'} ${b.rewindDone ? 'done' : 'NOT done'} in ${b.rewindMs ?? 'n/a'} ms`,
-    `    restored at every site: ${b.restored}; skipped (changed or created after T): ${b.skippedCount}${b.skipped.length > 0 ? ` (${b.skipped.slice(0, 10).map((k) => `${k.key} [${k.class}]`).join(', ')})` : ''}`,
+    `    restored at every site: ${b.restored} of ${b.toRestore}; skipped (changed or created after T): ${b.skippedCount}${b.skipped.length > 0 ? ` (${b.skipped.slice(0, 10).map((k) => `${k.key} [${k.class}]`).join(', ')})` : ''}`,
     `    not restored: ${b.notRestoredCount}; untouched keys changed: ${b.untouchedChangedCount} of ${b.untouchedChecked} checked`,
   ];
   for (const n of b.notRestored.slice(0, 5)) lines.push(`    ✗ ${n.key} at ${n.site}: ${n.why}`);
