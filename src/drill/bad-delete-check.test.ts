@@ -58,7 +58,7 @@ describe('the bad-delete check', () => {
   it('passes when every deleted item is back everywhere and nothing written after the delete changed', () => {
     const r = checkBadDelete(recording(), [site('a', good()), site('b', good())], [], slo);
     expect(r.failures).toEqual([]);
-    expect(r).toMatchObject({ passed: true, seeded: 3, deleted: 3, toRestore: 2, restored: 2, skippedCount: 1, skipped: [{ key: 'bd/2', class: 'changed-after' }], untouchedChecked: 2, untouchedChangedCount: 0 });
+    expect(r).toMatchObject({ passed: true, seeded: 3, deleted: 3, toRestore: 2, restored: 2, restoredKeys: ['bd/0', 'bd/1'], skippedCount: 1, skipped: [{ key: 'bd/2', class: 'changed-after' }], untouchedChecked: 2, untouchedChangedCount: 0 });
   });
 
   it('names an item back at one site only, and one back with another value', () => {

@@ -61,8 +61,9 @@ export interface BadDeleteReport {
   deleted: number;
   /** deleted items nothing wrote since: what the rewind must bring back */
   toRestore: number;
-  /** of those, the items back with their value at every site */
+  /** of those, the items back with their value at every site: count and a bounded list */
   restored: number;
+  restoredKeys: string[];
   /** deleted items not back (or not with their value) at some site: count and a bounded list */
   notRestoredCount: number;
   notRestored: { site: string; key: string; why: string }[];
@@ -130,7 +131,7 @@ export function checkBadDelete(rec: BadDeleteRecording, finals: SiteFinal[], con
     }
 
   const restoredTarget = rec.deleted.filter((k) => rec.rewrittenAfter[k] === undefined);
-  const restored = restoredTarget.filter((k) => !notBackSomewhere.has(k)).length;
+  const restoredKeys = restoredTarget.filter((k) => !notBackSomewhere.has(k));
   if (finals.length === 0) failures.push('bad-delete: no site\'s final state was read');
   if (notRestored.length > 0 && slo.restoredAllSites)
     failures.push(
@@ -153,7 +154,8 @@ export function checkBadDelete(rec: BadDeleteRecording, finals: SiteFinal[], con
     seeded: seededCount,
     deleted: rec.deleted.length,
     toRestore: restoredTarget.length,
-    restored,
+    restored: restoredKeys.length,
+    restoredKeys: restoredKeys.slice(0, listMax),
     notRestoredCount: notRestored.length,
     notRestored: notRestored.slice(0, listMax),
     skippedCount: skipped.length,

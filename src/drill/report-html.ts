@@ -44,6 +44,7 @@ ${row('not restored', String(b.notRestoredCount))}
 ${row('skipped (changed or created after T)', String(b.skippedCount))}
 ${row('untouched keys changed', `${b.untouchedChangedCount} of ${b.untouchedChecked} checked (SLO ${r.slo.rewind?.untouchedChangedMax ?? 0})`)}
 </table>
+<h3>Restored${b.restored > b.restoredKeys.length ? ` (the first ${b.restoredKeys.length} of ${b.restored})` : ''}</h3>${list(b.restoredKeys)}
 <h3>Skipped</h3>${list(b.skipped.map((k) => `${k.key} [${k.class}]`))}
 <h3>Not restored</h3>${list(b.notRestored.map((n) => `${n.key} at ${n.site}: ${n.why}`))}
 <h3>Untouched keys changed</h3>${list(b.untouchedChanged.map((c) => `${c.key}${c.site ? ` at ${c.site}` : ''}: ${c.why}`))}`;
