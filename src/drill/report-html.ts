@@ -31,6 +31,23 @@ export function renderReportHtml(r: DrillReport): string {
     .map((f) => `<tr><td>${f.plannedAtMs}</td><td>${f.atMs}</td><td>${f.phase}</td><td>${escapeHtml(JSON.stringify(f.action))}</td><td>${escapeHtml(f.result)}</td></tr>`)
     .join('\n');
   const list = (items: string[]) => (items.length === 0 ? '<p>none</p>' : `<ul>${items.map((i) => `<li>${escapeHtml(i)}</li>`).join('')}</ul>`);
+  const b = r.badDelete;
+  const badDelete =
+    b === undefined
+      ? ''
+      : `<h2 id="bad-delete">Bulk delete and rewind</h2>
+<table>
+${row('deleted', `${b.deleted} of ${b.seeded} items of ${b.table}/${b.prefix}* at ${b.deleteSite}; gone from every site ${b.goneEverywhereAfterMs ?? 'n/a'} ms later`)}
+${row('rewind', `${b.rewindId ?? 'n/a'} to ${b.toTime ?? 'n/a'}: ${b.rewindDone ? 'done at every site' : 'NOT done'} in ${b.rewindMs ?? 'n/a'} ms`)}
+${row('restored at every site', `${b.restored} of ${b.toRestore} (the deleted items nothing wrote since; SLO: all)`)}
+${row('not restored', String(b.notRestoredCount))}
+${row('skipped (changed or created after T)', String(b.skippedCount))}
+${row('untouched keys changed', `${b.untouchedChangedCount} of ${b.untouchedChecked} checked (SLO ${r.slo.rewind?.untouchedChangedMax ?? 0})`)}
+</table>
+<h3>Restored${b.restored > b.restoredKeys.length ? ` (the first ${b.restoredKeys.length} of ${b.restored})` : ''}</h3>${list(b.restoredKeys)}
+<h3>Skipped</h3>${list(b.skipped.map((k) => `${k.key} [${k.class}]`))}
+<h3>Not restored</h3>${list(b.notRestored.map((n) => `${n.key} at ${n.site}: ${n.why}`))}
+<h3>Untouched keys changed</h3>${list(b.untouchedChanged.map((c) => `${c.key}${c.site ? ` at ${c.site}` : ''}: ${c.why}`))}`;
   const chartData = {
     sites: r.sites,
     perSecond: r.timeline.perSecond,
@@ -62,6 +79,7 @@ ${row('machine', r.machine.cpuPressureMaxPct === null ? 'CPU pressure not report
 ${row('versions', `tandem ${r.meta.tandemVersion}, node ${r.meta.node}, ${r.meta.cpus} CPUs, started ${r.meta.startedAt}`)}
 </table>
 <h2>Why it did not pass</h2>${list(r.failures)}
+${badDelete}
 <h2>Timelines</h2>
 <p class="legend-note">x: seconds of intended send time since the load started. Red lines: faults; green lines: heals.</p>
 <div id="success" class="chart"></div>

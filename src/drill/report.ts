@@ -18,6 +18,7 @@ import {
   type SiteStatus,
 } from './checkers.js';
 import type { GeneratorProgress } from './load-generator.js';
+import { checkBadDelete, type BadDeleteRecording, type BadDeleteReport } from './bad-delete-check.js';
 import { perSecond, rtoByClass, type ClassRto, type Episode, type SecondPoint } from './measures.js';
 import type { OpRecord } from './op-history.js';
 import { scenarios, type FaultAction, type PlannedFault, type ScenarioName, type Slo, type Timeline } from './scenarios.js';
@@ -70,6 +71,8 @@ export interface DrillRecording {
   /** the machine's CPU pressure (PSI some avg10, %) sampled every 500 ms, where the kernel reports it */
   cpuPressure?: { t: number; someAvg10Pct: number }[];
   powerLoss: boolean;
+  /** bad-delete: what was seeded, deleted, written after, and what the rewind did */
+  badDelete?: BadDeleteRecording;
   meta: { tandemVersion: string; node: string; cpus: number; startedAt: string; replayCommand: string };
 }
 
@@ -107,6 +110,8 @@ export interface DrillReport {
   sites: string[];
   /** how busy the machine was: over ~80% CPU pressure, latencies measure the machine, not the cluster */
   machine: { cpuPressureMaxPct: number | null };
+  /** bad-delete: items deleted, restored, skipped, untouched keys changed, the rewind's duration */
+  badDelete?: BadDeleteReport;
   meta: DrillRecording['meta'];
 }
 
@@ -119,6 +124,7 @@ function sitesOf(a: FaultAction): string[] {
       return a.sides[0];
     case 'latency':
     case 'heal-links':
+    case 'rewind':
       return [];
     case 'switchover':
       return [a.to];
@@ -191,6 +197,8 @@ export function checkDrill(rec: DrillRecording): DrillReport {
     }),
   );
 
+  const badDelete = rec.badDelete && slo.rewind ? checkBadDelete(rec.badDelete, finals, rec.conflicts, slo.rewind) : undefined;
+
   const conflictKeys = new Map<string, string>();
   for (const c of rec.conflicts) conflictKeys.set(`${c.table}\u0000${c.key}\u0000${c.loserDot}`, c.reason);
   const conflictsByReason: Record<string, number> = {};
@@ -237,6 +245,8 @@ export function checkDrill(rec: DrillRecording): DrillReport {
     const bothSides = [...sides.values()].filter((s) => s.size === 2).length;
     if (bothSides > 0 && conflictKeys.size === 0) failures.push(`${bothSides} keys were written on both sides of the cut, yet no conflict was listed in any conflict feed`);
   }
+  if (slo.rewind && !badDelete) failures.push('bad-delete: nothing was recorded of the delete and the rewind');
+  if (badDelete) failures.push(...badDelete.failures);
 
   const lagSeries = rec.lag.map((s) => ({ t: s.t, site: s.site, lagMs: s.lagMs }));
   return {
@@ -278,9 +288,21 @@ export function checkDrill(rec: DrillRecording): DrillReport {
     skippedTables: rec.skippedTables,
     timeline: { loadMs, perSecond: perSecond(rec.history, loadMs, sites), lag: lagSeries },
     sites,
+    ...(badDelete ? { badDelete } : {}),
     machine: { cpuPressureMaxPct: rec.cpuPressure && rec.cpuPressure.length > 0 ? Math.max(...rec.cpuPressure.filter((p) => p.t >= 0).map((p) => p.someAvg10Pct), 0) : null },
     meta: rec.meta,
   };
+}
+
+function badDeleteLines(b: BadDeleteReport): string[] {
+  const lines = [
+    `  bad-delete: ${b.deleted} of ${b.seeded} items of ${b.table}/${b.prefix}* deleted at ${b.deleteSite}; rewind ${b.rewindId ?? 'n/a'} to ${b.toTime ?? 'n/a'} ${b.rewindDone ? 'done' : 'NOT done'} in ${b.rewindMs ?? 'n/a'} ms`,
+    `    restored at every site: ${b.restored} of ${b.toRestore}; skipped (changed or created after T): ${b.skippedCount}${b.skipped.length > 0 ? ` (${b.skipped.slice(0, 10).map((k) => `${k.key} [${k.class}]`).join(', ')})` : ''}`,
+    `    not restored: ${b.notRestoredCount}; untouched keys changed: ${b.untouchedChangedCount} of ${b.untouchedChecked} checked`,
+  ];
+  for (const n of b.notRestored.slice(0, 5)) lines.push(`    ✗ ${n.key} at ${n.site}: ${n.why}`);
+  for (const c of b.untouchedChanged.slice(0, 5)) lines.push(`    ✗ ${c.key}${c.site ? ` at ${c.site}` : ''}: ${c.why}`);
+  return lines;
 }
 
 /** The terminal summary of a report. */
@@ -292,6 +314,7 @@ export function summarize(r: DrillReport): string {
     `  ${r.operations} operations, availability ${(r.availability * 100).toFixed(2)}%, ${r.clientErrors} failed, ${r.unknownOutcomes} unknown, router retries ${r.routerRetries ?? 'n/a'}`,
     ...(r.machine.cpuPressureMaxPct !== null && r.machine.cpuPressureMaxPct > 80 ? [`  note: the machine was CPU-starved (pressure up to ${r.machine.cpuPressureMaxPct}%): latencies measure it as much as the cluster`] : []),
     `  converged: ${r.converged ? 'yes' : 'NO'}${r.convergenceMs !== null ? ` (${r.convergenceMs} ms after the heal)` : ''}; conflicts listed: ${r.conflicts}`,
+    ...(r.badDelete ? badDeleteLines(r.badDelete) : []),
   ];
   for (const f of r.failures.slice(0, 20)) lines.push(`  ✗ ${f}`);
   if (r.failures.length > 20) lines.push(`  … and ${r.failures.length - 20} more`);

@@ -3,12 +3,12 @@
 // seeded workload in its own process; the seeded fault plan; the heal; convergence; the checkers
 // and measures; the report directory (report.json, report.html, the history, plans, final states, logs).
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { request } from 'undici';
-import type { ClusterConfig } from '../config/schema.js';
+import { backupSchema, type ClusterConfig } from '../config/schema.js';
 import { demoConfig } from '../config/demo.js';
 import { loadConfigFile } from '../config/load.js';
 import { LocalCluster } from '../cluster/local-cluster.js';
@@ -19,9 +19,10 @@ import { realClock, realTimers } from '../platform/real/real-env.js';
 import { RemoteLinkMesh } from './proxy-client.js';
 import { spawnNiced } from './spawn-niced.js';
 import { readHistory, type OpRecord } from './op-history.js';
+import { BadDelete } from './bad-delete.js';
 import { drivenTables, type WorkloadSpec } from './workload.js';
 import type { GeneratorProgress, GeneratorSpec } from './load-generator.js';
-import { planDrill, rttMatrix, scenarios, type FaultAction, type PlannedFault, type ScenarioName, type Slo } from './scenarios.js';
+import { badDeletePrefix, badDeleteTable, planDrill, rttMatrix, scenarios, type FaultAction, type PlannedFault, type ScenarioName, type Slo } from './scenarios.js';
 import { checkDrill, type DrillReport, type DrillRecording, type ExecutedFault, type LagSample, type RouterSample } from './report.js';
 import { renderReportHtml } from './report-html.js';
 
@@ -125,8 +126,6 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
     if (need === 'rewind' && !options.commands.has('rewind'))
       throw new ScenarioUnavailable(`${scenario.name} needs point-in-time rewind (issue #17): this build has no \`tandem rewind\``);
   }
-  if (scenario.name === 'bad-delete')
-    throw new ScenarioUnavailable('bad-delete: this build has `tandem rewind`, but the bad-delete drill is not written yet (it landed after the drills)');
   if (scenario.name === 'switchover' && !options.commands.has('switchover'))
     throw new ScenarioUnavailable('switchover needs planned switchover (issue #15): this build has no `tandem switchover`');
   const reportDir = resolve(options.reportDir);
@@ -134,6 +133,9 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
   const dataDir = join(reportDir, 'cluster');
   rmSync(dataDir, { recursive: true, force: true });
   mkdirSync(dataDir, { recursive: true });
+  const backupDir = join(reportDir, 'backups');
+  rmSync(backupDir, { recursive: true, force: true });
+  rmSync(join(reportDir, 'rewind'), { recursive: true, force: true });
   const progress = options.onProgress ?? (() => {});
   const { config, mesh } = await drillConfig(options, (c, firstPort) =>
     RemoteLinkMesh.start({ sites: c.sites.map((s) => ({ id: s.id, url: s.url })), seed: options.seed, firstPort }, join(reportDir, 'proxies.json')),
@@ -147,6 +149,14 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
     await mesh.stop();
     throw new ScenarioUnavailable(`--site: ${options.site} is not a site of the cluster (sites: ${siteIds.join(', ')})`);
   }
+  const rewindTable = scenario.needs.includes('rewind') ? badDeleteTable(config.tables) : undefined;
+  if (scenario.needs.includes('rewind') && rewindTable === undefined) {
+    await mesh.stop();
+    throw new ScenarioUnavailable(`${scenario.name} needs a local or global table of conflict lww or merge to delete from and rewind (tables: ${Object.keys(config.tables).join(', ')})`);
+  }
+  // every site backs itself up continuously when the scenario rewinds, or the user's config has a
+  // backup; either way into the drill's own directory, never into the user's target
+  if (rewindTable !== undefined || config.backup !== undefined) config.backup = backupSchema.parse({ target: pathToFileURL(backupDir).href });
 
   const loadMs = options.durationS * 1000;
   const timeline = { loadMs, faultAtMs: Math.round(loadMs * 0.25), healAtMs: Math.round(loadMs * 0.6) };
@@ -158,7 +168,7 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
   const syncedWalFile = (site: string) => join(dataDir, `${site}.synced-wal-bytes`);
   const powerLossSites = new Set<string>();
   // the victim is known before the start only from the config; owner-crash asks the topology
-  const preCtx = { seed: options.seed, sites: siteIds, owners: configOwners, site: options.site, timeline };
+  const preCtx = { seed: options.seed, sites: siteIds, owners: configOwners, site: options.site, timeline, tables: config.tables };
   let plan = planDrill(scenario, preCtx);
   const victimForEnv = plan.victim;
   if (options.powerLoss) powerLossSites.add(plan.victim);
@@ -249,6 +259,25 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
     const genExit = new Promise<number | null>((r) => gen!.once('exit', (code) => r(code)));
     progress('starting the cluster');
     await cluster.start(60_000);
+    // bad-delete: its items, seeded before the load, on every site before it starts
+    const ownOps: OpRecord[] = [];
+    const badDelete =
+      rewindTable === undefined
+        ? undefined
+        : new BadDelete({
+            table: rewindTable,
+            prefix: badDeletePrefix,
+            items: Math.min(2000, 100 * options.durationS),
+            sites: config.sites.map((s) => ({ id: s.id, url: s.url })),
+            configPath: cluster.configPath,
+            journalDir: join(reportDir, 'rewind'),
+            msSinceZero: () => msSinceZero(),
+            record: (r) => ownOps.push(r),
+          });
+    if (badDelete) {
+      progress(`seeding ${rewindTable}/${badDeletePrefix}*`);
+      await badDelete.seed();
+    }
     if (scenario.needs.includes('failover')) {
       const topo = await getJson(`${config.sites[0]!.url}/v1/topology`).catch(() => ({ status: 0, json: undefined }));
       if (topo.status !== 200)
@@ -263,6 +292,13 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
     writeFileSync(join(reportDir, 'plan.json'), JSON.stringify({ victim: plan.victim, timeline, faults }, null, 2));
     zero = nowNs() + 300_000_000n + BigInt(workload.warmupMs) * 1_000_000n;
     gen.stdin!.end(`${zero}\n`);
+    // the seed writes happened before the zero was known: their times were since the clock's origin
+    const zeroMs = Number(zero) / 1e6;
+    for (const r of ownOps) {
+      r.intendedMs -= zeroMs;
+      r.sentMs -= zeroMs;
+      r.endMs -= zeroMs;
+    }
 
 
     // ---------- samplers ----------
@@ -327,6 +363,7 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
           cluster.startSite(a.site);
           return 'started';
         case 'restart': {
+          const t0 = performance.now();
           await mesh.command({ op: 'target-down', links: mesh.linksInto(a.site), resetOpen: false });
           const proc = cluster.process(a.site);
           if (proc && proc.child.exitCode === null && proc.child.signalCode === null) {
@@ -334,11 +371,13 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
             await Promise.race([proc.exited, realTimers.sleep(limits.shutdownDrainMsMax + 2000)]);
             if (proc.child.exitCode === null && proc.child.signalCode === null) await cluster.kill(a.site, 'SIGKILL');
           }
+          const stoppedMs = Math.round(performance.now() - t0);
           if (a.clockSkewMs !== undefined) skews.set(a.site, a.clockSkewMs);
           await mesh.command({ op: 'target-up', links: mesh.linksInto(a.site) });
           cluster.startSite(a.site);
           await waitReady(config.sites.find((s) => s.id === a.site)!.url, 20_000);
-          return a.clockSkewMs ? `restarted with its wall clock skewed ${a.clockSkewMs} ms` : 'restarted';
+          const took = `stopped in ${stoppedMs} ms, ready ${Math.round(performance.now() - t0 - stoppedMs)} ms later`;
+          return a.clockSkewMs ? `restarted with its wall clock skewed ${a.clockSkewMs} ms (${took})` : `restarted (${took})`;
         }
         case 'pause':
           cluster.process(a.site)!.child.kill('SIGSTOP');
@@ -384,6 +423,13 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
           if (!body.ok) throw new Error(`switchover refused: ${(body.refused ?? [String(res.status)]).join('; ')}`);
           return `${a.table} handed over to ${a.to} (epoch ${body.epoch})`;
         }
+        case 'bulk-delete':
+          if (!badDelete) throw new Error('bulk-delete: nothing was seeded');
+          return badDelete.bulkDelete(a.site);
+        case 'rewind':
+          if (!badDelete) throw new Error('rewind: nothing was deleted');
+          progress(`rewinding ${a.table}/${a.prefix}*`);
+          return badDelete.rewind();
         case 'heal-links':
           for (const t of resetTimers.splice(0)) t.cancel();
           await mesh.healAll();
@@ -430,6 +476,8 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
     await mesh.stop();
     const finals = await readFinalStates(dataDir, siteIds);
     if (genCode !== 0) throw new Error(`the load generator failed (exit ${genCode}): ${genErr.join('').slice(0, 2000)}`);
+    // the drill's own writes (bad-delete's seeds, deletes and rewind) are operations of the history
+    if (ownOps.length > 0) appendFileSync(historyPath, ownOps.map((r) => `${JSON.stringify(r)}\n`).join(''));
     const history: OpRecord[] = readHistory(historyPath);
     Object.assign(recording, {
       scenario: scenario.name,
@@ -452,6 +500,7 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
       convergedAfterLoadMs: convergedAt ?? null,
       generator: last ?? { type: 'done', atMs: 0, sent: 0, ok: 0, failed: 0, unknown: 0, shed: 0, inFlight: 0, eventLoopDelayMaxMs: 0, scheduleLagMaxMs: 0, recentDelayMaxMs: 0 },
       powerLoss: options.powerLoss ?? false,
+      ...(badDelete ? { badDelete: badDelete.recording } : {}),
       generatorLag,
       cpuPressure,
       meta: {

@@ -1,6 +1,7 @@
 // The drill scenarios (CONTRACT.md, "Drills"): each one's default SLO, what it needs from the
 // cluster, and its fault plan: a pure function of the seed, the sites and the timeline, so that the
 // same seed, version and config give the same plan (replay).
+import type { TableConfig } from '../config/schema.js';
 import { SeededRandom } from '../platform/sim/random.js';
 
 export const scenarioNames = [
@@ -38,6 +39,11 @@ export interface Slo {
   converged: boolean;
   /** the conflicts made by writes on both sides must be listed in the conflict feeds */
   conflictsListed?: boolean;
+  /**
+   * bad-delete: every item the bulk delete took (and nothing wrote since) is back with its value at
+   * every site, and no key outside the rewound prefix, nor one written after the delete, changed
+   */
+  rewind?: { restoredAllSites: true; untouchedChangedMax: number };
 }
 
 /** What a fault does; `at` is ms since the load started. */
@@ -56,6 +62,10 @@ export type FaultAction =
   | { kind: 'resets'; site: string; everyMs: number }
   | { kind: 'stall'; site: string }
   | { kind: 'switchover'; table: string; to: string }
+  /** bad-delete: seeded items of `table` under `prefix` deleted at `site` in bulk (it replicates everywhere) */
+  | { kind: 'bulk-delete'; site: string; table: string; prefix: string }
+  /** bad-delete: `tandem rewind --table --prefix --to-time <a second before the delete>`, until done cluster-wide */
+  | { kind: 'rewind'; table: string; prefix: string }
   | { kind: 'heal-links' };
 
 export interface PlannedFault {
@@ -79,6 +89,8 @@ export interface ScenarioContext {
   /** --site, or undefined: the victim is chosen from the seed */
   site: string | undefined;
   timeline: Timeline;
+  /** the cluster's tables (bad-delete picks the one it deletes from) */
+  tables?: Record<string, TableConfig>;
 }
 
 export interface Scenario {
@@ -233,12 +245,16 @@ export const scenarios: Record<ScenarioName, Scenario> = {
   },
   'bad-delete': {
     name: 'bad-delete',
-    summary: 'a bulk delete that replicates everywhere, undone by a rewind',
-    slo: baseSlo,
+    summary: 'a bulk delete of a key prefix at one site replicates everywhere; `tandem rewind` to a second before it brings the items back',
+    slo: { ...baseSlo, rewind: { restoredAllSites: true, untouchedChangedMax: 0 } },
     needs: ['rewind'],
     sitesMin: 2,
     pickVictim: anySite,
-    plan: () => [],
+    plan: (ctx, v) => {
+      const table = ctx.tables === undefined ? undefined : badDeleteTable(ctx.tables);
+      if (table === undefined) return [];
+      return faultAndHeal(ctx.timeline, { kind: 'bulk-delete', site: v, table, prefix: badDeletePrefix }, { kind: 'rewind', table, prefix: badDeletePrefix });
+    },
   },
   random: {
     name: 'random',
@@ -250,6 +266,23 @@ export const scenarios: Record<ScenarioName, Scenario> = {
     plan: (ctx) => randomPlan(ctx),
   },
 };
+
+/** The key prefix bad-delete seeds, deletes and rewinds (no workload key starts with it). */
+export const badDeletePrefix = 'bad-delete/';
+
+/**
+ * The table bad-delete deletes from: a `local` table first (any site takes its writes), else a
+ * `global` one (through its owner), last-writer-wins first, then merge; never a partitioned table
+ * (its keys name their home), a crdt or a custom merge (the drill compares whole values).
+ * Undefined: the cluster has none.
+ */
+export function badDeleteTable(tables: Record<string, TableConfig>): string | undefined {
+  const fit = (pattern: TableConfig['pattern'], conflict: TableConfig['conflict']) =>
+    Object.keys(tables)
+      .sort()
+      .find((n) => tables[n]!.pattern === pattern && tables[n]!.conflict === conflict);
+  return fit('local', 'lww') ?? fit('local', 'merge') ?? fit('global', 'lww') ?? fit('global', 'merge');
+}
 
 /** A seeded sequence of faults in the fault window, each healed before the next starts. */
 function randomPlan(ctx: ScenarioContext): PlannedFault[] {

@@ -24,14 +24,29 @@ import { BackupError } from '../errors.js';
 import { missing, type BackupTarget, type StoredObject } from './target.js';
 
 /** Objects up to this size go up in one PUT; larger ones in parts of this size. */
-const partBytes = 16 << 20;
+const partBytesDefault = 16 << 20;
+/** S3 refuses a part under 5 MiB (but the last) and over 5 GiB. */
+const partBytesMin = 5 << 20;
+const partBytesMax = 5 * 1024 ** 3;
+
+export interface S3TargetOptions {
+  /** the multipart threshold and part size (default 16 MiB; S3 allows 5 MiB to 5 GiB) */
+  partBytes?: number;
+}
 
 export class S3Target implements BackupTarget {
   private readonly client: S3Client;
   private readonly bucket: string;
   private readonly prefix: string;
+  private readonly partBytes: number;
 
-  constructor(readonly url: string) {
+  constructor(
+    readonly url: string,
+    options: S3TargetOptions = {},
+  ) {
+    this.partBytes = options.partBytes ?? partBytesDefault;
+    if (!Number.isSafeInteger(this.partBytes) || this.partBytes < partBytesMin || this.partBytes > partBytesMax)
+      throw new BackupError('bad-input', `S3 part size: expected ${partBytesMin} to ${partBytesMax} bytes, got ${options.partBytes}`);
     let u: URL;
     try {
       u = new URL(url);
@@ -57,12 +72,13 @@ export class S3Target implements BackupTarget {
     return `${this.prefix}${name}`;
   }
 
-  private failed(what: string, name: string, e: unknown): BackupError {
-    return new BackupError('target-failed', `${what} ${name} at ${this.url}: ${(e as Error).message ?? String(e)}`, name);
+  private failed(what: string, name: string, e: unknown, more = ''): BackupError {
+    return new BackupError('target-failed', `${what} ${name} at ${this.url}: ${(e as Error).message ?? String(e)}${more}`, name);
   }
 
   async put(name: string, fromPath: string): Promise<void> {
     const size = statSync(fromPath).size;
+    const partBytes = this.partBytes;
     if (size <= partBytes) {
       const body = await readFile(fromPath);
       try {
@@ -73,6 +89,7 @@ export class S3Target implements BackupTarget {
       return;
     }
     let uploadId: string | undefined;
+    let step = 'CreateMultipartUpload';
     try {
       const created = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: this.key(name) }));
       uploadId = created.UploadId!;
@@ -81,7 +98,10 @@ export class S3Target implements BackupTarget {
       try {
         for (let at = 0, n = 1; at < size; at += partBytes, n++) {
           const buf = Buffer.alloc(Math.min(partBytes, size - at));
-          await fh.read(buf, 0, buf.length, at);
+          const { bytesRead } = await fh.read(buf, 0, buf.length, at);
+          // a file that shrank under us must not go up with a zero-filled tail
+          if (bytesRead !== buf.length) throw new Error(`${fromPath} shrank while it was uploaded (read ${bytesRead} of ${buf.length} bytes at ${at})`);
+          step = `UploadPart ${n} of ${Math.ceil(size / partBytes)}`;
           const res = await this.client.send(new UploadPartCommand({ Bucket: this.bucket, Key: this.key(name), UploadId: uploadId, PartNumber: n, Body: buf, ContentLength: buf.length }));
           // the ETag only names the part for CompleteMultipartUpload; integrity is the object's own SHA-256
           parts.push({ PartNumber: n, ETag: res.ETag! });
@@ -89,10 +109,19 @@ export class S3Target implements BackupTarget {
       } finally {
         await fh.close();
       }
+      step = 'CompleteMultipartUpload';
       await this.client.send(new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: this.key(name), UploadId: uploadId, MultipartUpload: { Parts: parts } }));
     } catch (e) {
-      if (uploadId !== undefined) await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: this.key(name), UploadId: uploadId })).catch(() => undefined);
-      throw this.failed('multipart upload of', name, e);
+      // abort, so that no part is left behind (and billed); say so when even that failed
+      let aborted = '';
+      if (uploadId !== undefined)
+        try {
+          await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: this.key(name), UploadId: uploadId }));
+          aborted = `; upload ${uploadId} aborted`;
+        } catch (ae) {
+          aborted = `; aborting upload ${uploadId} failed too (${(ae as Error).message ?? String(ae)}): its parts stay until the bucket's lifecycle rule removes incomplete uploads`;
+        }
+      throw this.failed(`multipart upload (${step}) of`, name, e, aborted);
     }
   }
 

@@ -29,7 +29,8 @@ function listScenarios(): string {
     const s = scenarios[name];
     const slo = `${s.slo.rtoMs} ms, ${s.slo.lostQuorumWrites}, ≥${s.slo.successRateMin} over ${s.slo.windowMs} ms`;
     const needs = s.needs.length > 0 ? ` [needs ${s.needs.join(', ')}]` : '';
-    lines.push(`${name.padEnd(16)} ${slo.padEnd(56)} ${s.summary}${needs}`);
+    const rewind = s.slo.rewind ? `; SLO: every deleted item restored at every site, ${s.slo.rewind.untouchedChangedMax} untouched keys changed` : '';
+    lines.push(`${name.padEnd(16)} ${slo.padEnd(56)} ${s.summary}${needs}${rewind}`);
   }
   return lines.join('\n');
 }
