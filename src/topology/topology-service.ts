@@ -884,13 +884,13 @@ export class TopologyService implements Ownership {
 
   // ---- handover on shutdown ------------------------------------------------------------------------
 
-  /** Whether `site` takes a handover now (not stopping itself, active); false if it does not answer. */
-  private async acceptsHandover(site: string, timeoutMs: number): Promise<boolean> {
+  /** Whether `site` takes a handover now (not stopping itself, active); why not, if not (it may not answer). */
+  private async acceptsHandover(site: string, timeoutMs: number): Promise<{ ok: boolean; why?: string }> {
     try {
-      const r = await this.peerCall<{ accepting?: unknown }>(site, '/v1/peer/topology/handover-target', {}, timeoutMs);
-      return r.accepting === true;
-    } catch {
-      return false;
+      const r = await this.peerCall<{ accepting?: unknown; reason?: unknown }>(site, '/v1/peer/topology/handover-target', {}, timeoutMs);
+      return r.accepting === true ? { ok: true } : { ok: false, why: `${site}: ${String(r.reason ?? 'declines')}` };
+    } catch (e) {
+      return { ok: false, why: `${site}: ${(e as Error).message}` };
     }
   }
 
@@ -910,7 +910,7 @@ export class TopologyService implements Ownership {
     const { env } = this.options;
     const deadline = env.clock.monotonicMs() + waitMs;
     const left = () => Math.max(0, deadline - env.clock.monotonicMs());
-    const accepts = new Map<string, Promise<boolean>>();
+    const accepts = new Map<string, Promise<{ ok: boolean; why?: string }>>();
     const plan: MovePlan[] = [];
     for (const unit of owned) {
       const order = [...(this.options.config.tables[splitUnit(unit).table]?.failoverOrder ?? this.options.config.sites.map((s) => s.id)), ...rec.members.map((m) => m.id)];
@@ -918,7 +918,7 @@ export class TopologyService implements Ownership {
         const m = member(rec, s);
         if (s === this.siteId || m?.kind !== 'site' || m.state !== 'active') continue;
         if (!accepts.has(s)) accepts.set(s, this.acceptsHandover(s, Math.min(this.leaseMs, left())));
-        if (await accepts.get(s)!) {
+        if ((await accepts.get(s)!).ok) {
           plan.push({ unit, from: this.siteId, to: s });
           break;
         }
@@ -926,7 +926,8 @@ export class TopologyService implements Ownership {
     }
     const unplanned = owned.filter((u) => !plan.some((m) => m.unit === u));
     if (plan.length === 0) {
-      const reason = 'no other active site takes a handover (each is stopping too, or does not answer)';
+      const declined = (await Promise.all(accepts.values())).map((a) => a.why).filter((w) => w !== undefined);
+      const reason = `no other active site takes a handover (${declined.join('; ') || 'there is none'})`;
       this.log.warn({ units: owned }, `shutting down without handing over: ${reason}`);
       return { moved: [], left: owned, reason };
     }
@@ -943,6 +944,10 @@ export class TopologyService implements Ownership {
     ]);
     const now = this.record();
     const moved = plan.filter((m) => ownerOfUnit(now, m.unit) === m.to).map((m) => m.unit);
+    // the proposal's learns are sent without waiting; stopping would cut them off, and the new owner
+    // would hear of its epoch only at its next lease round: tell every voter now (bounded)
+    if (moved.length > 0)
+      await Promise.all(voters(now).filter((v) => v !== this.siteId).map((v) => this.call(v, { kind: 'learn', record: now }, Math.max(1, Math.min(this.leaseMs, left()))).catch(() => undefined)));
     const notMoved = [...unplanned, ...plan.filter((m) => ownerOfUnit(now, m.unit) !== m.to).map((m) => m.unit)];
     if (notMoved.length > 0) {
       reason ??= unplanned.length > 0 ? 'no target took some units' : 'unknown';
