@@ -6,7 +6,9 @@ import { Replicator } from '../replication/replicator.js';
 import { TopologyService } from '../topology/topology-service.js';
 import { SqliteVoterStorage } from '../topology/voter-storage.js';
 import { followMembership } from '../topology/follow-membership.js';
-import { quorumSets } from '../topology/members.js';
+import { degradedSites, quorumSets } from '../topology/members.js';
+import { joinVectors, type VersionVector } from '../core/vector.js';
+import { limits } from '../limits.js';
 import { siteBackup } from './backup-wiring.js';
 import { HomeRegistry } from './home-registry.js';
 import type { StartSiteOptions } from './run-site.js';
@@ -27,7 +29,23 @@ export const siteExtension: NonNullable<StartSiteOptions['extend']> = (node, env
   const topology = new TopologyService({
     env,
     config: node.config,
-    host: { siteId: node.siteId, store: node.store, wakePulls: () => holder.replicator?.wakePulls(), caughtUp: () => holder.replicator?.caughtUp() ?? false },
+    host: {
+      siteId: node.siteId,
+      store: node.store,
+      wakePulls: () => holder.replicator?.wakePulls(),
+      caughtUp: () => holder.replicator?.caughtUp() ?? false,
+      // a `down` site comes back once caught up with the active sites (not with other down ones)
+      caughtUpWith: (sites) => {
+        const links = holder.replicator?.peerStatus() ?? {};
+        return sites.every((s) => links[s]?.connected === true && links[s].lagEntries <= 100);
+      },
+      // what this site has heard of: applied here, or reported by peers' acks (a forced failover's report)
+      heardVector: () => {
+        let heard: VersionVector = node.vector();
+        for (const ack of holder.replicator?.acks().values() ?? []) heard = joinVectors(joinVectors(heard, ack.vector), { [ack.origin]: ack.ownSeq });
+        return heard;
+      },
+    },
     auth: { cluster: node.config.cluster, secret: node.config.secret, knownSites: new Set(node.config.sites.map((s) => s.id)) },
     storage: voterStorage,
     ...(peerUrls ? { urls: peerUrls } : {}),
@@ -50,7 +68,7 @@ export const siteExtension: NonNullable<StartSiteOptions['extend']> = (node, env
     ...(peerUrls ? { peerUrls } : {}),
     extraRoutes: { ...topology.routes(), ...homes.routes() },
     // joint quorums while data membership changes (topology/members.ts)
-    quorumSets: () => quorumSets(topology.record()),
+    quorumSets: () => quorumSets(topology.record(), node.config.topology.degradedDurability),
     heartbeatMs: 500,
     ...(backup ? { archivedUpTo: (origin: string) => backup.backup.compactableUpTo(origin) } : {}),
     metrics: {
@@ -77,6 +95,7 @@ export const siteExtension: NonNullable<StartSiteOptions['extend']> = (node, env
       peerUrl: (id) => node.config.sites.find((s) => s.id === id)?.url ?? topology.record().members.find((m) => m.id === id)?.url,
       coveringPeer: (token) => replicator.coveringPeer(token),
       quorumReachable: (level) => replicator.quorumReachable(level),
+      degradedSites: () => degradedSites(topology.record(), node.config.topology.degradedDurability),
       awaitDurability: (dot, level) => (level === 'local' ? Promise.resolve(true) : replicator.awaitDurability(dot, level)),
       peerHandler: replicator.handler,
       ...(backup ? { backup: { now: () => backup.backup.backupNow(), status: () => backup.backup.status() } } : {}),
@@ -88,6 +107,9 @@ export const siteExtension: NonNullable<StartSiteOptions['extend']> = (node, env
       backup?.start();
     },
     stop: async () => {
+      // a site that owns units hands them over first (RPO 0, no lease wait), within a bound: a whole
+      // cluster stopping at once finds every target stopping too and skips it (topology-service.ts)
+      await topology.handOverBeforeStop(Math.min(node.config.topology.switchoverWaitMs, limits.shutdownDrainMsMax));
       await backup?.stop();
       await topology.stop();
       await replicator.stop();

@@ -3,6 +3,7 @@
 // Domain logic lives in SiteNode; this file translates HTTP to it and back.
 import { Readable } from 'node:stream';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { Counter } from 'prom-client';
 import { RequestError } from '../core/errors.js';
 import { readBody, type Env, type RequestHandler } from '../platform/env.js';
 import { classifyUpstreamError } from '../platform/upstream-errors.js';
@@ -46,6 +47,11 @@ export interface SiteServerHooks {
   awaitDurability?: (dot: string, level: Durability) => Promise<boolean>;
   /** whether enough data sites were heard from lately to confirm a write of this durability */
   quorumReachable?: (level: 'quorum' | 'all') => { ok: boolean; heard: number; needed: number };
+  /**
+   * The data sites quorum writes do not count on now (`down` under `topology.degradedDurability:
+   * allow`): a quorum write confirmed meanwhile is answered with `Tandem-Durability: degraded`.
+   */
+  degradedSites?: () => string[];
   /** a connected peer whose vector covers `token` (a session read this site cannot serve yet goes there) */
   coveringPeer?: (token: VersionVector) => string | undefined;
   /** peer API handler (replication feed, snapshots, repair), mounted under /v1/peer/ */
@@ -81,6 +87,15 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
   const hooks = options.hooks ?? {};
   const sessionWaitMs = options.sessionWaitMs ?? 2_000;
   const forwardTimeoutMs = options.forwardTimeoutMs ?? limits.forwardTimeoutMs;
+  const degradedWritesName = 'tandem_degraded_durability_writes_total';
+  const degradedWrites =
+    (metrics.registry.getSingleMetric(degradedWritesName) as Counter<'level'> | undefined) ??
+    new Counter({
+    name: degradedWritesName,
+    help: 'Quorum (or all) writes confirmed while data sites were down (degradedDurability: allow): at risk, answered with Tandem-Durability: degraded',
+    labelNames: ['level'] as const,
+    registers: [metrics.registry],
+  });
   const app = Fastify({
     logger: false,
     bodyLimit: limits.requestBodyBytesMax,
@@ -350,13 +365,13 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     await refuseWithoutQuorum(level);
     const outcomes = await node.batch(batchOps, { ...(level !== 'local' ? { awaitsAck: true } : {}), ...(idempotencyKey !== undefined ? { idempotencyKey } : {}) });
     if (!Array.isArray(outcomes)) {
-      await ensureDurable({ dot: outcomes.dot, version: outcomes.items[0]!.version, wrote: true }, level);
+      await ensureDurable({ dot: outcomes.dot, version: outcomes.items[0]!.version, wrote: true }, level, reply);
       reply.header(replayedHeader, 'true');
       reply.header('tandem-session', encodeSession(joinSession(session, { [outcomes.origin]: outcomes.seq })));
       const origin = siteOfOrigin(outcomes.origin);
       return { items: outcomes.items.map((i) => ({ table: i.table, key: i.key, version: i.version, dot: outcomes.dot, origin })) };
     }
-    await ensureDurable(outcomeFacts(outcomes[0]!), level);
+    await ensureDurable(outcomeFacts(outcomes[0]!), level, reply);
     ensureAcknowledgeable(outcomes[0]!);
     if (outcomes.length > 0) {
       const s = joinSession(session, outcomes[0]!.record.state.c, voidable(outcomes[0]!, level));
@@ -447,8 +462,10 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
    * answer says the item is deleted at that level, and the tombstone (of any origin) may be on
    * this site alone so far.
    */
-  async function ensureDurable(outcome: { dot: string; version: string; wrote: boolean }, level: Durability): Promise<void> {
+  async function ensureDurable(outcome: { dot: string; version: string; wrote: boolean }, level: Durability, reply?: FastifyReply): Promise<void> {
     if (level === 'local') return;
+    // the quorum counted over the active sites only: say so (a site may go down or come back during the wait: either counts)
+    const degradedBefore = hooks.degradedSites?.() ?? [];
     const ok = hooks.awaitDurability ? await hooks.awaitDurability(outcome.dot, level) : node.config.sites.length === 1;
     if (!ok) {
       const what = outcome.wrote ? `the write was committed at ${siteOfOrigin(outcome.dot.slice(0, outcome.dot.lastIndexOf(':')))}` : `the item was deleted already (by ${outcome.dot})`;
@@ -456,6 +473,12 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
         version: outcome.version,
         dot: outcome.dot,
       });
+    }
+    const degraded = [...new Set([...degradedBefore, ...(hooks.degradedSites?.() ?? [])])];
+    if (degraded.length > 0 && reply !== undefined) {
+      reply.header('tandem-durability', 'degraded');
+      reply.header('tandem-degraded-sites', degraded.join(','));
+      degradedWrites.inc({ level });
     }
   }
 
@@ -484,7 +507,12 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
       const q = hooks.quorumReachable(level);
       if (q.ok) return;
       if (env.clock.monotonicMs() >= deadline)
-        throw RequestError.unavailable('quorum-unavailable', `a ${level} write needs ${q.needed} data sites and ${node.siteId} has heard from only ${q.heard} lately; nothing was written`, 2);
+        throw RequestError.unavailable(
+          'quorum-unavailable',
+          `a ${level} write needs ${q.needed} data sites and ${node.siteId} has heard from only ${q.heard} lately; nothing was written` +
+            (node.config.topology.degradedDurability === 'refuse' ? ' (topology.degradedDurability: refuse; with allow, a site marked down stops counting)' : ''),
+          2,
+        );
       await env.timers.sleep(limits.ownerRetryMs);
     }
   }
@@ -499,7 +527,7 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
    */
   async function answerReplay(reply: FastifyReply, first: ReplayedWrite, durability: Durability, session: Session | undefined) {
     const item = first.items[0]!;
-    await ensureDurable({ dot: first.dot, version: item.version, wrote: true }, durability);
+    await ensureDurable({ dot: first.dot, version: item.version, wrote: true }, durability, reply);
     if (!node.acknowledgeable(first))
       throw new RequestError(504, 'lease-expired', 'Outcome unknown', `the first write under this Idempotency-Key (${first.dot}) cannot be confirmed: ${node.siteId} lost its lease meanwhile; its outcome is unknown`, [], { dot: first.dot });
     reply.header(replayedHeader, 'true');
@@ -509,7 +537,7 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
   }
 
   async function answerWrite(reply: FastifyReply, outcome: WriteOutcome, durability: Durability, session: Session | undefined) {
-    await ensureDurable(outcomeFacts(outcome), durability);
+    await ensureDurable(outcomeFacts(outcome), durability, reply);
     ensureAcknowledgeable(outcome);
     const rec: ItemRecord = outcome.record;
     reply.header('etag', `"${rec.version}"`);
@@ -572,7 +600,7 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
       if (moved !== undefined) throw RequestError.unavailable('owner-changed', `${owner} answered: ${moved}`);
     }
     reply.code(res.status);
-    for (const h of ['content-type', 'etag', 'tandem-session', 'retry-after', replayedHeader]) if (res.headers[h]) reply.header(h, res.headers[h]);
+    for (const h of ['content-type', 'etag', 'tandem-session', 'retry-after', 'tandem-durability', 'tandem-degraded-sites', replayedHeader]) if (res.headers[h]) reply.header(h, res.headers[h]);
     reply.header('tandem-site', res.headers['tandem-site'] ?? owner);
     return reply.send(Buffer.from(bytes));
   }

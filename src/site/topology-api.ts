@@ -150,13 +150,16 @@ export function registerTopologyRoutes(app: FastifyInstance, deps: TopologyApiDe
     const table = str(b, 'table');
     const site = str(b, 'site');
     const to = str(b, 'to');
-    const why = str(b, 'why') ?? 'operator failover';
+    const why = str(b, 'why') ?? (b.force === true ? 'operator forced failover' : 'operator failover');
     const dryRun = b.dryRun === true;
+    if (b.force !== undefined && typeof b.force !== 'boolean') throw RequestError.badRequest('body.force: expected a boolean', [{ path: 'body.force', message: 'expected a boolean' }]);
     if ((table === undefined) === (site === undefined)) throw RequestError.badRequest('body: give exactly one of table or site', [{ path: 'body', message: 'table or site' }]);
     if (table !== undefined) knownOwnedTable(table);
     if (site !== undefined) knownSite(site, 'body.site');
     if (to !== undefined) knownSite(to, 'body.to');
-    const plan = topology.planFailover({ ...(table ? { table } : {}), ...(site ? { site } : {}), ...(to ? { to } : {}) });
+    const args = { ...(table ? { table } : {}), ...(site ? { site } : {}), ...(to ? { to } : {}) };
+    if (b.force === true) return forcedFailover(reply, args, { by, why }, dryRun, str(b, 'confirm'));
+    const plan = topology.planFailover(args);
     if (plan.length === 0) return { ok: true, plan, checks: [], epoch: topology.epoch(), detail: 'nothing to move' };
     const targets = [...new Set(plan.map((m) => m.to))];
     const checks: ReadinessCheck[] = [];
@@ -164,8 +167,56 @@ export function registerTopologyRoutes(app: FastifyInstance, deps: TopologyApiDe
       if (t === '(none)') checks.push({ name: 'target', ok: false, detail: 'no serving site is left to take these units' });
       else for (const c of await readiness(t, site)) checks.push({ ...c, name: `${t}: ${c.name}` });
     }
-    return act(reply, dryRun, plan, checks, () => topology.failover(plan, { by, why }, actionWaitMs));
+    // a change needs a majority of the voters answering now, not only on paper
+    const vs = voters(topology.record());
+    const answering = await topology.reachableVoters();
+    checks.push({
+      name: 'majority-reachable',
+      ok: answering.length >= majority(vs.length),
+      detail: `${answering.length} of ${vs.length} voters answer (${answering.join(', ') || 'none'}); a change needs ${majority(vs.length)}${answering.length >= majority(vs.length) ? '' : ': without a majority only failover --force can move ownership (split-brain risk)'}`,
+    });
+    return act(reply, dryRun, plan, checks, async () => {
+      // degradedDurability: allow — a failed site given up by the operator stops counting in quorums
+      if (site !== undefined && config.topology.degradedDurability === 'allow' && !topology.isAliveAtMajority(site)) await topology.setMemberState(site, 'down', { by, why });
+      return topology.failover(plan, { by, why }, actionWaitMs);
+    });
   });
+
+  /**
+   * `failover --force` (topology/forced.ts): the plan (members marked down, moves, the cut it lowers,
+   * what may be dropped, the split-brain risk) always; the forced epoch only with `confirm` equal to
+   * the cluster's name, typed by the operator.
+   */
+  async function forcedFailover(reply: FastifyReply, args: { table?: string; site?: string; to?: string }, who: { by: string; why: string }, dryRun: boolean, confirm: string | undefined) {
+    if (!dryRun && confirm !== config.cluster)
+      throw RequestError.badRequest(`body.confirm: a forced failover needs the cluster's name typed as confirmation ("${config.cluster}"); run it with dryRun first to see the risk`, [
+        { path: 'body.confirm', message: `expected the cluster name` },
+      ]);
+    try {
+      const r = await topology.forceFailover(args, who, { dryRun, waitMs: actionWaitMs });
+      const refused = r.refused;
+      if (refused.length > 0 || dryRun) reply.code(refused.length > 0 ? 409 : 200);
+      const dropped = r.installedCut === undefined ? r.plan.dropped : r.plan.dropped.map((d) => ({ ...d, cutSeq: r.installedCut!.find((c) => c.origin === d.origin)?.seq ?? d.cutSeq }));
+      return {
+        ok: refused.length === 0,
+        dryRun,
+        forced: true,
+        epoch: r.topology?.epoch ?? topology.epoch(),
+        plan: r.plan.moves,
+        down: r.plan.down,
+        votersAfter: r.plan.votersAfter,
+        forcedEpoch: r.plan.epoch,
+        cut: r.installedCut ?? r.plan.cut,
+        dropped: dropped.filter((d) => d.heardSeq === undefined || d.heardSeq > d.cutSeq),
+        risk: r.plan.risk,
+        ...(refused.length > 0 ? { refused } : {}),
+        ...(r.topology ? { topology: topologyView(topology) } : {}),
+      };
+    } catch (e) {
+      reply.code(409);
+      return { ok: false, forced: true, epoch: topology.epoch(), refused: [(e as Error).message] };
+    }
+  }
 
   app.post('/v1/admin/switchover', async (req, reply) => {
     const by = authorize(req);

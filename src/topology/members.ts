@@ -69,15 +69,58 @@ export function removedOriginCounts(t: Topology, origin: string, seq: number): b
   return seq <= (cut?.seq ?? 0);
 }
 
-/** The data memberships whose majorities a quorum write needs now: the current one, and the newest prior one. */
-export function quorumSets(t: Topology): string[][] {
-  const prior = t.priorData?.[t.priorData.length - 1];
-  return prior === undefined ? [dataSites(t)] : [dataSites(t), prior];
+/** What `topology.degradedDurability` says about quorums while a data site is `down`. */
+export type DegradedDurability = 'refuse' | 'allow';
+
+/**
+ * The data sites a quorum counts over: with `refuse`, a `down` site still counts (so quorum writes
+ * are refused while too few answer, as before it was marked); with `allow`, only the serving ones
+ * (Q over the active sites: such writes are at risk, and reported so).
+ */
+export function quorumMembers(t: Topology, degraded: DegradedDurability): string[] {
+  return degraded === 'allow' ? dataSites(t) : t.members.filter((m) => m.kind === 'site' && (dataSites(t).includes(m.id) || m.state === 'down')).map((m) => m.id);
 }
 
-/** Every data membership a cut reads a read quorum of: the current one and each prior one kept. */
+/** The data sites a quorum write does not count on now (`down` under `allow`): its answer says it is at risk. */
+export function degradedSites(t: Topology, degraded: DegradedDurability): string[] {
+  return degraded === 'allow' ? t.members.filter((m) => m.kind === 'site' && m.state === 'down').map((m) => m.id) : [];
+}
+
+/** The data memberships whose majorities a quorum write needs now: the current one, and the newest prior one. */
+export function quorumSets(t: Topology, degraded: DegradedDurability = 'refuse'): string[][] {
+  const prior = t.priorData?.[t.priorData.length - 1];
+  const current = quorumMembers(t, degraded);
+  return prior === undefined ? [current] : [current, prior];
+}
+
+/**
+ * Every data membership a cut reads a read quorum of: the current one and each prior one kept. A
+ * site marked `down` by a majority still counts in it (quorum writes acknowledged before it went
+ * down may rest on it: the cut must meet them); one forced down does not (the operator gave up its
+ * writes beyond the forced cut).
+ */
 export function cutMemberships(t: Topology): string[][] {
-  return [dataSites(t), ...(t.priorData ?? [])];
+  const current = t.members.filter((m) => m.kind === 'site' && (dataSites(t).includes(m.id) || (m.state === 'down' && m.forcedDownAt === undefined))).map((m) => m.id);
+  return [current, ...(t.priorData ?? [])];
+}
+
+/** Marks a data site `down` in a draft (not a voter, not counted in `allow` quorums) by a majority epoch. */
+export function markDown(before: Topology, draft: Topology, id: string): void {
+  member(draft, id)!.state = 'down';
+  noteVoterChange(before, draft);
+}
+
+/** A `down` site caught up again: `active` in a draft (a voter, counted in quorums). */
+export function markUp(before: Topology, draft: Topology, id: string): void {
+  const m = member(draft, id)!;
+  m.state = 'active';
+  delete m.forcedDownAt;
+  noteVoterChange(before, draft);
+}
+
+/** Records, in a draft, that the voters changed (the next change of voters waits until it settled). */
+export function noteVoterChange(before: Topology, draft: Topology): void {
+  if (!sameSet(voters(before), voters(draft))) draft.voterChangeEpoch = draft.epoch;
 }
 
 /** Whether the answers of `answered` make a read quorum (|M|−Q(M)+1) of every membership in `sets`. */

@@ -24,6 +24,11 @@ export interface TopologyMember {
   region?: string;
   /** the epoch that removed it: its final cut is recorded at this epoch (removedOriginCounts) */
   removedAt?: number;
+  /**
+   * `down` by `failover --force` at this epoch (not by a majority): its writes beyond the forced
+   * cut are void by the operator's decision, so cuts no longer need a read quorum that counts it.
+   */
+  forcedDownAt?: number;
 }
 
 /** The highest seq of `origin` that counts for units moved at `epoch`; later entries of it are void. */
@@ -47,6 +52,8 @@ export interface HistoryEntry {
   why: string;
   atMs: number;
   detail?: string;
+  /** written by `failover --force` to the voters it reached, without a majority */
+  forced?: boolean;
 }
 
 /** A planned handover in progress: `from` fences these units and parks their writes. */
@@ -130,16 +137,16 @@ export function genesisTopology(config: ClusterConfig): Topology {
   };
 }
 
-/** Voting members: witnesses and every data site that is not joining or removed. */
+/** Voting members: witnesses and every data site that is not joining, down or removed. */
 export function voters(t: Topology): string[] {
-  return t.members.filter((m) => m.state !== 'removed' && (m.kind === 'witness' || m.state !== 'joining')).map((m) => m.id);
+  return t.members.filter((m) => m.state !== 'removed' && m.state !== 'down' && (m.kind === 'witness' || m.state !== 'joining')).map((m) => m.id);
 }
 
 export function majority(n: number): number {
   return Math.floor(n / 2) + 1;
 }
 
-/** Data sites whose acks count for quorums (never joining ones, never witnesses). */
+/** Data sites that serve: whose acks count for quorums (never joining or down ones, never witnesses). */
 export function dataSites(t: Topology): string[] {
   return t.members.filter((m) => m.kind === 'site' && (m.state === 'active' || m.state === 'draining' || m.state === 'evacuated')).map((m) => m.id);
 }

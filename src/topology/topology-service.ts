@@ -44,7 +44,8 @@ import {
   voters,
   type Topology,
 } from './record.js';
-import { activate, addJoining, additionRefusals, cutMemberships, readQuorumOfEach, removalRefusals, removedOriginCounts, removeMember } from './members.js';
+import { activate, addJoining, additionRefusals, cutMemberships, markDown, markUp, noteVoterChange, readQuorumOfEach, removalRefusals, removedOriginCounts, removeMember } from './members.js';
+import { describeForced, forcedRecord, planForced, unreachableMembers, type ForcedPlan, type ForcedProbe } from './forced.js';
 
 /** What the write path asks of topology (SiteNode). */
 export interface Ownership {
@@ -87,6 +88,10 @@ export interface TopologyHost {
   wakePulls(): void;
   /** whether this site has caught up with its peers (a joining site becomes active then) */
   caughtUp?: () => boolean;
+  /** whether it has caught up with these sites (a `down` site becomes active again then; default: caughtUp) */
+  caughtUpWith?: (sites: string[]) => boolean;
+  /** the highest seq of each origin this site has heard of: applied here, or reported by a peer (forced failover's report) */
+  heardVector?: () => VersionVector;
 }
 
 export interface TopologyServiceOptions {
@@ -129,6 +134,9 @@ export class TopologyService implements Ownership {
   private installing = false;
   private revoking = false;
   private stopped = false;
+  /** shutting down: handing its units over, accepting none (handover-target), not re-activating itself */
+  private stopping = false;
+  private markingDown = false;
   private readonly lifetime = new AbortController();
   /** voter calls in flight: aborted by stop() */
   private readonly inFlight = new Set<AbortController>();
@@ -197,7 +205,14 @@ export class TopologyService implements Ownership {
         if (!isVoterRequest(msg)) return problem(400, 'bad-request', 'malformed topology request');
         return msgpackResponse(200, await this.voter.handle(msg));
       },
-      'POST /v1/peer/topology/durable-vector': async () => msgpackResponse(200, { vector: await this.options.host.store.sync() }),
+      'POST /v1/peer/topology/durable-vector': async () =>
+        msgpackResponse(200, { vector: await this.options.host.store.sync(), ...(this.options.host.heardVector ? { heard: this.options.host.heardVector() } : {}) }),
+      // before a handover on shutdown: a target that is stopping too (tandem up stops every site at once) says no
+      'POST /v1/peer/topology/handover-target': async () => {
+        const me = member(this.record(), this.siteId);
+        const accepting = !this.stopping && !this.stopped && me?.state === 'active';
+        return msgpackResponse(200, { accepting, ...(accepting ? {} : { reason: this.stopping || this.stopped ? `${this.siteId} is stopping` : `${this.siteId} is ${me?.state ?? 'not a member'}` }) });
+      },
       // switchover step 2, at the old owner: fence (by learning the handover epoch), drain, reply s
       'POST /v1/peer/topology/fence': async (req) => {
         const msg = decodeMessage<{ record?: unknown }>(req.body);
@@ -346,6 +361,7 @@ export class TopologyService implements Ownership {
     if (me?.state === 'draining' || me?.state === 'evacuated') return { ready: false, reason: `${me.state}: this site is being drained by an operator` };
     if (me?.state === 'removed') return { ready: false, reason: 'removed from the cluster' };
     if (me?.state === 'joining') return { ready: false, reason: 'joining: catching up with its peers before it serves' };
+    if (me?.state === 'down') return { ready: false, reason: `down since epoch ${lastStateChange(this.record(), this.siteId)}: catching up with the active sites before it serves again` };
     return { ready: true };
   }
 
@@ -358,6 +374,7 @@ export class TopologyService implements Ownership {
     const now = this.options.env.clock.monotonicMs();
     if (!this.renewing && now - this.lastRenewSentMs >= this.renewMs) void this.renew();
     if (this.options.config.topology.autoFailover) void this.detectLapses();
+    if (this.options.config.topology.autoFailover && this.options.config.topology.degradedDurability === 'allow') void this.markDownLapsed();
     void this.installPending();
     void this.activateSelf();
   }
@@ -574,6 +591,8 @@ export class TopologyService implements Ownership {
         cur,
         (d) => {
           for (const u of moving) setOwner(d, u, null);
+          // a handover from the site that lost them will not complete (the unplanned path took over)
+          if (d.handover?.from === from) delete d.handover;
           if (targets !== undefined) {
             d.targets ??= {};
             for (const u of moving) if (targets[u] !== undefined) d.targets[u] = targets[u]!;
@@ -738,6 +757,243 @@ export class TopologyService implements Ownership {
     );
   }
 
+  // ---- degraded durability (members.ts, quorumMembers) ----------------------------------------
+
+  /**
+   * With `degradedDurability: allow`: an active data site whose lease lapsed at a majority of voters
+   * is marked `down` by a majority epoch, so that quorum writes count Q over the active sites (and
+   * say they are at risk). One site acts: the first active site, in record order, alive at a majority.
+   */
+  private async markDownLapsed(): Promise<void> {
+    if (this.markingDown || this.stopping || this.stopped) return;
+    const rec = this.record();
+    if (member(rec, this.siteId)?.state !== 'active') return;
+    for (const m of rec.members) {
+      if (m.kind !== 'site' || m.state !== 'active' || m.id === this.siteId || !this.lapsedAtMajority(m.id)) continue;
+      const actor = rec.members.find((x) => x.kind === 'site' && x.state === 'active' && x.id !== m.id && this.aliveAtMajority(x.id));
+      if (actor?.id !== this.siteId) continue;
+      this.markingDown = true;
+      try {
+        await this.awaitVoterChangeSettled(0);
+        await this.setMemberState(m.id, 'down', { by: this.siteId, why: `the lease of ${m.id} lapsed at a majority of voters; degradedDurability: allow (quorums count over the active sites)` });
+      } catch (e) {
+        this.log.info({ site: m.id, err: (e as Error).message }, 'could not mark a lapsed site down yet; will retry');
+      } finally {
+        this.markingDown = false;
+      }
+      return;
+    }
+  }
+
+  /** Whether voters granted `site` a lease within L at a majority (an operator's `failover --site` checks it). */
+  isAliveAtMajority(site: string): boolean {
+    return this.aliveAtMajority(site);
+  }
+
+  /** Voters of the current record that answer now (a plain failover needs a majority of them). */
+  async reachableVoters(timeoutMs = Math.min(this.leaseMs, 2_000)): Promise<string[]> {
+    const out: string[] = [];
+    await Promise.all(
+      voters(this.record()).map((v) =>
+        this.call(v, { kind: 'view' }, timeoutMs).then(
+          () => void out.push(v),
+          () => undefined,
+        ),
+      ),
+    );
+    return out;
+  }
+
+  // ---- forced failover (forced.ts) ---------------------------------------------------------------
+
+  /**
+   * Asks every member whether it answers: each voter for a newer record than this site's (learned
+   * here), each data site for its durable vector and what it has heard of. Repeated while answers
+   * bring a newer record (its members are asked then).
+   */
+  async probeMembers(timeoutMs = Math.min(this.leaseMs, 2_000)): Promise<ForcedProbe> {
+    const { host } = this.options;
+    for (let round = 0; ; round++) {
+      const rec = this.record();
+      const reachableVoters: string[] = [];
+      await Promise.all(
+        voters(rec).map(async (v) => {
+          try {
+            const r = await this.call(v, { kind: 'fetch', epoch: rec.epoch + 1 }, timeoutMs);
+            if (r.kind === 'newer' && isTopology(r.record)) await this.learn(r.record);
+            reachableVoters.push(v);
+          } catch {
+            // did not answer: unreachable
+          }
+        }),
+      );
+      if (this.epoch() !== rec.epoch && round < 3) continue;
+      const durable: Record<string, VersionVector> = { [this.siteId]: await host.store.sync() };
+      const heard: Record<string, VersionVector> = { [this.siteId]: joinVectors(durable[this.siteId]!, host.heardVector?.() ?? {}) };
+      const sites = rec.members.filter((m) => m.kind === 'site' && m.state !== 'removed' && m.id !== this.siteId).map((m) => m.id);
+      await Promise.all(
+        sites.map(async (s) => {
+          try {
+            const r = await this.peerCall<{ vector?: unknown; heard?: unknown }>(s, '/v1/peer/topology/durable-vector', {}, timeoutMs);
+            if (r.vector === null || typeof r.vector !== 'object') return;
+            durable[s] = r.vector as VersionVector;
+            heard[s] = joinVectors(r.vector as VersionVector, r.heard !== null && typeof r.heard === 'object' ? (r.heard as VersionVector) : {});
+          } catch {
+            // did not answer: unreachable
+          }
+        }),
+      );
+      return { reachableVoters, durable, heard };
+    }
+  }
+
+  /** What a forced failover moves: the units asked for, each to `to` or the first reachable active site of its failoverOrder. */
+  private forcedMoves(rec: Topology, probe: ForcedProbe, args: { table?: string; site?: string; to?: string }, refused: string[]): MovePlan[] {
+    const down = new Set(unreachableMembers(rec, probe));
+    const serving = (s: string) => member(rec, s)?.kind === 'site' && member(rec, s)?.state === 'active' && probe.durable[s] !== undefined && !down.has(s);
+    if (args.to !== undefined && !serving(args.to)) refused.push(`target: ${args.to} is ${probe.durable[args.to] === undefined ? 'unreachable' : member(rec, args.to)?.state ?? 'not a member'}; it must be an active data site that answers`);
+    const picked = units(rec).filter((u) =>
+      args.table !== undefined ? splitUnit(u.unit).table === args.table : u.owner === args.site || (u.owner === null && previousOwner(rec, u.unit) === args.site),
+    );
+    const moves: MovePlan[] = [];
+    for (const u of picked) {
+      if (u.owner !== null && u.owner === args.to) continue;
+      if (u.owner !== null && serving(u.owner) && args.to === undefined) continue;
+      const order = [...(this.options.config.tables[splitUnit(u.unit).table]?.failoverOrder ?? this.options.config.sites.map((s) => s.id)), ...rec.members.map((m) => m.id)];
+      const to = args.to ?? order.find((s) => s !== u.owner && serving(s));
+      if (to === undefined) refused.push(`target: no active data site that answers can take ${u.unit}`);
+      else moves.push({ unit: u.unit, from: u.owner ?? previousOwner(rec, u.unit), to });
+    }
+    return moves;
+  }
+
+  /**
+   * `tandem failover --force`: probes every member, marks the ones that do not answer `down` and
+   * revokes the units toward their targets in one forced epoch written to every voter that answered
+   * (forced.ts); the targets then install themselves once the remaining voters vouch that the old
+   * leases expired. `dryRun`: the plan only. Resolves with the plan, what was refused, and after a
+   * run the record with the units installed and the cut actually taken.
+   */
+  async forceFailover(
+    args: { table?: string; site?: string; to?: string },
+    who: { by: string; why: string },
+    options: { dryRun: boolean; waitMs: number },
+  ): Promise<{ plan: ForcedPlan; refused: string[]; topology?: Topology; installedCut?: { origin: string; seq: number }[] }> {
+    const probe = await this.probeMembers();
+    const rec = this.record();
+    const refused: string[] = [];
+    const moves = this.forcedMoves(rec, probe, args, refused);
+    const plan = planForced(rec, probe, moves);
+    if (plan.down.length === 0) refused.push('force: every member answered, nothing needs forcing; use failover or switchover (a majority decides)');
+    if (args.site !== undefined && probe.durable[args.site] !== undefined) refused.push(`force: ${args.site} answers; a forced failover gives up only members that do not (use switchover or evacuate)`);
+    if (options.dryRun || refused.length > 0) return { plan, refused };
+    const forced = forcedRecord(rec, plan, { action: 'forced-failover', by: who.by, why: who.why, atMs: Math.floor(this.options.env.clock.wallMs()), detail: describeForced(plan) });
+    this.log.warn({ epoch: forced.epoch, down: plan.down, moves: plan.moves, dropped: plan.dropped, by: who.by }, 'FORCED topology epoch: written without a majority of the former voters');
+    let stored = 0;
+    await Promise.all(
+      plan.votersAfter.map(async (v) => {
+        try {
+          const r = await this.call(v, { kind: 'learn', record: forced });
+          if (r.kind === 'learned' && r.epoch >= forced.epoch) stored++;
+        } catch {
+          // counted below
+        }
+      }),
+    );
+    if (stored < majority(plan.votersAfter.length))
+      throw new Error(`the forced epoch ${forced.epoch} reached only ${stored} of the ${plan.votersAfter.length} voters that answered the probe; run it again`);
+    const { env } = this.options;
+    const deadline = env.clock.monotonicMs() + options.waitMs;
+    for (;;) {
+      const now = this.record();
+      if (plan.moves.every((m) => ownerOfUnit(now, m.unit) === m.to)) {
+        const installs = new Set(plan.moves.map((m) => lastInstall(now, m.unit)));
+        const installedCut = now.cuts.filter((c) => installs.has(c.epoch)).map((c) => ({ origin: c.origin, seq: c.seq }));
+        return { plan, refused: [], topology: now, installedCut };
+      }
+      if (env.clock.monotonicMs() >= deadline)
+        throw new Error(
+          `the forced epoch ${forced.epoch} is decided (${plan.down.join(', ')} down) but not every unit was installed within ${options.waitMs} ms (the targets wait for the old leases to expire at the remaining voters, then pull the cut): ${plan.moves.filter((m) => ownerOfUnit(now, m.unit) !== m.to).map((m) => m.unit).join(', ')}`,
+        );
+      void this.renew();
+      await env.timers.sleep(this.tickMs, this.lifetime.signal);
+    }
+  }
+
+  // ---- handover on shutdown ------------------------------------------------------------------------
+
+  /** Whether `site` takes a handover now (not stopping itself, active); why not, if not (it may not answer). */
+  private async acceptsHandover(site: string, timeoutMs: number): Promise<{ ok: boolean; why?: string }> {
+    try {
+      const r = await this.peerCall<{ accepting?: unknown; reason?: unknown }>(site, '/v1/peer/topology/handover-target', {}, timeoutMs);
+      return r.accepting === true ? { ok: true } : { ok: false, why: `${site}: ${String(r.reason ?? 'declines')}` };
+    } catch (e) {
+      return { ok: false, why: `${site}: ${(e as Error).message}` };
+    }
+  }
+
+  /**
+   * On SIGTERM (and stop()): a site that owns units hands each over by the planned switchover (RPO 0,
+   * no lease wait) to the first site of the unit's failoverOrder that is active and not stopping too,
+   * within `waitMs` in all; then the caller stops it. A handover that cannot be done in time is
+   * logged and left (the units fail over the unplanned way once the lease lapses). From the call on
+   * this site accepts no handover itself, so a whole cluster stopping at once does not pass units
+   * around.
+   */
+  async handOverBeforeStop(waitMs: number): Promise<{ moved: string[]; left: string[]; reason?: string }> {
+    this.stopping = true;
+    const rec = this.record();
+    const owned = unitsOwnedBy(rec, this.siteId);
+    if (owned.length === 0 || this.stopped) return { moved: [], left: [] };
+    const { env } = this.options;
+    const deadline = env.clock.monotonicMs() + waitMs;
+    const left = () => Math.max(0, deadline - env.clock.monotonicMs());
+    const accepts = new Map<string, Promise<{ ok: boolean; why?: string }>>();
+    const plan: MovePlan[] = [];
+    for (const unit of owned) {
+      const order = [...(this.options.config.tables[splitUnit(unit).table]?.failoverOrder ?? this.options.config.sites.map((s) => s.id)), ...rec.members.map((m) => m.id)];
+      for (const s of order) {
+        const m = member(rec, s);
+        if (s === this.siteId || m?.kind !== 'site' || m.state !== 'active') continue;
+        if (!accepts.has(s)) accepts.set(s, this.acceptsHandover(s, Math.min(this.leaseMs, left())));
+        if ((await accepts.get(s)!).ok) {
+          plan.push({ unit, from: this.siteId, to: s });
+          break;
+        }
+      }
+    }
+    const unplanned = owned.filter((u) => !plan.some((m) => m.unit === u));
+    if (plan.length === 0) {
+      const declined = (await Promise.all(accepts.values())).map((a) => a.why).filter((w) => w !== undefined);
+      const reason = `no other active site takes a handover (${declined.join('; ') || 'there is none'})`;
+      this.log.warn({ units: owned }, `shutting down without handing over: ${reason}`);
+      return { moved: [], left: owned, reason };
+    }
+    const budgetMs = left();
+    let reason: string | undefined = await Promise.race([
+      this.switchover(plan, { by: this.siteId, why: 'shutting down (SIGTERM): planned handover before it stops' }, budgetMs).then(
+        () => undefined,
+        (e: unknown) => (e as Error).message,
+      ),
+      env.timers.sleep(budgetMs, this.lifetime.signal).then(
+        () => `not done within ${waitMs} ms`,
+        () => 'stopped',
+      ),
+    ]);
+    const now = this.record();
+    const moved = plan.filter((m) => ownerOfUnit(now, m.unit) === m.to).map((m) => m.unit);
+    // the proposal's learns are sent without waiting; stopping would cut them off, and the new owner
+    // would hear of its epoch only at its next lease round: tell every voter now (bounded)
+    if (moved.length > 0)
+      await Promise.all(voters(now).filter((v) => v !== this.siteId).map((v) => this.call(v, { kind: 'learn', record: now }, Math.max(1, Math.min(this.leaseMs, left()))).catch(() => undefined)));
+    const notMoved = [...unplanned, ...plan.filter((m) => ownerOfUnit(now, m.unit) !== m.to).map((m) => m.unit)];
+    if (notMoved.length > 0) {
+      reason ??= unplanned.length > 0 ? 'no target took some units' : 'unknown';
+      this.log.warn({ moved, left: notMoved, reason }, 'shutting down: not every owned unit was handed over; those fail over once the lease lapses');
+    } else this.log.info({ moved: plan }, 'shutting down: every owned unit was handed over');
+    return { moved, left: notMoved, ...(reason !== undefined && notMoved.length > 0 ? { reason } : {}) };
+  }
+
   // ---- operator actions --------------------------------------------------------------------------
 
   /** The moves a failover would make: of `table` (to `to`, default its failoverOrder), or of everything `site` owns. */
@@ -820,7 +1076,7 @@ export class TopologyService implements Ownership {
       try {
         s =
           from === this.siteId
-            ? await this.options.host.store.sync()
+            ? await this.learn(fenced).then(() => this.options.host.store.sync())
             : (await this.peerCall<{ vector: VersionVector }>(from, '/v1/peer/topology/fence', { record: fenced }, waitMs)).vector;
       } catch (e) {
         return abort(`the owner ${from} could not be fenced (${(e as Error).message}); use failover for the unplanned path`);
@@ -886,7 +1142,12 @@ export class TopologyService implements Ownership {
       if (m === undefined) throw new Error(`no member ${id}`);
       if (m.state === state) return undefined;
       return nextTopology(cur, (d) => {
-        member(d, id)!.state = state;
+        if (state === 'down') markDown(cur, d, id);
+        else if (m.state === 'down') {
+          markUp(cur, d, id);
+          member(d, id)!.state = state;
+        } else member(d, id)!.state = state;
+        noteVoterChange(cur, d);
       }, { action: `member-${state}`, by: who.by, why: who.why, atMs: Math.floor(this.options.env.clock.wallMs()), detail: id });
     });
   }
@@ -972,19 +1233,34 @@ export class TopologyService implements Ownership {
     }
   }
 
-  /** A joining site that has caught up proposes itself `active` (a voter, counted in quorums). */
+  /**
+   * A joining site that has caught up proposes itself `active` (a voter, counted in quorums); so does
+   * a `down` site once it has caught up with every active data site (it owns nothing: what it owned
+   * moved when it went down; `tandem failback` gives it back).
+   */
   private async activateSelf(): Promise<void> {
-    if (this.activatingSelf || this.stopped) return;
-    const me = member(this.record(), this.siteId);
-    if (me?.state !== 'joining' || this.options.host.caughtUp?.() !== true) return;
+    if (this.activatingSelf || this.stopped || this.stopping) return;
+    const rec = this.record();
+    const me = member(rec, this.siteId);
+    if (me?.state !== 'joining' && me?.state !== 'down') return;
+    const from = me.state;
+    const others = dataSites(rec).filter((s) => s !== this.siteId);
+    const caughtUp = from === 'down' && this.options.host.caughtUpWith !== undefined ? others.length > 0 && this.options.host.caughtUpWith(others) : this.options.host.caughtUp?.() === true;
+    if (!caughtUp) return;
     this.activatingSelf = true;
     try {
       await this.awaitVoterChangeSettled(0);
       const settledAt = this.record().voterChangeEpoch;
       await this.propose((cur) => {
-        if (member(cur, this.siteId)?.state !== 'joining') return undefined;
+        if (member(cur, this.siteId)?.state !== from) return undefined;
         if (cur.voterChangeEpoch !== settledAt) throw new Error('the voters changed meanwhile');
-        return nextTopology(cur, (d) => activate(cur, d, this.siteId), { action: 'member-active', by: this.siteId, why: 'caught up after joining', atMs: Math.floor(this.options.env.clock.wallMs()), detail: this.siteId });
+        return nextTopology(cur, (d) => (from === 'joining' ? activate(cur, d, this.siteId) : markUp(cur, d, this.siteId)), {
+          action: 'member-active',
+          by: this.siteId,
+          why: from === 'joining' ? 'caught up after joining' : 'caught up after being down',
+          atMs: Math.floor(this.options.env.clock.wallMs()),
+          detail: this.siteId,
+        });
       });
     } catch (e) {
       this.log.info({ err: (e as Error).message }, 'not active yet; will retry');
@@ -1010,7 +1286,8 @@ export class TopologyService implements Ownership {
       let seen = this.voterChangeSeen.get(v);
       if (seen === undefined) {
         const vs = voters(rec);
-        const need = majority(vs.length + 1);
+        // (a single voter left by a forced failover is the whole set: its word is enough)
+        const need = Math.min(majority(vs.length + 1), vs.length);
         const views = await this.freshViews((list) => list.filter((x) => x.epoch >= v && vs.includes(x.voter)).length >= need);
         if (views.filter((x) => x.epoch >= v && vs.includes(x.voter)).length >= need) {
           seen = env.clock.monotonicMs();
@@ -1022,6 +1299,12 @@ export class TopologyService implements Ownership {
       await env.timers.sleep(this.tickMs, this.lifetime.signal);
     }
   }
+}
+
+/** The epoch of the latest history entry naming `id` (when it went down, for /ready's reason). */
+function lastStateChange(t: Topology, id: string): number {
+  for (let i = t.history.length - 1; i >= 0; i--) if (t.history[i]!.detail?.includes(id)) return t.history[i]!.epoch;
+  return t.epoch;
 }
 
 /** The owner before the unit's latest change (the one it was revoked from). */

@@ -17,6 +17,14 @@ interface ActionAnswer {
   checks?: { name: string; ok: boolean; detail: string }[];
   refused?: string[];
   detail?: string;
+  /** failover --force: what the forced epoch does and risks */
+  forced?: boolean;
+  forcedEpoch?: number;
+  down?: string[];
+  votersAfter?: string[];
+  cut?: { origin: string; seq: number }[];
+  dropped?: { origin: string; site: string; cutSeq: number; heardSeq?: number }[];
+  risk?: string;
 }
 
 interface Target {
@@ -68,6 +76,7 @@ function report(action: string, answer: ActionAnswer, json: boolean | undefined)
     const lines: string[] = [];
     for (const m of answer.plan ?? []) lines.push(`  ${m.unit}: ${m.from ?? '(no owner)'} -> ${m.to}`);
     for (const c of answer.checks ?? []) lines.push(`  [${c.ok ? 'ok' : 'FAIL'}] ${c.name}: ${c.detail}`);
+    if (answer.forced) lines.push(...forcedLines(answer));
     if (answer.detail) lines.push(`  ${answer.detail}`);
     const head = !answer.ok
       ? `${action} refused:\n${(answer.refused ?? []).map((r) => `  - ${r}`).join('\n')}`
@@ -77,6 +86,21 @@ function report(action: string, answer: ActionAnswer, json: boolean | undefined)
     process.stdout.write(`${head}\n${lines.join('\n')}\n`);
   }
   if (!answer.ok) process.exitCode = 1;
+}
+
+/** The forced epoch in words: who goes down, who votes after, the cut it lowers, what may be dropped, the risk. */
+function forcedLines(a: ActionAnswer): string[] {
+  const lines: string[] = [];
+  if (a.forcedEpoch !== undefined) lines.push(`  forced epoch ${a.forcedEpoch}: marks down ${a.down?.join(', ') || '(none)'}; voters after: ${a.votersAfter?.join(', ') || '(none)'}`);
+  if (a.cut !== undefined) lines.push(`  cut (pointwise max of the durable vectors of the data sites that answered): ${a.cut.map((c) => `${c.origin}:${c.seq}`).join(' ') || '(empty)'}`);
+  for (const d of a.dropped ?? [])
+    lines.push(
+      d.heardSeq !== undefined
+        ? `  MAY DROP ${d.origin} (${d.site}): seqs ${d.cutSeq + 1}..${d.heardSeq} were heard of but are held by no site that answered, and anything later; owned writes beyond ${d.cutSeq} become void`
+        : `  ${d.origin} (${d.site}): owned writes beyond ${d.cutSeq} become void (none heard of by the sites that answered)`,
+    );
+  if (a.risk) lines.push(`  ${a.risk}`);
+  return lines;
 }
 
 export function registerTopologyCommands(program: Command): void {
@@ -94,16 +118,24 @@ export function registerTopologyCommands(program: Command): void {
       .option('--table <name>', 'a global or partitioned table')
       .option('--site <id>', 'every unit this site owns')
       .option('--to <id>', 'the new owner (default: the table\'s failoverOrder)')
-      .option('--force', 'without a majority of voters: not supported; refused with the reason')
-      .option('--dry-run', 'print the readiness checks and the plan; change nothing'),
-  ).action(async (opts: Target & { table?: string; site?: string; to?: string; force?: boolean; dryRun?: boolean }) => {
+      .option('--force', 'without a majority of voters: marks the members that do not answer down and moves ownership anyway (split-brain risk; lowers the cut). Needs --confirm')
+      .option('--confirm <cluster>', 'with --force: the cluster\'s name, typed, to confirm the risk printed by --force --dry-run')
+      .option('--dry-run', 'print the readiness checks and the plan (with --force: the cut, what may be dropped, the risk); change nothing'),
+  ).action(async (opts: Target & { table?: string; site?: string; to?: string; force?: boolean; confirm?: string; dryRun?: boolean }) => {
     if ((opts.table === undefined) === (opts.site === undefined)) throw new UsageError('give exactly one of --table or --site');
-    if (opts.force)
+    if (opts.confirm !== undefined && !opts.force) throw new UsageError('--confirm: only with --force');
+    if (opts.force && !opts.dryRun && opts.confirm === undefined)
       throw new UsageError(
-        '--force: this version cannot fail over without a majority of voters. A forced epoch risks two writers (split brain) and drops every write the cut cannot see; deploy a witness instead (tandem witness), so that two data sites keep a majority.',
+        '--force needs --confirm <cluster name>: a forced epoch risks two owners (split brain) if the members that do not answer are alive elsewhere, and drops the owned writes its cut cannot see. Run it with --dry-run first to see both.',
       );
-    const answer = await postAction(opts, '/v1/admin/failover', { ...(opts.table ? { table: opts.table } : {}), ...(opts.site ? { site: opts.site } : {}), ...(opts.to ? { to: opts.to } : {}), dryRun: opts.dryRun === true });
-    report('failover', answer, opts.json);
+    const answer = await postAction(opts, '/v1/admin/failover', {
+      ...(opts.table ? { table: opts.table } : {}),
+      ...(opts.site ? { site: opts.site } : {}),
+      ...(opts.to ? { to: opts.to } : {}),
+      dryRun: opts.dryRun === true,
+      ...(opts.force ? { force: true, ...(opts.confirm !== undefined ? { confirm: opts.confirm } : {}) } : {}),
+    });
+    report(opts.force ? 'failover --force' : 'failover', answer, opts.json);
   });
 
   withTarget(
