@@ -2,6 +2,7 @@
 // Every key has a default, so `router: {}` (or no section at all) is a working router.
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { limits } from '../limits.js';
 
 const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'expected host:port');
 const siteRef = z.string().regex(/^[a-z0-9-]{1,32}$/, 'expected a site id [a-z0-9-]{1,32}');
@@ -71,10 +72,19 @@ export const retrySchema = z.strictObject({
   budgetMs: z.number().int().min(1).max(120_000).default(10_000),
   /** Request bodies up to this size are kept so that the request can be retried on another site. */
   bodyBytesMax: z.number().int().min(0).max(64 * 1024 * 1024).default(4 * 1024 * 1024),
+  /**
+   * Wait before sending again a write a site answered with 503 "nothing was written" (the owner is
+   * moving): to another site this long, to a site already tried its Retry-After (within budgetMs).
+   */
+  backoffMs: z.number().int().min(0).max(10_000).default(limits.backoffMsMin),
 });
 
 export const passiveHealthSchema = z.strictObject({
-  /** Consecutive 500/502/504 answers that eject a site (connection errors and timeouts eject at once). */
+  /**
+ * Consecutive 500/502/504 answers that eject a site (refused connections, resets and timeouts of
+ * requests the site serves alone eject at once). Not 503, 502 `Tandem-Outcome: unknown`, 504
+ * `durability-timeout`: a healthy site answers those when another site fails (router/attribution.ts).
+ */
   statusFailuresToEject: z.number().int().min(1).max(1000).default(3),
 });
 
@@ -96,8 +106,20 @@ export const routerSchema = z.strictObject({
   affinity: affinitySchema.default(() => affinitySchema.parse({})),
   geolocation: geolocationSchema.default(() => geolocationSchema.parse({})),
   retry: retrySchema.default(() => retrySchema.parse({})),
-  /** Longest wait for an upstream's response headers (and between body chunks): a paused site is ejected by it. */
+  /**
+   * Longest wait for an upstream's response headers (and between body chunks) for a request the
+   * site serves alone: a paused site is ejected by it.
+   */
   upstreamTimeoutMs: z.number().int().min(10).max(600_000).default(3_000),
+  /**
+   * Longest wait for the response headers of a request the site may hand to another site (a write
+   * forwarded to its owner, a quorum write, a session or strong read; router/attribution.ts). Longer
+   * than the site's own budget — its forward timeout (limits.forwardTimeoutMs) after at most a
+   * session read's 2 s wait — so that the site answers first, definitively (503 nothing written,
+   * 504, or 502 Tandem-Outcome: unknown). Once the router takes the site for down, such a request
+   * waits no longer than upstreamTimeoutMs. Never shorter than upstreamTimeoutMs.
+   */
+  forwardedTimeoutMs: z.number().int().min(10).max(600_000).default(limits.forwardTimeoutMs + 2_000),
   connectTimeoutMs: z.number().int().min(10).max(60_000).default(1_000),
   /** Pooled keep-alive connections per site. */
   upstreamConnectionsMax: z.number().int().min(1).max(4096).default(256),

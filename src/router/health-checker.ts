@@ -60,6 +60,7 @@ export class HealthChecker {
     const timer = timers.after(this.config.timeoutMs, () => abort.abort(new Error(`timed out after ${this.config.timeoutMs} ms`)));
     const started = clock.monotonicMs();
     let ok = false;
+    let answered = false;
     let rttMs: number | undefined;
     let detail: string | undefined;
     try {
@@ -72,6 +73,7 @@ export class HealthChecker {
       rttMs = clock.monotonicMs() - started;
       detail = results.find((r) => r !== undefined);
       ok = detail === undefined;
+      answered = true;
     } catch (err) {
       detail = abort.signal.aborted ? String((abort.signal.reason as Error)?.message ?? abort.signal.reason) : (err as Error).message;
     } finally {
@@ -79,7 +81,7 @@ export class HealthChecker {
       signal?.removeEventListener('abort', onOuterAbort);
     }
     if (signal?.aborted) return;
-    this.table.recordCheck(site.id, ok, rttMs, detail);
+    this.table.recordCheck(site.id, ok, rttMs, detail, answered);
   }
 
   private startLoop(id: string): void {

@@ -99,8 +99,9 @@ export async function startRouter(config: ClusterConfig, options: RouterOptions 
   const geolocator = Geolocator.fromConfig(log, rc.geolocation);
   const table = new SiteTable(config.sites, rc, env.clock, log);
   const pools = new UpstreamPools(rc);
-  const ownedTables = new Set(Object.entries(config.tables).filter(([, t]) => t.pattern !== 'local').map(([name]) => name));
-  const proxy = new HttpProxy({ ...env, log }, rc, table, pools, geolocator, chain, ownedTables);
+  const tables = new Map(Object.entries(config.tables).map(([name, t]) => [name, { owned: t.pattern !== 'local', durability: t.durability }] as const));
+  const proxy = new HttpProxy({ ...env, log }, rc, table, pools, geolocator, chain, tables);
+  table.onCheck((site) => proxy.siteChecked(site));
   const checker = new HealthChecker(env, rc.healthCheck, table);
   const metrics = routerMetrics(table, routerId);
   let firstRoundDone = false;

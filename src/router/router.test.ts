@@ -131,16 +131,23 @@ describe('router: retries and passive health', () => {
     expect(b!.requests).toBe(before);
   });
 
-  it('never repeats a POST that may have arrived at a site that hangs', async () => {
+  it('never repeats a POST or PATCH that may have arrived at a site that hangs; only the timeout of a request the site serves alone ejects it', async () => {
     const [a, b] = await stubs('a', 'b');
-    const r = await router([a!, b!], { policy: 'failover', upstreamTimeoutMs: 300, healthCheck: { intervalMs: 10_000 } });
-    a!.hang = true; // accepts, reads, never answers: the POST may have been applied
+    const r = await router([a!, b!], { policy: 'failover', upstreamTimeoutMs: 300, forwardedTimeoutMs: 600, healthCheck: { intervalMs: 10_000 } });
+    a!.hang = true; // accepts, reads, never answers: the write may have been applied
+    // a batch, which a site may forward to an owner: it waits forwardedTimeoutMs, and its timeout is not `a`'s failure
     const post = await request(`${r.url}/v1/batch`, { method: 'POST', body: '{"ops":[]}' });
     expect(post.statusCode).toBe(502);
     expect(post.headers['tandem-outcome']).toBe('unknown');
     await post.body.text();
+    expect(r.status().sites.a!.healthy).toBe(true);
+    // a PATCH of a local table, which the site serves alone: its timeout ejects `a` at once (passive)
+    const patch = await request(`${r.url}/v1/tables/profiles/items/k`, { method: 'PATCH', body: '{"increment":{"n":1}}' });
+    expect(patch.statusCode).toBe(502);
+    expect(patch.headers['tandem-outcome']).toBe('unknown');
+    await patch.body.text();
     expect(b!.requests).toBe(0);
-    // the timeout ejected `a` at once (passive), so the next POST goes to `b`
+    expect(r.status().sites.a!.healthy).toBe(false);
     const next = await request(`${r.url}/v1/batch`, { method: 'POST', body: '{"ops":[]}' });
     expect(next.statusCode).toBe(200);
     expect(next.headers['tandem-site']).toBe('b');
@@ -255,6 +262,101 @@ describe('router: retries and passive health', () => {
     const res = await get(r, '/x');
     expect(res.status).toBe(503);
     expect(res.headers['retry-after']).toBe('1');
+  });
+});
+
+describe('router: gray failure (attribution) and writes refused before anything was written', () => {
+  const tables = { profiles: { pattern: 'local' }, ledger: { pattern: 'global', writeSite: 'a', durability: 'quorum' } };
+  const patchLedger = async (r: RunningRouter, key = 'acct') => {
+    const res = await request(`${r.url}/v1/tables/ledger/items/${key}`, { method: 'PATCH', body: '{"increment":{"n":1}}' });
+    const text = await res.body.text();
+    return { status: res.statusCode, headers: res.headers, text };
+  };
+  async function ledgerRouter(sites: StubSite[], routerConfig: Record<string, unknown> = {}): Promise<RunningRouter> {
+    const r = await startRouter(
+      routerTestConfig(sites, { policy: 'failover', passive: { statusFailuresToEject: 3 }, healthCheck: { intervalMs: 10_000 }, ...routerConfig }, tables),
+      { env: testEnv(), dnsListen: null },
+    );
+    cleanups.push(() => r.stop());
+    return r;
+  }
+
+  it('a site slow to answer forwarded writes stays in; one that stops answering goes, and the writes it holds are retried at once', async () => {
+    const [a, b] = await stubs('a', 'b');
+    const r = await ledgerRouter([a!, b!], { upstreamTimeoutMs: 200, forwardedTimeoutMs: 5_000, healthCheck: { intervalMs: 50, timeoutMs: 200, unhealthyAfter: 2 } });
+    a!.writeDelayMs = 600; // its owner is slow: three times the upstream timeout, well within the forward budget
+    const slow = await Promise.all([patchLedger(r, 'x'), patchLedger(r, 'y'), patchLedger(r, 'z')]);
+    for (const res of slow) {
+      expect(res.status).toBe(200);
+      expect(res.headers['tandem-site']).toBe('a');
+    }
+    expect(r.status().sites.a!.healthy).toBe(true);
+    expect(b!.requests).toBe(0);
+    a!.hang = true; // paused: no answer to anything, health checks included
+    const started = realClock.monotonicMs();
+    const put = await request(`${r.url}/v1/tables/ledger/items/acct`, { method: 'PUT', body: '{"n":1}' });
+    expect(put.statusCode).toBe(200);
+    expect(put.headers['tandem-site']).toBe('b'); // given up on at `a` once its checks failed, repeated at `b`
+    await put.body.text();
+    expect(realClock.monotonicMs() - started).toBeLessThan(4_000); // not the forward budget
+    expect(r.status().sites.a!.healthy).toBe(false);
+  });
+
+  it('a PATCH answered 503 owner-unavailable or owner-changed goes to another site: nothing was written', async () => {
+    const [a, b] = await stubs('a', 'b');
+    const r = await ledgerRouter([a!, b!]);
+    for (const type of ['owner-unavailable', 'owner-changed', 'quorum-unavailable']) {
+      a!.problem = { status: 503, type, count: 1, retryAfter: '1' };
+      const before = { a: a!.requests, b: b!.requests };
+      const res = await patchLedger(r);
+      expect(res.status, type).toBe(200);
+      expect(res.headers['tandem-site']).toBe('b');
+      expect({ a: a!.requests - before.a, b: b!.requests - before.b }).toEqual({ a: 1, b: 1 });
+    }
+    expect(r.status().sites.a!.healthy).toBe(true);
+  });
+
+  it('a PATCH answered an ambiguous 503, 504 durability-timeout or 502 Tandem-Outcome: unknown is answered as is and never repeated; none ejects the site', async () => {
+    const [a, b] = await stubs('a', 'b');
+    const r = await ledgerRouter([a!, b!]);
+    const cases = [
+      { status: 503, type: 'store-failed' },
+      { status: 504, type: 'durability-timeout' },
+      { status: 504, type: 'lease-expired' },
+      { status: 502, type: 'outcome-unknown', outcomeUnknown: true },
+    ];
+    for (const c of [...cases, ...cases]) {
+      a!.problem = { ...c, count: 1 };
+      const res = await patchLedger(r);
+      expect(res.status, c.type).toBe(c.status);
+      expect(res.headers['tandem-site']).toBe('a');
+      expect(JSON.parse(res.text)).toMatchObject({ type: `https://tandem.dev/problems/${c.type}`, status: c.status, detail: 'stub a' });
+    }
+    expect(b!.requests).toBe(0);
+    expect(r.status().sites.a!.healthy).toBe(true); // 8 answers, statusFailuresToEject 3
+    // a 504 that is not a healthy owner's answer is the site's own failure
+    a!.problem = { status: 504, type: 'gateway-timeout', count: 3 };
+    for (let i = 0; i < 3; i++) expect((await patchLedger(r)).status).toBe(504);
+    expect(r.status().sites.a!.healthy).toBe(false);
+  });
+
+  it('with one site, a PATCH answered 503 owner-changed is sent again after its Retry-After, within the retry budget', async () => {
+    const [a] = await stubs('a');
+    const r = await ledgerRouter([a!]);
+    a!.problem = { status: 503, type: 'owner-changed', count: 1, retryAfter: '1' };
+    const started = realClock.monotonicMs();
+    const res = await patchLedger(r);
+    expect(res.status).toBe(200);
+    expect(realClock.monotonicMs() - started).toBeGreaterThanOrEqual(950);
+    expect(a!.requests).toBe(2);
+    // a Retry-After beyond the budget: the site's 503 is the answer
+    const tight = await ledgerRouter([a!], { retry: { budgetMs: 500 } });
+    a!.problem = { status: 503, type: 'owner-changed', count: 1, retryAfter: '1' };
+    const refused = await patchLedger(tight);
+    expect(refused.status).toBe(503);
+    expect(refused.headers['retry-after']).toBe('1');
+    expect(JSON.parse(refused.text)).toMatchObject({ type: 'https://tandem.dev/problems/owner-changed' });
+    expect(a!.requests).toBe(3);
   });
 });
 

@@ -12,8 +12,9 @@
 // `starting` counts as routable (config order) until the first check round decides, so a starting
 // router is never blind. A site goes `down` from active checks only after `unhealthyAfter`
 // consecutive failures (hysteresis), at once on a connection error or timeout of a real request,
-// and after `statusFailuresToEject` consecutive 500/502/504 answers. 503 is never a failure: every
-// site answers it during an owner failover. Only `healthyAfter` consecutive passing checks bring a
+// and after `statusFailuresToEject` consecutive 500/502/504 answers. Which events are the site's
+// own is decided by the proxy (attribution.ts): 503 is never a failure (every site answers it
+// during an owner failover), nor a timeout of a request the site may have handed to another site. Only `healthyAfter` consecutive passing checks bring a
 // `down` site back.
 import { assert } from '../platform/assert.js';
 

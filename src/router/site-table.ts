@@ -71,7 +71,8 @@ export interface SiteRuntime {
   dial: number;
   weight: number;
   failoverRank: number;
-  lastCheck: { ok: boolean; atWallMs: number; detail: string | undefined } | undefined;
+  /** `answered`: the probe got an HTTP answer (a failed check that got none: paused, dead or cut off). */
+  lastCheck: { ok: boolean; answered: boolean; atWallMs: number; detail: string | undefined } | undefined;
   /** Responses forwarded to clients, by status. */
   readonly responses: Map<number, number>;
   /** Attempts sent to this site (forwarded, retried or failed). */
@@ -80,11 +81,21 @@ export interface SiteRuntime {
 }
 
 export type TransitionListener = (site: SiteRuntime, from: HealthState, to: HealthState, event: HealthEvent) => void;
+export type CheckListener = (site: SiteRuntime) => void;
+
+/**
+ * Whether the router takes a site for unresponsive: down, and its latest check got no answer at all.
+ * Requests it holds that another site could have made slow (router/attribution.ts) wait no longer.
+ */
+export function isUnresponsive(site: SiteRuntime): boolean {
+  return site.health.state === 'down' && site.lastCheck?.answered === false;
+}
 
 export class SiteTable {
   private readonly sites = new Map<string, SiteRuntime>();
   private snapshot: SiteView[] = [];
   private readonly listeners: TransitionListener[] = [];
+  private readonly checkListeners: CheckListener[] = [];
   private readonly thresholds: HealthThresholds;
   readonly recentTotal = new RecentCounter();
   /** Requests answered with 503 because no site could be tried. */
@@ -150,6 +161,11 @@ export class SiteTable {
     this.listeners.push(listener);
   }
 
+  /** Called after every active check's result is recorded. */
+  onCheck(listener: CheckListener): void {
+    this.checkListeners.push(listener);
+  }
+
   get(id: string): SiteRuntime | undefined {
     return this.sites.get(id);
   }
@@ -179,15 +195,16 @@ export class SiteTable {
     }
   }
 
-  recordCheck(id: string, ok: boolean, rttSampleMs: number | undefined, detail: string | undefined): void {
+  recordCheck(id: string, ok: boolean, rttSampleMs: number | undefined, detail: string | undefined, answered = ok): void {
     const site = this.sites.get(id);
     if (site === undefined) return;
-    site.lastCheck = { ok, atWallMs: this.clock.wallMs(), detail };
+    site.lastCheck = { ok, answered: ok || answered, atWallMs: this.clock.wallMs(), detail };
     if (ok && rttSampleMs !== undefined) {
       site.rttMs = site.rttMs === undefined ? rttSampleMs : site.rttMs + rttSmoothing * (rttSampleMs - site.rttMs);
       this.rebuild();
     }
     this.report(id, ok ? 'checkPassed' : 'checkFailed');
+    for (const l of this.checkListeners) l(site);
   }
 
   setDial(id: string, percent: number): boolean {

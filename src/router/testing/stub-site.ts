@@ -20,6 +20,13 @@ export interface StubSite {
   hang: boolean;
   /** Answer every non-health request with this status instead of echoing. */
   forcedStatus: number | undefined;
+  /**
+   * Answer the next `count` non-health requests with this RFC 9457 problem (`type` under Tandem's
+   * URI prefix), as a site does when an owner moves or a quorum times out; then echo again.
+   */
+  problem: { status: number; type: string; count: number; retryAfter?: string; outcomeUnknown?: boolean } | undefined;
+  /** Extra delay for writes (PUT, PATCH, DELETE, POST): a site forwarding them to a slow owner. */
+  writeDelayMs: number;
   /** Answer 500 to requests whose body matches: a poison request, which fails on every site alike. */
   failBodiesMatching: RegExp | undefined;
   /** When set, every request's connection is reset once the request has arrived (a crash mid-request). */
@@ -47,6 +54,16 @@ function handleStub(site: StubSite, req: IncomingMessage, res: ServerResponse, b
   const status = /^\/status\/(\d{3})/.exec(path);
   const poisoned = site.failBodiesMatching?.test(body.toString('utf8')) === true;
   const code = site.forcedStatus ?? (poisoned ? 500 : status ? Number(status[1]) : 200);
+  if (site.problem !== undefined && site.problem.count > 0) {
+    const p = site.problem;
+    p.count -= 1;
+    const headers: Record<string, string> = { 'content-type': 'application/problem+json', 'tandem-site': site.id };
+    if (p.retryAfter !== undefined) headers['retry-after'] = p.retryAfter;
+    if (p.outcomeUnknown === true) headers['tandem-outcome'] = 'unknown';
+    res.writeHead(p.status, headers);
+    res.end(JSON.stringify({ type: `https://tandem.dev/problems/${p.type}`, title: p.type, status: p.status, detail: `stub ${site.id}` }));
+    return;
+  }
   if (path.startsWith('/outcome-unknown')) {
     // what a site answers when a write it forwarded to the item's owner got no answer
     res.writeHead(502, { 'content-type': 'application/problem+json', 'tandem-site': site.id, 'tandem-outcome': 'unknown' });
@@ -92,6 +109,8 @@ export async function startStubSite(id: string, options: { port?: number; host?:
     delayMs: 0,
     hang: false,
     forcedStatus: undefined,
+    problem: undefined,
+    writeDelayMs: 0,
     failBodiesMatching: undefined,
     resetConnections: false,
     requests: 0,
@@ -113,7 +132,9 @@ export async function startStubSite(id: string, options: { port?: number; host?:
         return;
       }
       const answer = () => handleStub(site, req, res, Buffer.concat(chunks));
-      if (site.delayMs > 0) void realTimers.sleep(site.delayMs).then(answer);
+      const isWrite = req.method !== 'GET' && req.method !== 'HEAD' && req.method !== 'OPTIONS';
+      const delayMs = site.delayMs + (isWrite ? site.writeDelayMs : 0);
+      if (delayMs > 0) void realTimers.sleep(delayMs).then(answer);
       else answer();
     });
   });
@@ -128,10 +149,13 @@ export async function startStubSite(id: string, options: { port?: number; host?:
  * A standalone stub site for real child processes (`node --input-type=module -e <script>`):
  * env STUB_SITE and STUB_PORT; prints `listening <port>` once ready. Echoes requests, answers
  * `/ready` and `/health`, keeps a small in-memory table for `PUT/GET /v1/tables/{t}/items/{k}`.
+ * With STUB_FORWARD_MS, a write to the `ledger` table is answered after that long with 502
+ * `Tandem-Outcome: unknown`: what a healthy site answers when its forward to a paused owner times out.
  */
 export const stubSiteScript = `
 import { createServer } from 'node:http';
 const id = process.env.STUB_SITE;
+const forwardMs = Number(process.env.STUB_FORWARD_MS ?? 0);
 const items = new Map();
 const server = createServer((req, res) => {
   const chunks = [];
@@ -140,6 +164,15 @@ const server = createServer((req, res) => {
     const body = Buffer.concat(chunks).toString('utf8');
     const h = { 'content-type': 'application/json', 'tandem-site': id };
     if (req.url === '/ready' || req.url === '/health') { res.writeHead(200, h); res.end('{"ready":true}'); return; }
+    if (forwardMs > 0 && req.method !== 'GET' && /^\\/v1\\/tables\\/ledger\\//.test(req.url)) {
+      // a write to the global table, forwarded to its owner, which never answers (paused): the
+      // site's forward times out and it answers that the outcome is unknown
+      setTimeout(() => {
+        res.writeHead(502, { ...h, 'content-type': 'application/problem+json', 'tandem-outcome': 'unknown' });
+        res.end(JSON.stringify({ type: 'https://tandem.dev/problems/outcome-unknown', status: 502, title: 'Outcome unknown', detail: 'forward timed out' }));
+      }, forwardMs);
+      return;
+    }
     const m = /^\\/v1\\/tables\\/[^/]+\\/items\\/([^/?]+)/.exec(req.url);
     if (m && req.method === 'PUT') { items.set(m[1], body); res.writeHead(200, h); res.end(JSON.stringify({ key: m[1], origin: id })); return; }
     if (m && req.method === 'GET') {
@@ -170,6 +203,7 @@ export function seededRandom(seed: number): Random {
 export function routerTestConfig(
   sites: { id: string; url: string; app?: string; region?: string; location?: { lat: number; lon: number } }[],
   router: Record<string, unknown> = {},
+  tables: Record<string, unknown> = { profiles: { pattern: 'local' } },
 ): ClusterConfig {
   return parseConfig(
     {
@@ -182,7 +216,7 @@ export function routerTestConfig(
         ...(s.region === undefined ? {} : { region: s.region }),
         ...(s.location === undefined ? {} : { location: s.location }),
       })),
-      tables: { profiles: { pattern: 'local' } },
+      tables,
       router: {
         listen: '127.0.0.1:0',
         ...router,
