@@ -11,7 +11,9 @@
 //   - `acked-quorum-write-lost`: every acknowledged quorum write is at every site at the end;
 //   - `local-write-voided`: every acknowledged write of a `local` table is at every site;
 //   - `epochs-differ` / `not-converged`: every site ends at the same epoch and vector;
-//   - `no-owner`: after the heal, every unit has an owner again.
+//   - `no-owner`: after the heal, every unit has an owner again;
+//   - `switchover-voided`: a planned switchover (fenced while an fdatasync of the owner is in
+//     flight) voids no write: RPO 0.
 import { assert } from '../core/assert.js';
 import { RequestError } from '../core/errors.js';
 import { member } from '../topology/record.js';
@@ -46,6 +48,7 @@ export interface FailoverAnomaly {
     | 'digests-differ'
     | 'void-not-in-feed'
     | 'acked-after-cut'
+    | 'switchover-voided'
     | 'retried-increment-applied-twice';
   detail: string;
 }
@@ -91,8 +94,10 @@ export async function runFailoverScenario(seed: number, options: FailoverOptions
     sites,
     witnesses: options.witnesses ?? 0,
     network: { oneWayDelayMsMean: 5, oneWayDelayMsJitter: 3 },
-    // a pause should often land between a commit and its sync (its acknowledgement waits past it)
-    disk: { fsyncDelayMsMax: fault === 'pause' ? 40 : 5 },
+    // a pause should often land between a commit and its sync (its acknowledgement waits past it);
+    // so should a switchover's fence (a write numbered before it and still syncing is in the cut)
+    // (slow disks: the fence, decided a voting round after the write, still finds it syncing)
+    disk: { fsyncDelayMsMax: fault === 'switchover' ? 150 : fault === 'pause' || fault === 'switchover-partition' ? 40 : 5 },
     heartbeatMs: 100,
     topology: { leaseMs, commitBudgetMs: Math.floor(leaseMs / 10), driftRateMax: 0.01 },
     ...(options.weaken?.noExpiryWait ? { unsafeTopology: { expiryMs: 0 } } : {}),
@@ -117,10 +122,10 @@ export async function runFailoverScenario(seed: number, options: FailoverOptions
   let ids = cluster.siteIds;
   const inFlight = new Set<Promise<void>>();
 
-  const writeOnce = async () => {
-    const entry = cluster.site(ids[rnd.int(ids.length)]!);
+  const writeOnce = async (at?: string) => {
+    const entry = cluster.site(at ?? ids[rnd.int(ids.length)]!);
     if (entry === undefined) return;
-    const which = rnd.int(10);
+    const which = at !== undefined ? 0 : rnd.int(10);
     const id = `w${++n}`;
     const table = which < 5 ? 'ledger' : which < 8 ? 'orders' : 'profiles';
     const key = table === 'orders' ? `${ids[rnd.int(ids.length)]}:${id}` : id;
@@ -250,7 +255,18 @@ export async function runFailoverScenario(seed: number, options: FailoverOptions
       case 'switchover':
       case 'switchover-partition': {
         const to = others[rnd.int(others.length)]!;
-        const by = cluster.site(ids[rnd.int(ids.length)]!)!.topology!;
+        // a planned switchover is run by the owner itself (its fence is local, at once) or by another site
+        const by = cluster.site(fault === 'switchover' && rnd.chance(0.5) ? victim : ids[rnd.int(ids.length)]!)!.topology!;
+        if (fault === 'switchover') {
+          // fence while a write of the owner is committed and its fdatasync still in flight: it
+          // was numbered before the fence, so it must be inside the cut (or never acknowledged)
+          const store = cluster.site(victim)!.node.store;
+          const origin = cluster.site(victim)!.node.origin;
+          const p = writeOnce(victim);
+          inFlight.add(p);
+          void p.finally(() => inFlight.delete(p));
+          await world.runUntil(() => (store.committedVector()[origin] ?? 0) > (store.vector()[origin] ?? 0), { timeoutMs: 2_000 }).catch(() => undefined);
+        }
         const plan = by.planFailover({ table: 'ledger', to });
         const done = by.switchover(plan, { by: 'sim', why: 'planned' }, 5_000).catch(() => undefined);
         if (fault === 'switchover-partition') {
@@ -390,7 +406,7 @@ export async function runFailoverScenario(seed: number, options: FailoverOptions
         units(cluster.site(ids[0]!)!.topology!.record()).every((u) => u.owner !== null),
       { timeoutMs: 60_000 },
     ).catch(() => undefined);
-    const anomalies = await check(cluster, acked);
+    const anomalies = await check(cluster, acked, fault);
     // each key's increment counts once: between the keys acknowledged and every key tried
     for (const id of ids) {
       const s = cluster.site(id);
@@ -416,7 +432,7 @@ export async function runFailoverScenario(seed: number, options: FailoverOptions
   }
 }
 
-async function check(cluster: SimCluster, acked: AckedWrite[]): Promise<FailoverAnomaly[]> {
+async function check(cluster: SimCluster, acked: AckedWrite[], fault: FailoverFault): Promise<FailoverAnomaly[]> {
   const anomalies: FailoverAnomaly[] = [];
   const ids = cluster.siteIds;
   const live = ids.map((id) => cluster.site(id)).filter((s): s is SimSite => s !== undefined);
@@ -479,6 +495,9 @@ async function check(cluster: SimCluster, acked: AckedWrite[]): Promise<Failover
     const diff = [...mine].filter((d) => !firstVoided.has(d)).concat([...firstVoided].filter((d) => !mine.has(d)));
     if (diff.length > 0) anomalies.push({ kind: 'void-not-in-feed', detail: `${s.id} and ${live[0]!.id} list different voided writes: ${diff.slice(0, 5).join(', ')}` });
   }
+  // a planned switchover has RPO 0: its cut holds every write numbered before the fence, so it voids nothing
+  if (fault === 'switchover' && firstVoided.size > 0)
+    anomalies.push({ kind: 'switchover-voided', detail: `a planned switchover voided ${[...firstVoided].slice(0, 5).join(', ')}` });
   for (const a of cluster.admissions)
     for (const it of a.compensates ? [] : a.items) {
       const rec = await live[0]!.node.get(live[0]!.node.table(it.table), it.key);

@@ -9,7 +9,7 @@ import { seedsToRun } from '../platform/sim/index.js';
 describe('failover (simulation)', () => {
   for (const fault of failoverFaults)
     it(`${fault}: one owner at a time, no acknowledged quorum write lost, no local write voided`, async () => {
-      for (const seed of seedsToRun([0, 1].map((i) => 100 + failoverFaults.indexOf(fault) * 10 + i))) {
+      for (const seed of seedsToRun([0, 1, 2, 3].map((i) => 100 + failoverFaults.indexOf(fault) * 10 + i))) {
         const r = await runFailoverScenario(seed, { fault });
         expect(r.anomalies, `replay: SEED=${seed} npx vitest run src/topology/failover.sim -t ${fault}`).toEqual([]);
         expect(r.ackedQuorum).toBeGreaterThan(0);

@@ -499,14 +499,17 @@ export class SqliteStore implements Store {
   async sync(): Promise<VersionVector> {
     this.assertOpen();
     if (this.failure) throw this.failure;
-    const target = { ...this.vec };
+    // everything committed, including a group commit whose own fdatasync is still in flight (it is
+    // in `committed`, not yet in `vec`): a switchover's fence reads its cut here, and a write
+    // numbered before the fence but left out of the cut would be acknowledged, then voided
+    const target = { ...this.committed };
     while (!dominates(this.durable, target)) {
       if (this.syncing) {
         await this.syncing;
         continue;
       }
       // everything committed before the fdatasync starts is in the WAL file already
-      const covered = { ...this.vec };
+      const covered = { ...this.committed };
       this.syncing = this.syncWal()
         .then(() => this.markDurable(covered))
         .finally(() => {
