@@ -108,6 +108,17 @@ describe('sessions', () => {
     ];
     expect(checkSessions(history).map((a) => a.kind)).toEqual(['session-violation', 'session-violation']);
   });
+
+  it('lets a write of unknown outcome take effect late (held by a paused site), but not an acknowledged older one', () => {
+    const history = [
+      s({ op: 'put', outcome: 'ok', writeId: 'w0', sentMs: 0 }),
+      s({ op: 'put', outcome: 'unknown', writeId: 'w1', sentMs: 1 }),
+      s({ op: 'put', outcome: 'ok', writeId: 'w2', sentMs: 2 }),
+      s({ op: 'get', outcome: 'ok', read: { found: true, writeId: 'w1' }, sentMs: 3 }),
+      s({ op: 'get', outcome: 'ok', read: { found: true, writeId: 'w0' }, sentMs: 4 }),
+    ];
+    expect(checkSessions(history).map((a) => a.detail)).toEqual([expect.stringContaining('returned w0')]);
+  });
 });
 
 describe('divergence', () => {

@@ -5,7 +5,8 @@
 //   converged item context or GC floor covers its dot, or a compensating write names it (a conflict
 //   record with reason `voided`: a voided quorum write is a loss, not "in the feed").
 // - Counters: acked + Σ negative unknowns ≤ value ≤ acked + Σ positive unknowns.
-// - Sessions: a session read shows the session's last acknowledged write of that key, or a later one.
+// - Sessions: a session read shows the session's last acknowledged write of that key, or a later one
+//   (or one of its writes of unknown outcome, which may take effect at any time after it was sent).
 // - Divergence: after convergence every site has the same vector and digests.
 // - List-append linearizability (Elle-style, O(n log n)): every read a prefix of one list, each
 //   acknowledged append in it exactly once, each read holding every append acknowledged before it
@@ -130,7 +131,12 @@ export function checkSessions(history: OpRecord[]): Anomaly[] {
       if (r.op !== 'get' || r.outcome !== 'ok' || r.read === undefined) continue;
       const floor = lastAcked.get(r.key);
       if (floor === undefined) continue;
-      const allowed = (writes.get(r.key) ?? []).slice(floor).filter((w) => w.outcome !== 'failed').map((w) => w.writeId);
+      // from the last acknowledged write on, any write not refused; before it, a write whose outcome
+      // is unknown too: it may take effect at any time after it was sent (a request held by a paused
+      // site and run when it resumes is later than the acknowledged one, not older)
+      const allowed = (writes.get(r.key) ?? [])
+        .filter((w, i) => (i >= floor ? w.outcome !== 'failed' : w.outcome === 'unknown'))
+        .map((w) => w.writeId);
       if (!r.read.found || !allowed.includes(r.read.writeId))
         out.push({
           kind: 'session-violation',
