@@ -43,6 +43,8 @@ interface Answer {
   outcome: string | undefined;
   /** The problem type as sent: the site's carry Tandem's URI prefix, the router's do not. */
   type: string | undefined;
+  /** when the request was sent (realClock monotonic ms) */
+  sentMs: number;
 }
 
 describe('gray failure: a paused owner', () => {
@@ -72,12 +74,13 @@ describe('gray failure: a paused owner', () => {
       const errors: string[] = [];
       let running = true;
       const send = async (method: string, table: string, key: string, body?: string) => {
+        const sentMs = realClock.monotonicMs();
         try {
           const res = await request(`${router.url}/v1/tables/${table}/items/${key}`, { method: method as 'GET', body, dispatcher: agent });
           const text = await res.body.text();
           let type: string | undefined;
           if (String(res.headers['content-type']).startsWith('application/problem+json')) type = (JSON.parse(text) as { type?: string }).type;
-          answers.push({ table, status: res.statusCode, site: String(res.headers['tandem-site']), outcome: res.headers['tandem-outcome'] as string | undefined, type });
+          answers.push({ table, status: res.statusCode, site: String(res.headers['tandem-site']), outcome: res.headers['tandem-outcome'] as string | undefined, type, sentMs });
         } catch (err) {
           errors.push(`${method} ${table}/${key}: ${(err as Error).message}`);
         }
@@ -125,8 +128,9 @@ describe('gray failure: a paused owner', () => {
       const late = answers.filter((x) => x.table === 'ledger' && x.site !== 'c');
       expect(late.length).toBeGreaterThan(3);
       for (const x of late) expect(x).toMatchObject({ status: 502, outcome: 'unknown', type: 'https://tandem.dev/problems/outcome-unknown' });
-      // those held by the paused site itself: given up on (a PATCH may have been applied: unknown)
-      for (const x of answers.filter((y) => y.table === 'ledger' && y.site === 'c')) expect(x).toMatchObject({ status: 502, outcome: 'unknown', type: 'outcome-unknown' });
+      // those held by the paused site itself: given up on (a PATCH may have been applied: unknown);
+      // c answered those sent before the pause itself (50 ms: the signal takes effect)
+      for (const x of answers.filter((y) => y.table === 'ledger' && y.site === 'c' && y.sentMs > pausedAt + 50)) expect(x).toMatchObject({ status: 502, outcome: 'unknown', type: 'outcome-unknown' });
     } finally {
       await router.stop();
       await transport.close();
