@@ -752,6 +752,9 @@ export class TopologyService implements Ownership {
         known: () => this.record(),
         learn: (r) => void this.learn(r),
         backoff: () => this.options.env.timers.sleep(backoff.next(), this.lifetime.signal),
+        // a stopping site (its handover on SIGTERM) gives up soon when no majority answers: when a
+        // whole cluster stops at once, its peers are gone and twenty attempts only delay its exit
+        ...(this.stopping ? { attemptsMax: 4 } : {}),
       },
       change,
     );
