@@ -34,11 +34,20 @@ export interface ClassifyContext {
   /** whether writes whose owner is a faulted site count (they do once failover exists) */
   ownerFaultExcluded: boolean;
   rtoPatterns: Slo['rtoPatterns'];
+  /** first-writer homes as the sites' `_homes` registry ended: `<table>/<partition>` → site */
+  homes?: Map<string, string>;
 }
 
-/** The owner of a write to an owned table (global: its write site; partitioned: the key's home). */
-export function ownerOf(table: TableConfig | undefined, key: string, regions: Map<string, string>): string | undefined {
+/**
+ * The owner of a write to an owned table (global: its write site; partitioned: the key's home, for
+ * `first-writer` from the registry's final state when given).
+ */
+export function ownerOf(table: TableConfig | undefined, key: string, regions: Map<string, string>, homes?: Map<string, string>, tableName?: string): string | undefined {
   if (table?.pattern === 'global') return table.writeSite;
+  if (table?.pattern === 'partitioned' && table.home?.from === 'first-writer') {
+    const i = key.indexOf(table.home.separator);
+    return i <= 0 || tableName === undefined ? undefined : homes?.get(`${tableName}/${key.slice(0, i)}`);
+  }
   if (table?.pattern === 'partitioned' && table.home?.from === 'key-prefix') {
     const i = key.indexOf(table.home.separator);
     if (i <= 0) return undefined;
@@ -55,7 +64,7 @@ export function classify(r: OpRecord, ctx: ClassifyContext): ClassInfo {
   const pinnedFaulted = r.via !== 'router' && ctx.faultedSites.has(r.via);
   const route = r.via === 'router' ? 'routed' : pinnedFaulted ? 'pinned-faulted' : 'pinned';
   const needsOwner = pattern !== 'local' && (kind === 'write' || r.consistency === 'strong');
-  const owner = needsOwner ? ownerOf(table, r.key, ctx.regions) : undefined;
+  const owner = needsOwner ? ownerOf(table, r.key, ctx.regions, ctx.homes, r.table) : undefined;
   const ownerFaulted = owner !== undefined && ctx.faultedSites.has(owner);
   const name = `${pattern}.${kind}.${route}${ownerFaulted ? '.owner-faulted' : ''}`;
   if (pinnedFaulted) return { name, inSlo: false, excludedWhy: 'pinned to a site the fault takes down or cuts off' };

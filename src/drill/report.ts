@@ -1,6 +1,6 @@
 // What a drill records, and the report made from a recording: the checkers, the measures and the
 // SLO verdict. `tandem drill check DIR` runs this again on a recorded drill.
-import type { ClusterConfig } from '../config/schema.js';
+import { homeRegistryTable, type ClusterConfig } from '../config/schema.js';
 import type { VersionVector } from '../core/vector.js';
 import {
   checkCounters,
@@ -153,7 +153,10 @@ export function checkDrill(rec: DrillRecording): DrillReport {
   const loadMs = rec.timeline.loadMs;
   const episodes = episodesOf(rec.executedFaults, loadMs);
   const faultedSites = new Set(rec.executedFaults.flatMap((f) => (f.phase === 'fault' ? sitesOf(f.action) : [])));
-  const classes = rtoByClass(rec.history, episodes, { tables, regions, faultedSites, ownerFaultExcluded: !scenario.needs.includes('failover'), rtoPatterns: slo.rtoPatterns }, slo);
+  const homes = new Map<string, string>();
+  for (const it of rec.finals[0]?.items ?? [])
+    if (it.table === homeRegistryTable && it.live && typeof it.value?.['site'] === 'string') homes.set(it.key, it.value['site']);
+  const classes = rtoByClass(rec.history, episodes, { tables, regions, faultedSites, ownerFaultExcluded: !scenario.needs.includes('failover'), rtoPatterns: slo.rtoPatterns, homes }, slo);
   const inSlo = classes.filter((c) => c.inSlo);
   const rtoMs = Math.max(0, ...inSlo.filter((c) => c.phase === 'fault').map((c) => c.rtoMs));
   const healRtoMs = Math.max(0, ...inSlo.filter((c) => c.phase === 'heal').map((c) => c.rtoMs));
