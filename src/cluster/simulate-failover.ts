@@ -1,11 +1,31 @@
 #!/usr/bin/env node
 // Runs many failover simulation seeds (beyond the test suite's):
 //   node dist/cluster/simulate-failover.js --seeds 1000 [--from 1] [--lease-ms 1000] [--witnesses 0] [--fault members]
-// Each seed draws its fault (crash, isolate, one-way, pause, switchover, switchover-partition,
-// voter-restart, drift). Prints one line per failing seed with its replay command, and a summary.
-import { runFailoverScenario, type FailoverFault } from './failover-workload.js';
+// Each seed draws its fault from failoverFaults (failover-workload.ts); --help lists them; a bad
+// flag exits 2 naming it. Prints one line per failing seed with its replay command, and a summary.
+import { failoverFaults, runFailoverScenario, type FailoverFault } from './failover-workload.js';
 
 const args = process.argv.slice(2);
+const usage = 'usage: node dist/cluster/simulate-failover.js --seeds N [--from S] [--lease-ms MS] [--witnesses W] [--fault NAME]';
+const numeric = new Set(['--seeds', '--from', '--lease-ms', '--witnesses']);
+for (let i = 0; i < args.length; i += 2) {
+  const name = args[i]!;
+  if (name === '--help' || name === '-h') {
+    process.stdout.write(`${usage}\nfaults: ${[...failoverFaults, 'members'].join(', ')} (default: drawn per seed)\n`);
+    process.exit(0);
+  }
+  const value = args[i + 1];
+  const bad =
+    !(numeric.has(name) || name === '--fault') ? `unknown flag ${name}` :
+    value === undefined ? `${name} needs a value` :
+    numeric.has(name) && !(Number.isInteger(Number(value)) && Number(value) >= 0) ? `${name} must be a whole number, got ${value}` :
+    name === '--fault' && ![...failoverFaults, 'members'].includes(value) ? `--fault must be one of ${[...failoverFaults, 'members'].join(', ')}, got ${value}` :
+    undefined;
+  if (bad !== undefined) {
+    process.stderr.write(`simulate-failover: ${bad}\n${usage}\n`);
+    process.exit(2);
+  }
+}
 const flag = (name: string, fallback: number) => {
   const i = args.indexOf(name);
   return i >= 0 ? Number(args[i + 1]) : fallback;
