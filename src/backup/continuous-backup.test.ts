@@ -72,6 +72,22 @@ describe('continuous backup to a directory', () => {
     }
   });
 
+  it('takes a snapshot by the fraction rule only once snapshotFractionMinMs has passed since the last', async () => {
+    for (const minMs of [3_600_000, 0]) {
+      const site = await backedUpSite(new FileTarget(`file://${tempDir('target')}`), undefined, { settings: { snapshotFraction: 0.01, snapshotFractionMinMs: minMs } });
+      await writeRound(site, 1);
+      // a snapshot with items in it: the fraction rule measures against it
+      await site.backup.backupNow();
+      const before = site.backup.status().snapshots;
+      await writeRound(site, 2);
+      const shipped = site.backup.status().segments;
+      await until('a few more segments', () => site.backup.status().segments >= shipped + 3);
+      if (minMs === 0) await until('the fraction rule to snapshot', () => site.backup.status().snapshots > before);
+      else expect(site.backup.status().snapshots, 'no snapshot within snapshotFractionMinMs').toBe(before);
+      await site.stop();
+    }
+  });
+
   it('names a corrupt, a cut and a missing object, and leaves no store behind', async () => {
     const dir = tempDir('target');
     const inner = new FileTarget(`file://${dir}`);

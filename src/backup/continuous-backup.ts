@@ -6,9 +6,9 @@
 // boundary in its header — an empty segment is the heartbeat of an idle site. Peers' entries are
 // archived by their own origins. Snapshots (Store.snapshotToFile: a worker, one read transaction,
 // throttled) are taken at the start of each timeline, when the log since the last one exceeds
-// `snapshotEntriesMax` entries or `snapshotFraction` of the store, every `snapshotEveryMs`, after a
-// snapshot install or anti-entropy repair (they change items without log entries), after a gap,
-// and on request. Objects are encoded on a worker (object-format.ts) and are immutable; segments
+// `snapshotEntriesMax` entries or (at most once per `snapshotFractionMinMs`) `snapshotFraction` of
+// the store, every `snapshotEveryMs`, after a snapshot install or anti-entropy repair (they change
+// items without log entries), after a gap, and on request. Objects are encoded on a worker (object-format.ts) and are immutable; segments
 // of a timeline are hash-chained. Log compaction keeps own entries the archive lacks
 // (compactableUpTo) for at most `maxHoldBytes` / `maxHoldMs`; past that it proceeds, and the next
 // segment records the gap and a new base snapshot follows.
@@ -32,6 +32,12 @@ export interface BackupSettings {
   snapshotEveryMs: number;
   snapshotEntriesMax: number;
   snapshotFraction: number;
+  /**
+   * the fraction rule waits at least this long after the last snapshot: under heavy writes a
+   * small store would otherwise be copied every few seconds (`snapshotEntriesMax` still bounds
+   * the log a restore replays)
+   */
+  snapshotFractionMinMs: number;
   retentionMs: number;
   maxHoldBytes: number;
   maxHoldMs: number;
@@ -50,6 +56,7 @@ export const defaultBackupSettings: BackupSettings = {
   snapshotEveryMs: 3_600_000,
   snapshotEntriesMax: 300_000,
   snapshotFraction: 0.2,
+  snapshotFractionMinMs: 60_000,
   retentionMs: 7 * 86_400_000,
   maxHoldBytes: 1 << 30,
   maxHoldMs: 6 * 3_600_000,
@@ -312,7 +319,8 @@ export class ContinuousBackup {
     }
     let since = 0;
     for (const [o, seq] of Object.entries(this.options.store.vector())) since += Math.max(0, seq - (t.snapshot.vector[o] ?? 0));
-    if (since >= s.snapshotEntriesMax || (t.snapshot.items > 0 && since >= s.snapshotFraction * t.snapshot.items)) {
+    const fractionDue = t.snapshot.items > 0 && since >= s.snapshotFraction * t.snapshot.items && this.options.env.clock.wallMs() - t.snapshot.atMs >= s.snapshotFractionMinMs;
+    if (since >= s.snapshotEntriesMax || fractionDue) {
       this.snapshotWanted = `${since} entries since the last snapshot`;
       return true;
     }
