@@ -8,8 +8,8 @@
 // throttled) are taken at the start of each timeline, when the log since the last one exceeds
 // `snapshotEntriesMax` entries or (at most once per `snapshotFractionMinMs`) `snapshotFraction` of
 // the store, every `snapshotEveryMs`, after a snapshot install or anti-entropy repair (they change
-// items without log entries), after a gap, and on request. Objects are encoded on a worker (object-format.ts) and are immutable; segments
-// of a timeline are hash-chained. Log compaction keeps own entries the archive lacks
+// items without log entries), after a gap, and on request. Objects are encoded on a worker
+// (object-format.ts) and are immutable; segments of a timeline are hash-chained. Log compaction keeps own entries the archive lacks
 // (compactableUpTo) for at most `maxHoldBytes` / `maxHoldMs`; past that it proceeds, and the next
 // segment records the gap and a new base snapshot follows.
 import { mkdirSync, rmSync } from 'node:fs';
