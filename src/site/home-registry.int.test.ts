@@ -9,6 +9,7 @@ import { parseConfig } from '../config/load.js';
 import { LocalCluster } from '../cluster/local-cluster.js';
 import { freePortRange } from '../cluster/ports.js';
 import { realTimers } from '../platform/real/real-env.js';
+import { call, itemUrl, waitFor } from '../cluster/testing/http-client.js';
 
 const clusters: { cluster: LocalCluster; dir: string }[] = [];
 afterEach(async () => {
@@ -18,35 +19,11 @@ afterEach(async () => {
   }
 });
 
-async function call(method: string, url: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
-  try {
-    const res = await fetch(url, {
-      method,
-      headers: body === undefined ? {} : { 'content-type': 'application/json' },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      signal: AbortSignal.timeout(15_000),
-    });
-    const text = await res.text();
-    return { status: res.status, json: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
-  } catch {
-    return { status: 0, json: {} };
-  }
-}
-
-const item = (base: string, table: string, key: string) => `${base}/v1/tables/${table}/items/${encodeURIComponent(key)}`;
-
-async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!(await check())) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await realTimers.sleep(50);
-  }
-}
 
 /** A write retried while the answer says nothing was written (503), as a client or the router would. */
 async function put(url: string, key: string, value: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
   for (;;) {
-    const r = await call('PUT', item(url, 'sessions', key), value);
+    const r = await call('PUT', itemUrl(url, 'sessions', key), value);
     if (r.status !== 503 && r.status !== 0) return r;
     await realTimers.sleep(100);
   }
@@ -90,9 +67,9 @@ describe('first-writer homes (real processes)', () => {
       await waitFor(
         `pc's items and assignment at ${url}`,
         async () =>
-          (await call('GET', item(url, 'sessions', 'pc:1'))).json.value !== undefined &&
-          (await call('GET', item(url, 'sessions', 'pc:2'))).json.value !== undefined &&
-          ((await call('GET', item(url, '_homes', 'sessions/pc'))).json.value as { site?: string } | undefined)?.site === home,
+          (await call('GET', itemUrl(url, 'sessions', 'pc:1'))).json.value !== undefined &&
+          (await call('GET', itemUrl(url, 'sessions', 'pc:2'))).json.value !== undefined &&
+          ((await call('GET', itemUrl(url, '_homes', 'sessions/pc'))).json.value as { site?: string } | undefined)?.site === home,
         10_000,
       );
     const scanned = (await call('GET', `${east}/v1/tables/sessions/items?prefix=pc:`)).json.items as { key: string; value: { v: string } }[];
@@ -123,6 +100,6 @@ describe('first-writer homes (real processes)', () => {
     await cluster.waitHealthy(20_000);
     const again = await put(west, 'pb:2', { v: 'b2' });
     expect([again.status, again.json.origin]).toEqual([200, 'ap-south']);
-    expect(((await call('GET', item(west, '_homes', 'sessions/pa'))).json.value as { site: string }).site).toBe('eu-west');
+    expect(((await call('GET', itemUrl(west, '_homes', 'sessions/pa'))).json.value as { site: string }).site).toBe('eu-west');
   }, 90_000);
 });

@@ -12,6 +12,7 @@ import type { ClusterConfig } from '../config/schema.js';
 import { cliEntry, LocalCluster } from '../cluster/local-cluster.js';
 import { freePortRange } from '../cluster/ports.js';
 import { realTimers } from '../platform/real/real-env.js';
+import { call, itemUrl, waitFor } from '../cluster/testing/http-client.js';
 
 const run = promisify(execFile);
 const clusters: { cluster: LocalCluster; dir: string }[] = [];
@@ -48,33 +49,9 @@ async function startCluster(options: { sites: number; witnesses?: number; leaseM
   return { cluster, config };
 }
 
-async function call(method: string, url: string, body?: unknown, timeoutMs = 10_000): Promise<{ status: number; json: Record<string, unknown> }> {
-  try {
-    const res = await fetch(url, {
-      method,
-      headers: body === undefined ? {} : { 'content-type': 'application/json' },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-    const text = await res.text();
-    return { status: res.status, json: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
-  } catch {
-    return { status: 0, json: {} };
-  }
-}
-
-const item = (base: string, table: string, key: string) => `${base}/v1/tables/${table}/items/${encodeURIComponent(key)}`;
-
-async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!(await check())) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await realTimers.sleep(50);
-  }
-}
 
 async function topologyOf(url: string): Promise<{ epoch: number; owners: Record<string, string | null>; members: { id: string; state: string }[] } | undefined> {
-  const r = await call('GET', `${url}/v1/topology`, undefined, 2_000);
+  const r = await call('GET', `${url}/v1/topology`, undefined, { timeoutMs: 2_000 });
   return r.status === 200 ? (r.json as never) : undefined;
 }
 
@@ -87,7 +64,7 @@ function writers(urls: string[], prefix: string) {
   const loops = urls.map(async (url) => {
     while (!stop) {
       const key = `${prefix}-${n++}`;
-      const r = await call('PUT', item(url, 'ledger', key), { v: key });
+      const r = await call('PUT', itemUrl(url, 'ledger', key), { v: key });
       answers.push({ status: r.status, atMs: performance.now(), key, ...(typeof r.json.origin === 'string' ? { origin: r.json.origin } : typeof r.json.detail === 'string' ? { origin: r.json.detail } : {}) });
       if (r.status === 200) acked.push(key);
       else await realTimers.sleep(20);
@@ -105,7 +82,7 @@ function writers(urls: string[], prefix: string) {
 
 async function allPresent(url: string, keys: string[]): Promise<string[]> {
   const missing: string[] = [];
-  for (const k of keys) if ((await call('GET', item(url, 'ledger', k))).status !== 200) missing.push(k);
+  for (const k of keys) if ((await call('GET', itemUrl(url, 'ledger', k))).status !== 200) missing.push(k);
   return missing;
 }
 
@@ -128,7 +105,7 @@ describe('failover (real processes)', () => {
     cluster.startSite('us-east');
     await cluster.waitHealthy(15_000);
     await waitFor('us-east caught up', async () => (await allPresent(east, load.acked)).length === 0, 15_000);
-    const after = await call('PUT', item(east, 'ledger', 'after-return'), { v: 1 });
+    const after = await call('PUT', itemUrl(east, 'ledger', 'after-return'), { v: 1 });
     expect(after.status).toBe(200);
     expect(after.json.origin).not.toBe('us-east');
   });
@@ -140,16 +117,16 @@ describe('failover (real processes)', () => {
     const proc = cluster.process('us-east')!;
     proc.child.kill('SIGSTOP');
     // writes sent to the stopped owner itself hang in its socket until it resumes
-    const stuck = Array.from({ length: 5 }, (_, i) => call('PUT', item(east, 'ledger', `stuck-${i}`), { v: i }, 20_000));
+    const stuck = Array.from({ length: 5 }, (_, i) => call('PUT', itemUrl(east, 'ledger', `stuck-${i}`), { v: i }, { timeoutMs: 20_000 }));
     await waitFor('a new owner', async () => {
       const t = await topologyOf(west);
       return t !== undefined && t.owners['ledger'] !== 'us-east' && t.owners['ledger'] !== null;
     }, 15_000);
     // (503 owner-changed while the new owner renews its lease: nothing written, retried like a client would)
-    let moved = await call('PUT', item(west, 'ledger', 'while-stopped'), { v: 1 });
+    let moved = await call('PUT', itemUrl(west, 'ledger', 'while-stopped'), { v: 1 });
     for (let i = 0; i < 50 && moved.status === 503; i++) {
       await realTimers.sleep(100);
-      moved = await call('PUT', item(west, 'ledger', 'while-stopped'), { v: 1 });
+      moved = await call('PUT', itemUrl(west, 'ledger', 'while-stopped'), { v: 1 });
     }
     expect(moved.status).toBe(200);
     proc.child.kill('SIGCONT');
@@ -172,7 +149,7 @@ describe('failover (real processes)', () => {
     let stop = false;
     const loops = urls.map(async (url) => {
       while (!stop) {
-        const r = await call('PATCH', item(url, 'tally', 't'), { increment: { n: 1 } });
+        const r = await call('PATCH', itemUrl(url, 'tally', 't'), { increment: { n: 1 } });
         if (r.status === 200) acked++;
         else if (r.status === 502 || r.status === 504 || r.status === 0) unknown++;
         else errors.push(`${r.status} ${JSON.stringify(r.json).slice(0, 200)}`);
@@ -188,7 +165,7 @@ describe('failover (real processes)', () => {
     expect(unknown).toBe(0);
     expect((await topologyOf(urls[0]!))!.owners['tally']).toBe('eu-west');
     // read at the new owner once every site has it: acked + unknown bounds the counter, here exactly acked
-    await waitFor('the count', async () => ((await call('GET', item(urls[1]!, 'tally', 't'))).json.value as { n?: number } | undefined)?.n === acked, 10_000);
+    await waitFor('the count', async () => ((await call('GET', itemUrl(urls[1]!, 'tally', 't'))).json.value as { n?: number } | undefined)?.n === acked, 10_000);
   });
 
   it('evacuate, then failback: the site owns nothing and fails /ready, then owns its tables again', async () => {
@@ -219,7 +196,7 @@ describe('failover (real processes)', () => {
     await two.cluster.kill('us-east');
     await realTimers.sleep(2_000);
     expect((await topologyOf(westOnly))!.owners['ledger']).toBe('us-east');
-    expect((await call('PUT', item(westOnly, 'ledger', 'x'), { v: 1 })).status).toBe(503);
+    expect((await call('PUT', itemUrl(westOnly, 'ledger', 'x'), { v: 1 })).status).toBe(503);
 
     const withWitness = await startCluster({ sites: 2, witnesses: 1, leaseMs: 500 });
     const [east, west] = withWitness.config.sites.map((s) => s.url) as [string, string];

@@ -13,6 +13,7 @@ import { cliEntry, LocalCluster } from '../cluster/local-cluster.js';
 import { freePortRange } from '../cluster/ports.js';
 import { realTimers } from '../platform/real/real-env.js';
 import { limits } from '../limits.js';
+import { call, itemUrl, waitFor } from '../cluster/testing/http-client.js';
 
 const scanLimit = limits.scanLimitMax;
 
@@ -47,36 +48,7 @@ async function startCluster(options: { sites: number; witnesses?: number; leaseM
   return { cluster, config };
 }
 
-interface Answer {
-  status: number;
-  json: Record<string, unknown>;
-  headers: Headers | undefined;
-}
-
-async function call(method: string, url: string, body?: unknown, headers: Record<string, string> = {}): Promise<Answer> {
-  try {
-    const res = await fetch(url, {
-      method,
-      headers: { ...headers, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      signal: AbortSignal.timeout(10_000),
-    });
-    const text = await res.text();
-    return { status: res.status, json: text && text.startsWith('{') ? (JSON.parse(text) as Record<string, unknown>) : {}, headers: res.headers };
-  } catch {
-    return { status: 0, json: {}, headers: undefined };
-  }
-}
-
-const item = (base: string, key: string) => `${base}/v1/tables/ledger/items/${encodeURIComponent(key)}`;
-
-async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!(await check())) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await realTimers.sleep(50);
-  }
-}
+const item = (base: string, key: string) => itemUrl(base, 'ledger', key);
 
 interface TopologyView {
   epoch: number;
@@ -113,7 +85,7 @@ function writers(urls: string[], prefix: string) {
     while (!stop) {
       const i = n++;
       const key = `${prefix}-${i}`;
-      const r = await call('PUT', item(url, key), { v: i }, { 'tandem-durability': i % 2 === 0 ? 'quorum' : 'local' });
+      const r = await call('PUT', item(url, key), { v: i }, { headers: { 'tandem-durability': i % 2 === 0 ? 'quorum' : 'local' } });
       if (r.status === 200) acked.push(key);
       else refused.push(`${r.status} ${String(r.json.detail ?? '').slice(0, 120)}`);
     }
@@ -177,10 +149,10 @@ describe('failover without a majority, degraded durability, handover on SIGTERM 
     expect(t.history.some((h) => h.action === 'forced-failover' && h.forced === true && h.why === 'us-east lost')).toBe(true);
 
     // writes resume: local durability at once; quorum still counts us-east (degradedDurability: refuse)
-    let local = await call('PUT', item(west, 'after-force'), { v: 1 }, { 'tandem-durability': 'local' });
+    let local = await call('PUT', item(west, 'after-force'), { v: 1 }, { headers: { 'tandem-durability': 'local' } });
     for (let i = 0; i < 40 && local.status === 503; i++) {
       await realTimers.sleep(100);
-      local = await call('PUT', item(west, 'after-force'), { v: 1 }, { 'tandem-durability': 'local' });
+      local = await call('PUT', item(west, 'after-force'), { v: 1 }, { headers: { 'tandem-durability': 'local' } });
     }
     expect(local.status).toBe(200);
     expect(local.json.origin).toBe('eu-west');
@@ -193,7 +165,7 @@ describe('failover without a majority, degraded durability, handover on SIGTERM 
     // the killed site returns: it learns the forced epoch, owns nothing, admits no write of its own
     cluster.startSite('us-east');
     await waitFor('us-east learns the forced epoch', async () => ((await topologyOf(east))?.epoch ?? 0) >= t.epoch);
-    const atEast = await call('PUT', item(east, 'at-returned'), { v: 1 }, { 'tandem-durability': 'local' });
+    const atEast = await call('PUT', item(east, 'at-returned'), { v: 1 }, { headers: { 'tandem-durability': 'local' } });
     expect(atEast.json.origin).not.toBe('us-east');
     // caught up, it is made active again by an epoch: quorum writes count it again
     await waitFor('us-east active again', async () => stateOf(await topologyOf(west), 'us-east') === 'active');

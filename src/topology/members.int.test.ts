@@ -11,6 +11,7 @@ import { parseConfig } from '../config/load.js';
 import { cliEntry, LocalCluster } from '../cluster/local-cluster.js';
 import { freePortRange } from '../cluster/ports.js';
 import { realTimers } from '../platform/real/real-env.js';
+import { call, itemUrl, waitFor } from '../cluster/testing/http-client.js';
 
 const run = promisify(execFile);
 const cleanup: (() => Promise<void>)[] = [];
@@ -18,33 +19,9 @@ afterEach(async () => {
   for (const c of cleanup.splice(0)) await c();
 });
 
-async function call(method: string, url: string, body?: unknown, timeoutMs = 10_000): Promise<{ status: number; json: Record<string, unknown> }> {
-  try {
-    const res = await fetch(url, {
-      method,
-      headers: body === undefined ? {} : { 'content-type': 'application/json' },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-    const text = await res.text();
-    return { status: res.status, json: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
-  } catch {
-    return { status: 0, json: {} };
-  }
-}
-
-const item = (base: string, table: string, key: string) => `${base}/v1/tables/${table}/items/${encodeURIComponent(key)}`;
-
-async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!(await check())) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await realTimers.sleep(100);
-  }
-}
 
 async function stateOf(url: string, id: string): Promise<string | undefined> {
-  const r = await call('GET', `${url}/v1/topology`, undefined, 2_000);
+  const r = await call('GET', `${url}/v1/topology`, undefined, { timeoutMs: 2_000 });
   return (r.json.members as { id: string; state: string }[] | undefined)?.find((m) => m.id === id)?.state;
 }
 
@@ -88,7 +65,7 @@ describe('membership online (real processes)', () => {
           continue;
         }
         const key = `k-${n++}`;
-        const r = await call('PUT', item(url, table, key), { v: key }, 10_000);
+        const r = await call('PUT', itemUrl(url, table, key), { v: key }, { timeoutMs: 10_000 });
         if (r.status === 200) acked.push({ table, key });
         else {
           failures.push(r.status);
@@ -140,7 +117,7 @@ describe('membership online (real processes)', () => {
       for (let i = 0; i < acked.length; i += 50)
         await Promise.all(
           acked.slice(i, i + 50).map(async (w) => {
-            if ((await call('GET', item(u, w.table, w.key))).status !== 200) missing.push(`${w.table}/${w.key}`);
+            if ((await call('GET', itemUrl(u, w.table, w.key))).status !== 200) missing.push(`${w.table}/${w.key}`);
           }),
         );
       expect(missing, `missing at ${u}`).toEqual([]);
