@@ -16,7 +16,7 @@ import { assert } from '../core/assert.js';
 import { parseDot, vectorsEqual, type VersionVector } from '../core/vector.js';
 import type { ItemOp } from '../core/write.js';
 import { SimWorld, type SimNetworkOptions } from '../platform/sim/index.js';
-import type { Env } from '../platform/env.js';
+import type { Env, Logger } from '../platform/env.js';
 import { Replicator } from '../replication/replicator.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import type { CommitRequest, Store } from '../store/types.js';
@@ -94,7 +94,10 @@ export class SimCluster {
   private readonly siteConfigs = new Map<string, ClusterConfig>();
 
   private constructor(private readonly options: SimClusterOptions) {
-    this.world = new SimWorld({ seed: options.seed, ...(options.network ? { network: options.network } : {}) });
+    // TANDEM_SIM_LOG=info (or warn, debug) prints every site's log lines with the sim time, for replaying a seed
+    const logLevel = process.env['TANDEM_SIM_LOG'];
+    const log = logLevel ? simConsoleLogger(logLevel, () => this.world.clock.monotonicMs()) : undefined;
+    this.world = new SimWorld({ seed: options.seed, ...(options.network ? { network: options.network } : {}), ...(log ? { log } : {}) });
     this.dir = mkdtempSync(join(tmpdir(), `tandem-sim-${options.seed}-`));
     this.disk = { ...simDiskDefaults, ...options.disk };
     const draw = this.world.random.fork('sim-disks');
@@ -414,12 +417,12 @@ export class SimCluster {
     return site.node.write(site.node.table(table), key, op, options);
   }
 
-  /** True when every site is up and all hold the same vector with nothing in flight. */
+  /** True when every site is up and all hold the same vector with nothing in flight (no void items left to compensate). */
   converged(): boolean {
     const sites = [...this.live.values()];
     if (sites.length !== this.memberIds.length || !this.memberIds.every((id) => this.live.has(id))) return false;
     const first: VersionVector = sites[0]!.node.vector();
-    return sites.every((s) => vectorsEqual(s.node.vector(), first));
+    return sites.every((s) => vectorsEqual(s.node.vector(), first) && s.node.pendingVoids() === 0);
   }
 
   async digests(): Promise<Record<string, Record<string, string>>> {
@@ -437,4 +440,16 @@ export class SimCluster {
     for (const f of this.voterFiles.values()) f.close();
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** A logger writing `<sim ms> <level> <bindings> <msg> <fields>` lines to stderr at `level` and above. */
+function simConsoleLogger(level: string, nowMs: () => number, bindings: object = {}): Logger {
+  const levels = ['debug', 'info', 'warn', 'error'];
+  const min = Math.max(0, levels.indexOf(level));
+  const at = (lvl: string) => (obj: object, msg?: string) => {
+    if (levels.indexOf(lvl) < min) return;
+    const fields = JSON.stringify(obj, (_k, v: unknown) => (v instanceof Error ? v.message : typeof v === 'bigint' ? String(v) : v));
+    process.stderr.write(`${nowMs()} ${lvl} ${JSON.stringify(bindings)} ${msg ?? ''} ${fields}\n`);
+  };
+  return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), child: (b) => simConsoleLogger(level, nowMs, { ...bindings, ...b }) };
 }

@@ -110,6 +110,8 @@ export class SiteNode {
    */
   private voidBacklog = new Map<string, VoidBacklogItem>();
   private compensating = false;
+  /** compensate() was asked for while a run was in progress: its items were not in that run's list */
+  private compensateAgain = false;
   /** per own origin, the newest cut epoch whose void writes of this site were looked for (findOwnVoids) */
   private ownVoidsScanned = new Map<string, number>();
   private scanningOwnVoids = false;
@@ -199,6 +201,8 @@ export class SiteNode {
       );
     }
     this.confirmedOrigin = true;
+    // compensations wait for the origin too (they are writes of this site): the ones kept meanwhile run now
+    if (this.voidBacklog.size > 0) void this.compensate();
     return outcome;
   }
 
@@ -572,9 +576,21 @@ export class SiteNode {
    * void dots, so the sites that applied them take this value instead; the entry names them, so every
    * site records the voided values in its conflict feed.
    */
+  /** Void owned items kept here until their unit's owner compensates them (0 once settled). */
+  pendingVoids(): number {
+    return this.voidBacklog.size;
+  }
+
   private async compensate(): Promise<void> {
-    if (this.compensating || this.ownership === undefined || this.stopping) return;
+    // a compensation is a write numbered under this site's origin: not before its peers confirmed it
+    // (confirmOrigin may yet take a new incarnation; a dot numbered before would have two meanings)
+    if (this.ownership === undefined || this.stopping || !this.confirmedOrigin) return;
+    if (this.compensating) {
+      this.compensateAgain = true;
+      return;
+    }
     this.compensating = true;
+    this.compensateAgain = false;
     try {
       const ownership = this.ownership;
       const mine = (v: { table: string; key: string }) => {
@@ -644,6 +660,8 @@ export class SiteNode {
     } finally {
       this.compensating = false;
     }
+    // void items kept (or units gained) during the run: another run, or they would wait for the next trigger
+    if (this.compensateAgain) void this.compensate();
   }
 
   /** Commits void bookkeeping on its own (no item changes, no log entry), then updates the copy. */
@@ -920,10 +938,17 @@ export class SiteNode {
         if (unit !== undefined && !this.ownership.counts(unit, entry.origin, entry.seq, entry.epoch ?? 0)) {
           this.deps.metrics?.voidedItems.inc();
           voided = true;
+          const dot = dotOf(entry.origin, entry.seq);
+          // the owner's compensation came first (its state has seen the dot and does not hold it): nothing left to undo
+          const cur = current[i]?.state;
+          if (cur !== undefined && (cur.c[entry.origin] ?? 0) >= entry.seq && !stateHolds(cur, dot)) {
+            this.log.warn({ unit, table: item.table, key: item.key, dot, epoch: entry.epoch ?? 0 }, 'void owned item not applied: beyond the cut of a move of its unit, compensated already');
+            return;
+          }
           // every site keeps it, durably with this entry: whichever owns the unit (now or after a later move) compensates
           const voidRec = buildRecord(item.table, item.key, runtime.semantics, item.state);
-          found.push({ table: item.table, key: item.key, dot: dotOf(entry.origin, entry.seq), value: voidRec.live ? voidRec.value! : null, origin: entry.origin, seq: entry.seq, state: item.state });
-          this.log.warn({ unit, table: item.table, key: item.key, dot: dotOf(entry.origin, entry.seq), epoch: entry.epoch ?? 0 }, 'void owned item not applied: beyond the cut of a move of its unit');
+          found.push({ table: item.table, key: item.key, dot, value: voidRec.live ? voidRec.value! : null, origin: entry.origin, seq: entry.seq, state: item.state });
+          this.log.warn({ unit, table: item.table, key: item.key, dot, epoch: entry.epoch ?? 0 }, 'void owned item not applied: beyond the cut of a move of its unit');
           return;
         }
       }
