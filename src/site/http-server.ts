@@ -266,6 +266,11 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     const attempt = async (parked: boolean) => {
       await node.resolveHomes([{ table: table.name, key }], 'write');
       const owner = node.writeOwner(table, key);
+      // an owner the voters have not heard from for half a lease (paused, dead, cut off) would hold a
+      // forward until its timeout (502, outcome unknown): the write is not sent; the loop below waits
+      // for the owner to renew or for a failover, and answers 503 (nothing written) if neither comes
+      if (owner !== undefined && hooks.topology?.ownerSilent(owner))
+        throw new RequestError(503, 'owner-unavailable', 'Service unavailable', `the owner ${owner} of this item has not renewed its lease at a majority of voters for half a lease (paused, down or cut off); nothing was written: retry (a failover moves its units if it stays silent)`, [], { retryAfterS: 1, ownerSilent: true });
       if (owner !== undefined) return forward(req, reply, owner, 'owner', parked);
       await refuseWithoutQuorum(durability);
       const outcome = await node.write(table, key, itemOp, {
@@ -290,7 +295,7 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
       try {
         return await attempt(parked);
       } catch (e) {
-        if (!(e instanceof RequestError && e.type === 'owner-changed' && topology !== undefined && epoch !== undefined)) throw e;
+        if (!(e instanceof RequestError && (e.type === 'owner-changed' || e.extra.ownerSilent === true) && topology !== undefined && epoch !== undefined)) throw e;
         const left = deadline - env.clock.monotonicMs();
         if (left <= 0) throw e;
         if (e.extra.parked === true) {

@@ -23,7 +23,7 @@ afterEach(async () => {
   }
 });
 
-async function startCluster(options: { sites: number; witnesses?: number; leaseMs: number }): Promise<{ cluster: LocalCluster; config: ClusterConfig }> {
+async function startCluster(options: { sites: number; witnesses?: number; leaseMs: number; topology?: Record<string, unknown> }): Promise<{ cluster: LocalCluster; config: ClusterConfig }> {
   const base = await freePortRange(options.sites + (options.witnesses ?? 0) + 1);
   const ids = ['us-east', 'eu-west', 'ap-south'].slice(0, options.sites);
   const config = parseConfig(
@@ -37,7 +37,7 @@ async function startCluster(options: { sites: number; witnesses?: number; leaseM
         tally: { pattern: 'global', writeSite: 'us-east', conflict: 'crdt', fields: { n: 'counter' }, durability: 'quorum' },
         profiles: { pattern: 'local' },
       },
-      topology: { leaseMs: options.leaseMs, commitBudgetMs: Math.floor(options.leaseMs / 10) },
+      topology: { leaseMs: options.leaseMs, commitBudgetMs: Math.floor(options.leaseMs / 10), ...options.topology },
       router: { listen: `127.0.0.1:${base}` },
     },
     'test config',
@@ -138,6 +138,25 @@ describe('failover (real processes)', () => {
     }
     const t = await topologyOf(west);
     expect(t!.epoch).toBeGreaterThan(epochBefore);
+  });
+
+  it('a stopped owner the voters no longer hear from: writes at other sites are held, then 503 (nothing sent), not forwarded into a 502', async () => {
+    // no automatic failover: the owner stays stopped and owns the ledger throughout
+    const { cluster, config } = await startCluster({ sites: 3, leaseMs: 500, topology: { autoFailover: false, switchoverWaitMs: 1_000 } });
+    const west = config.sites[1]!.url;
+    expect((await call('PUT', itemUrl(west, 'ledger', 'before'), { v: 1 })).status).toBe(200);
+    const proc = cluster.process('us-east')!;
+    proc.child.kill('SIGSTOP');
+    try {
+      await realTimers.sleep(1_000);
+      // a forward would hang in the stopped owner's socket for the forward timeout, then 502 outcome-unknown
+      const held = await call('PUT', itemUrl(west, 'ledger', 'while-stopped'), { v: 1 }, { timeoutMs: 20_000 });
+      expect([held.status, held.json.type]).toEqual([503, 'https://tandem.dev/problems/owner-unavailable']);
+    } finally {
+      proc.child.kill('SIGCONT');
+    }
+    // the owner renews again: forwards resume
+    await waitFor('a write through eu-west', async () => (await call('PUT', itemUrl(west, 'ledger', 'after'), { v: 1 })).status === 200, 10_000);
   });
 
   it('switchover under load: every acknowledged increment counted once, no client error', async () => {

@@ -788,6 +788,23 @@ export class TopologyService implements Ownership {
     }
   }
 
+  /**
+   * Whether `site` looks stopped to the voters: a majority of them (fresh views) granted it nothing
+   * for half a lease, though it renews every quarter (paused, dead or cut off). A write forwarded to
+   * it would likely wait out the forward timeout: the HTTP layer holds it instead (http-server.ts).
+   * False without fresh views from a majority (this site could not fail it over either).
+   */
+  ownerSilent(site: string): boolean {
+    if (site === this.siteId) return false;
+    const vs = voters(this.record());
+    let silent = 0;
+    for (const v of vs) {
+      const view = this.freshView(v);
+      if (view !== undefined && (view.grants[site] ?? []).length > 0 && silentForMs(view, site) >= this.leaseMs / 2) silent++;
+    }
+    return silent >= majority(vs.length);
+  }
+
   /** Whether voters granted `site` a lease within L at a majority (an operator's `failover --site` checks it). */
   isAliveAtMajority(site: string): boolean {
     return this.aliveAtMajority(site);
