@@ -199,11 +199,9 @@ export async function runFailoverScenario(seed: number, options: FailoverOptions
       inFlight.add(p);
       void p.finally(() => inFlight.delete(p));
     }
-    for (let i = 0; i < 1; i++) {
-      const p = writeOnce();
-      inFlight.add(p);
-      void p.finally(() => inFlight.delete(p));
-    }
+    const p = writeOnce();
+    inFlight.add(p);
+    void p.finally(() => inFlight.delete(p));
     world.timers.after(20, load);
   };
 

@@ -570,17 +570,17 @@ export class SiteNode {
     }));
   }
 
+  /** Void owned items kept here until their unit's owner compensates them (0 once settled). */
+  pendingVoids(): number {
+    return this.voidBacklog.size;
+  }
+
   /**
    * Undoes void owned items (ARCHITECTURE.md, "Voiding is per item, by epoch"): as their owner, this
    * site commits for each a write of its own current value (or a tombstone) whose context covers the
    * void dots, so the sites that applied them take this value instead; the entry names them, so every
    * site records the voided values in its conflict feed.
    */
-  /** Void owned items kept here until their unit's owner compensates them (0 once settled). */
-  pendingVoids(): number {
-    return this.voidBacklog.size;
-  }
-
   private async compensate(): Promise<void> {
     // a compensation is a write numbered under this site's origin: not before its peers confirmed it
     // (confirmOrigin may yet take a new incarnation; a dot numbered before would have two meanings)

@@ -516,17 +516,20 @@ export class TopologyService implements Ownership {
 
   /** Whether `site`'s lease has lapsed at a majority of voters: none granted it anything for L while granting. */
   private lapsedAtMajority(site: string): boolean {
+    // a holder this voter has not granted since it started may just be starting itself: it gets
+    // a few leases' time first (a cluster whose sites start seconds apart must not fail over)
+    return this.silentAtMajority(site, (never) => (never ? this.startGraceMs : this.leaseMs));
+  }
+
+  /** Whether a majority of voters (fresh views) granted `site` nothing for `forMs(never granted since the voter started)`. */
+  private silentAtMajority(site: string, forMs: (never: boolean) => number): boolean {
     const vs = voters(this.record());
-    let lapsed = 0;
+    let silent = 0;
     for (const v of vs) {
       const view = this.freshView(v);
-      if (view === undefined) continue;
-      // a holder this voter has not granted since it started may just be starting itself: it gets
-      // a few leases' time first (a cluster whose sites start seconds apart must not fail over)
-      const never = (view.grants[site] ?? []).length === 0;
-      if (silentForMs(view, site) >= (never ? this.startGraceMs : this.leaseMs)) lapsed++;
+      if (view !== undefined && silentForMs(view, site) >= forMs((view.grants[site] ?? []).length === 0)) silent++;
     }
-    return lapsed >= majority(vs.length);
+    return silent >= majority(vs.length);
   }
 
   /** Alive by the voters: granted a lease within L at a majority (this site: holds one). */
@@ -795,14 +798,8 @@ export class TopologyService implements Ownership {
    * False without fresh views from a majority (this site could not fail it over either).
    */
   ownerSilent(site: string): boolean {
-    if (site === this.siteId) return false;
-    const vs = voters(this.record());
-    let silent = 0;
-    for (const v of vs) {
-      const view = this.freshView(v);
-      if (view !== undefined && (view.grants[site] ?? []).length > 0 && silentForMs(view, site) >= this.leaseMs / 2) silent++;
-    }
-    return silent >= majority(vs.length);
+    // a site never granted since a voter started may be starting: not judged silent there
+    return site !== this.siteId && this.silentAtMajority(site, (never) => (never ? Infinity : this.leaseMs / 2));
   }
 
   /** Whether voters granted `site` a lease within L at a majority (an operator's `failover --site` checks it). */
