@@ -2,9 +2,11 @@
 // clients write a quorum `partitioned` table whose partitions are homed by their first writer, many
 // partitions for the first time, at random sites, which resolve the partition's home (claiming it at
 // the registry's owner) and send the write to the owner of the home's unit, as the HTTP layer does.
-// On the seed's plan the registry's owner crashes, is isolated, pauses longer than its lease, or
-// stays reachable by one site only (`partial`: its claims reach that site and no quorum), or the
-// owner of a home unit crashes. Then everything heals and converges, and the history is checked:
+// On the seed's plan the registry's owner crashes, is isolated, pauses longer than its lease, or is
+// cut off with one more site (`minority`: claims committed there reach that site and no quorum, and
+// a failover of the registry cuts them off), or the owner of a home unit crashes. Then everything
+// heals, each home unit is switched back to its site (failback: a site that took a cut-off claim as
+// a home would now admit that partition's writes), and the history is checked:
 //   - `two-owners`: never two sites admitting writes of one partition (or one unit, or the
 //     registry) in overlapping intervals (per site and lease epoch: its first to its last admission);
 //   - `homed-elsewhere`: every acknowledged write was admitted under the unit of the site the
