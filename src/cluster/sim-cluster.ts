@@ -29,6 +29,7 @@ import { genesisTopology } from '../topology/record.js';
 import { witnessHandler } from '../topology/witness.js';
 import { followMembership } from '../topology/follow-membership.js';
 import { quorumSets } from '../topology/members.js';
+import { HomeRegistry } from '../site/home-registry.js';
 
 export interface SimSite {
   id: string;
@@ -37,6 +38,8 @@ export interface SimSite {
   replicator: Replicator;
   /** with `topology` on: the site's topology driver (ownership from epochs and leases) */
   topology?: TopologyService;
+  /** with `topology` on and a first-writer table: the site's registry of partition homes (site/home-registry.ts) */
+  homes?: HomeRegistry;
 }
 
 /** The simulated disks' and schedules' fault knobs (each site draws its own values from the seed). */
@@ -247,11 +250,24 @@ export class SimCluster {
       node.attachOwnership(topology);
       topology.onChange(() => node.ownershipChanged());
     }
+    // first-writer homes, wired as a real site does (site/extension.ts)
+    const homes =
+      topology && Object.values(config.tables).some((t) => t.home?.from === 'first-writer')
+        ? new HomeRegistry({
+            env,
+            node,
+            topology,
+            auth: { cluster: config.cluster, secret: config.secret, knownSites: new Set(config.sites.map((s) => s.id)) },
+            peerUrl: (peer) => `http://${peer}`,
+            awaitQuorum: (dot) => holder.replicator?.awaitDurability(dot, 'quorum') ?? Promise.resolve(false),
+          })
+        : undefined;
+    if (topology && homes) topology.useHomeDirectory(homes);
     const replicator = new Replicator({
       env,
       node,
       config,
-      ...(topology ? { extraRoutes: topology.routes(), quorumSets: () => quorumSets(topology.record()) } : {}),
+      ...(topology ? { extraRoutes: { ...topology.routes(), ...(homes ? homes.routes() : {}) }, quorumSets: () => quorumSets(topology.record()) } : {}),
       heartbeatMs: this.options.heartbeatMs ?? 200,
       antiEntropyIntervalMs: knobs.antiEntropyIntervalMs,
       housekeepingIntervalMs: knobs.housekeepingIntervalMs,
@@ -260,9 +276,10 @@ export class SimCluster {
     holder.replicator = replicator;
     if (topology) followMembership(topology, node.store, replicator, env.log);
     this.world.network.listen(`http://${id}`, replicator.handler, id);
+    if (homes) void homes.load().catch((e: unknown) => env.log.error({ err: e }, 'the home registry could not be read: homes are looked up on demand'));
     replicator.run();
     topology?.run();
-    const site: SimSite = { id, env, node, replicator, ...(topology ? { topology } : {}) };
+    const site: SimSite = { id, env, node, replicator, ...(topology ? { topology } : {}), ...(homes ? { homes } : {}) };
     this.live.set(id, site);
     return site;
   }

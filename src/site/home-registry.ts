@@ -5,6 +5,13 @@
 // *), under its lease, and answers only once the item is quorum-durable, so that an answer survives
 // any failover of the registry (RPO 0): the winner is the first claim committed, and every later claim
 // of that partition, from any site, is answered with it.
+//
+// A site takes a home only from an answer that survives any failover: the owner's (a quorum-durable
+// item, read under the owner's lease, and not void), or its own copy of an item a later move of the
+// registry settled (settledByCut). A claim committed at the owner but not quorum-durable yet may be
+// cut off by a failover of the registry and undone; a site that had taken it from its copy would home
+// the partition at a site while the registry homes it elsewhere: two owners of one partition. A home
+// whose registry item is undone (a compensation applied here) is forgotten all the same.
 import { RequestError } from '../core/errors.js';
 import { homeRegistryTable } from '../config/schema.js';
 import { limits } from '../limits.js';
@@ -13,7 +20,9 @@ import type { PeerAuthConfig } from '../replication/auth.js';
 import { msgpackResponse, problem } from '../replication/feed-server.js';
 import { callPeer } from '../replication/peer-call.js';
 import { decodeMessage } from '../replication/protocol.js';
-import { HomeCache, homeCacheEntriesMax, homeOfValue, parseRegistryKey, partitionOf, registryKey, type HomeDirectory, type HomeResolveMode } from '../topology/home-registry.js';
+import { HomeCache, homeCacheEntriesMax, homeOfValue, parseRegistryKey, partitionOf, registryKey, settledByCut, type HomeDirectory, type HomeResolveMode } from '../topology/home-registry.js';
+import { parseDot } from '../core/vector.js';
+import type { ItemRecord } from '../store/types.js';
 import { unitOf } from '../topology/record.js';
 import type { TopologyService } from '../topology/topology-service.js';
 import type { SiteNode } from './site-node.js';
@@ -51,6 +60,14 @@ export class HomeRegistry implements HomeDirectory {
 
   constructor(private readonly options: HomeRegistryOptions) {
     this.log = options.env.log.child({ component: 'home-registry' });
+    options.node.onVoided((voids) => {
+      for (const v of voids) {
+        const parsed = v.table === homeRegistryTable ? parseRegistryKey(v.key) : undefined;
+        const site = homeOfValue(v.value);
+        if (parsed !== undefined && site !== undefined && this.cache.forget(parsed.table, parsed.partition, site))
+          this.log.warn({ table: parsed.table, partition: parsed.partition, site, dot: v.dot }, 'a home whose registry item was undone by a failover: forgotten');
+      }
+    });
   }
 
   /** Fills the cache from this site's copy of the registry (before traffic; more is read on a miss). */
@@ -65,7 +82,7 @@ export class HomeRegistry implements HomeDirectory {
       for (const rec of page) {
         const parsed = parseRegistryKey(rec.key);
         const site = rec.live ? homeOfValue(rec.value) : undefined;
-        if (parsed !== undefined && site !== undefined && this.learn(parsed.table, parsed.partition, site)) loaded++;
+        if (parsed !== undefined && site !== undefined && this.settled(rec) && this.learn(parsed.table, parsed.partition, site)) loaded++;
       }
     }
     return loaded;
@@ -133,6 +150,8 @@ export class HomeRegistry implements HomeDirectory {
         if (current !== undefined) {
           const site = homeOfValue(current.value);
           if (site === undefined) return { refused: `the registry item ${key} is malformed` };
+          // a claim a failover of the registry cut off, applied here before its compensation: never an answer
+          if (!(await node.writeCounts(registry, key, current.state.w.d))) return { refused: `the assignment of ${key} was cut off by a failover of the registry and is being undone` };
           if (!(await this.options.awaitQuorum(current.state.w.d))) return { refused: `the assignment of ${key} is not quorum-durable yet` };
           node.assertStrongReadable(registry, key);
           this.learn(claim.table, claim.partition, site);
@@ -158,15 +177,26 @@ export class HomeRegistry implements HomeDirectory {
     return { refused: `the claim of ${key} lost ${claimAttemptsMax} races in a row` };
   }
 
-  /** What this site knows of a partition's home, from its cache or its copy of the registry. */
+  /**
+   * What this site knows of a partition's home: its cache, or its copy of the registry where a move
+   * of the registry settled the item (otherwise only the owner can tell whether it stands).
+   */
   private async knownHere(claim: HomeClaim): Promise<HomeClaimReply> {
     const cached = this.cache.get(claim.table, claim.partition);
     if (cached !== undefined) return { site: cached };
-    const local = await this.options.node.store.getItem(homeRegistryTable, registryKey(claim.table, claim.partition));
+    const key = registryKey(claim.table, claim.partition);
+    const local = await this.options.node.store.getItem(homeRegistryTable, key);
     const site = local?.live ? homeOfValue(local.value) : undefined;
-    if (site === undefined) return { refused: `${this.options.topology.siteId} does not know the home of ${registryKey(claim.table, claim.partition)}` };
+    if (site === undefined) return { refused: `${this.options.topology.siteId} does not know the home of ${key}` };
+    if (!this.settled(local!)) return { refused: `${this.options.topology.siteId} holds an assignment of ${key} that only the registry's owner can confirm` };
     this.learn(claim.table, claim.partition, site);
     return { site };
+  }
+
+  /** Whether a registry item of this site's copy is settled by a move of the registry (settledByCut). */
+  private settled(rec: ItemRecord): boolean {
+    const { origin, seq } = parseDot(rec.state.w.d);
+    return settledByCut(this.options.topology.record(), unitOf(homeRegistryTable), origin, seq);
   }
 
   /**

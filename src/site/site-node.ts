@@ -99,6 +99,7 @@ export class SiteNode {
   private commitListeners = new Set<() => void>();
   /** told when items change without a log entry (a repair, a snapshot install): a backup snapshots then */
   private outsideLogListeners = new Set<(why: string) => void>();
+  private voidedListeners = new Set<(voids: VoidedWrite[]) => void>();
   private stopping = false;
   private confirmedOrigin = false;
   /** the config's sites, all active: the members until a topology epoch says otherwise */
@@ -335,6 +336,20 @@ export class SiteNode {
     return () => this.commitListeners.delete(listener);
   }
 
+  /** Called with the writes a compensation undid, once it is committed or applied here. */
+  onVoided(listener: (voids: VoidedWrite[]) => void): () => void {
+    this.voidedListeners.add(listener);
+    return () => this.voidedListeners.delete(listener);
+  }
+
+  /** Whether the write `dot` of this item counts: false if a cut of a move of its unit made it void. */
+  async writeCounts(table: TableRuntime, key: string, dot: string): Promise<boolean> {
+    const unit = this.ownership?.unitFor(table.name, table.config, key);
+    if (unit === undefined) return true;
+    const { origin, seq } = parseDot(dot);
+    return !(await this.dotIsVoid(unit, origin, seq));
+  }
+
   onChangeOutsideLog(listener: (why: string) => void): () => void {
     this.outsideLogListeners.add(listener);
     return () => this.outsideLogListeners.delete(listener);
@@ -541,6 +556,7 @@ export class SiteNode {
     for (const [j, r] of results.entries()) {
       assert(r.kind === 'remote', 'remote result');
       const entry = entries[fresh[j]!]!;
+      if (r.applied && r.quarantined === undefined && entry.voids !== undefined) for (const l of this.voidedListeners) l(entry.voids);
       if (r.applied && r.quarantined !== undefined) {
         quarantined++;
         this.log.error({ origin: entry.origin, seq: entry.seq, reason: r.quarantined }, 'a peer entry could not be applied: quarantined (logged and relayed, its items unchanged here)');
@@ -646,6 +662,7 @@ export class SiteNode {
             this.settleVoids({ resolve });
             const rec = result.records[0]!;
             await this.recordConflicts(this.voidConflicts(built, rec.state.w));
+            for (const l of this.voidedListeners) l(built);
             this.log.warn({ table, key, voided: built.map((v) => v.dot), dot: dotOf(identity.origin, result.seq) }, 'compensated void owned writes');
           } else if (result.kind === 'local' && result.error instanceof UnchangedSignal) {
             // undone already (by an earlier compensation): forgotten, nothing written

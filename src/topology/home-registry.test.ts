@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../config/load.js';
 import { homeRegistryTable } from '../config/schema.js';
 import { RequestError } from '../core/errors.js';
-import { HomeCache, homeOfValue, parseRegistryKey, partitionOf, registryKey } from './home-registry.js';
+import { HomeCache, homeOfValue, parseRegistryKey, partitionOf, registryKey, settledByCut } from './home-registry.js';
 import { genesisTopology } from './record.js';
 
 const raw = (tables: Record<string, unknown>) => ({
@@ -42,6 +42,20 @@ describe('HomeCache', () => {
     expect(cache.get('other', 'p')).toBeUndefined();
   });
 
+  it('forgets an assignment whose registry item was undone, and only that one', () => {
+    const cache = new HomeCache(10);
+    cache.set('t', 'p', 'us-east');
+    cache.set('t', 'q', 'eu-west');
+    // an undone claim naming another site than the one known here leaves the known one
+    expect(cache.forget('t', 'q', 'us-east')).toBe(false);
+    expect(cache.get('t', 'q')).toBe('eu-west');
+    expect(cache.forget('t', 'p', 'us-east')).toBe(true);
+    expect(cache.get('t', 'p')).toBeUndefined();
+    // once forgotten, the partition takes the home the registry names now
+    expect(cache.set('t', 'p', 'eu-west')).toBe(true);
+    expect(cache.size).toBe(2);
+  });
+
   it('is bounded, dropping the least recently used first', () => {
     const cache = new HomeCache(2);
     cache.set('t', 'a', 's1');
@@ -52,6 +66,38 @@ describe('HomeCache', () => {
     expect(cache.get('t', 'b')).toBeUndefined();
     expect(cache.get('t', 'a')).toBe('s1');
     expect(cache.get('t', 'c')).toBe('s3');
+  });
+});
+
+describe('registry items settled by a move of the registry', () => {
+  const east = 'us-east.a1';
+  const west = 'eu-west.b2';
+  // the registry moved us-east → eu-west (revoked at 3, installed at 4 with us-east's cut at 10), then back (6, 7: cut of eu-west at 5)
+  const changes = [
+    { epoch: 0, unit: '_homes', owner: 'us-east' },
+    { epoch: 3, unit: '_homes', owner: null },
+    { epoch: 4, unit: '_homes', owner: 'eu-west' },
+    { epoch: 6, unit: '_homes', owner: null },
+    { epoch: 7, unit: '_homes', owner: 'us-east' },
+  ];
+  const cuts = [
+    { epoch: 4, origin: east, seq: 10 },
+    { epoch: 7, origin: west, seq: 5 },
+  ];
+
+  it('settles a claim within the cut of a later move away from its writer, and nothing else', () => {
+    const t = { changes, cuts };
+    expect(settledByCut(t, '_homes', east, 10)).toBe(true);
+    // beyond the cut: void, or written after the registry came back: only the owner can tell
+    expect(settledByCut(t, '_homes', east, 11)).toBe(false);
+    expect(settledByCut(t, '_homes', west, 5)).toBe(true);
+    expect(settledByCut(t, '_homes', west, 6)).toBe(false);
+    // the writer still owns the registry: a claim not yet quorum-durable may still be cut off
+    expect(settledByCut({ changes: changes.slice(0, 1), cuts: [] }, '_homes', east, 1)).toBe(false);
+    // revoked, not installed yet: no cut yet
+    expect(settledByCut({ changes: changes.slice(0, 2), cuts: [] }, '_homes', east, 1)).toBe(false);
+    // another unit's moves settle nothing of the registry
+    expect(settledByCut({ changes: changes.map((c) => ({ ...c, unit: 'ledger' })), cuts }, '_homes', east, 1)).toBe(false);
   });
 });
 

@@ -10,6 +10,8 @@
 // is the site's part (site/home-registry.ts).
 import { assert } from '../core/assert.js';
 import { RequestError } from '../core/errors.js';
+import { siteOfOrigin } from '../core/vector.js';
+import type { Topology } from './record.js';
 
 /** How many partition → site assignments a site keeps in memory; a miss reads the store again. */
 export const homeCacheEntriesMax = 1_000_000;
@@ -59,9 +61,36 @@ export function homeOfValue(value: unknown): string | undefined {
 }
 
 /**
+ * Whether a registry item written as (origin, seq) can no longer be made void, so that a site may
+ * take it as a partition's home from its own copy without asking the registry's owner: the
+ * registry's unit has moved away from the writer's site since, and the cut of the latest such move
+ * holds the write. Anything else (the writer still owns the registry, or the write is beyond the cut)
+ * is settled only by the owner's answer: a claim committed but not yet quorum-durable can be cut off
+ * by a failover of the registry, and a site that took it would home the partition twice.
+ */
+export function settledByCut(t: Pick<Topology, 'changes' | 'cuts'>, unit: string, origin: string, seq: number): boolean {
+  const site = siteOfOrigin(origin);
+  const timeline = t.changes.filter((c) => c.unit === unit);
+  let settled = false;
+  let prev: string | null | undefined;
+  for (let i = 0; i < timeline.length; i++) {
+    const c = timeline[i]!;
+    if (prev === site && c.owner !== site) {
+      // the cut is taken where the unit gets its next owner
+      const install = timeline.slice(i).find((x) => x.owner !== null);
+      const cut = install === undefined ? undefined : t.cuts.find((k) => k.epoch === install.epoch && k.origin === origin);
+      settled = cut !== undefined && seq <= cut.seq;
+    }
+    prev = c.owner;
+  }
+  return settled;
+}
+
+/**
  * Known assignments, least recently used first out beyond `entriesMax`. An assignment never
  * changes: a second, different one for the same partition is refused (the first stays) and
- * reported to the caller, which logs it.
+ * reported to the caller, which logs it. One whose registry item a failover made void is forgotten
+ * (looked up again on the next miss).
  */
 export class HomeCache {
   private readonly map = new Map<string, string>();
@@ -92,6 +121,14 @@ export class HomeCache {
     this.map.delete(k);
     this.map.set(k, site);
     if (this.map.size > this.entriesMax) this.map.delete(this.map.keys().next().value!);
+    return true;
+  }
+
+  /** Forgets an assignment whose registry item turned out void; true if the partition was homed at `site` here. */
+  forget(table: string, partition: string, site: string): boolean {
+    const k = registryKey(table, partition);
+    if (this.map.get(k) !== site) return false;
+    this.map.delete(k);
     return true;
   }
 }
