@@ -724,8 +724,9 @@ export class SiteNode {
 
   /**
    * Writes of this site that a cut made void: it applied them at commit, so no apply here ever
-   * judged them. Once per cut of each of its origins (again after a restart: a crash may have come
-   * between learning the cut and keeping them), its own log entries beyond the cut are judged; the
+   * judged them. Once per cut bounding each of its origins (again after a restart: a crash may have
+   * come between learning the cut and keeping them; a cut that names no write of the origin bounds
+   * it at 0), its own log entries beyond the cut are judged; the
    * void items it still holds go to the backlog, and their Idempotency-Keys stop answering, in one
    * commit per page.
    */
@@ -750,6 +751,12 @@ export class SiteNode {
           from = entries[entries.length - 1]!.seq;
           const found: VoidBacklogItem[] = [];
           for (const e of entries) {
+            // an origin's owned entries carry nondecreasing epochs; none admitted at or after the
+            // newest cut's epoch is beyond a cut taken then (the origin may be younger than the cut)
+            if (e.epoch !== undefined && e.epoch >= newest) {
+              from = upTo[origin]!;
+              break;
+            }
             if (e.epoch === undefined || e.voids !== undefined) continue;
             for (const item of e.items) {
               const runtime = this.tables.get(item.table);

@@ -3,7 +3,7 @@ import { parseConfig } from '../config/load.js';
 import { homeRegistryTable } from '../config/schema.js';
 import { RequestError } from '../core/errors.js';
 import { HomeCache, homeOfValue, parseRegistryKey, partitionOf, registryKey, settledByCut } from './home-registry.js';
-import { genesisTopology } from './record.js';
+import { cutsBounding, genesisTopology } from './record.js';
 
 const raw = (tables: Record<string, unknown>) => ({
   cluster: 'fw',
@@ -98,6 +98,22 @@ describe('registry items settled by a move of the registry', () => {
     expect(settledByCut({ changes: changes.slice(0, 2), cuts: [] }, '_homes', east, 1)).toBe(false);
     // another unit's moves settle nothing of the registry
     expect(settledByCut({ changes: changes.map((c) => ({ ...c, unit: 'ledger' })), cuts }, '_homes', east, 1)).toBe(false);
+  });
+
+  it('bounds every origin of a former owner at each move away, at 0 where the cut names none of its writes', () => {
+    const t = { changes: [...changes, { epoch: 8, unit: 'ledger', owner: 'us-east' }, { epoch: 9, unit: 'ledger', owner: 'eu-west' }], cuts };
+    expect(cutsBounding(t, east)).toEqual([
+      { epoch: 4, seq: 10 },
+      { epoch: 9, seq: 0 },
+    ]);
+    // an origin no voter had heard of when the cuts were taken: all its writes are beyond them
+    expect(cutsBounding(t, 'us-east.c3')).toEqual([
+      { epoch: 4, seq: 0 },
+      { epoch: 9, seq: 0 },
+    ]);
+    expect(cutsBounding(t, west)).toEqual([{ epoch: 7, seq: 5 }]);
+    // revoked and not installed yet: no cut to bound it by
+    expect(cutsBounding({ changes: changes.slice(0, 2), cuts: [] }, east)).toEqual([]);
   });
 });
 

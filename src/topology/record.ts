@@ -217,6 +217,34 @@ export function entryCounts(t: Topology, unit: string, origin: string, seq: numb
   return true;
 }
 
+/**
+ * The cuts that bound `origin`'s owned writes: one for each move of a unit away from site(origin),
+ * taken where the unit gets its next owner, at the seq the cut names for the origin, or at 0 where it
+ * names none (no voter whose vector was read had any write of it, so every one is beyond the cut).
+ */
+export function cutsBounding(t: Pick<Topology, 'changes' | 'cuts'>, origin: string): { epoch: number; seq: number }[] {
+  const site = siteOfOrigin(origin);
+  const timelines = new Map<string, Topology['changes']>();
+  for (const c of t.changes) {
+    const timeline = timelines.get(c.unit);
+    if (timeline === undefined) timelines.set(c.unit, [c]);
+    else timeline.push(c);
+  }
+  const epochs = new Set<number>();
+  for (const timeline of timelines.values()) {
+    let prev: string | null | undefined;
+    for (let i = 0; i < timeline.length; i++) {
+      const c = timeline[i]!;
+      if (prev === site && c.owner !== site) {
+        const install = timeline.slice(i).find((x) => x.owner !== null);
+        if (install !== undefined) epochs.add(install.epoch);
+      }
+      prev = c.owner;
+    }
+  }
+  return [...epochs].map((epoch) => ({ epoch, seq: t.cuts.find((k) => k.epoch === epoch && k.origin === origin)?.seq ?? 0 }));
+}
+
 /** The next record: epoch + 1, the change applied, its history entry appended; lists bounded. */
 export function nextTopology(t: Topology, change: (draft: Topology) => void, entry: Omit<HistoryEntry, 'epoch'>): Topology {
   const draft = structuredClone(t);

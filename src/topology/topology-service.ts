@@ -27,6 +27,7 @@ import { partitionOf, type HomeDirectory, type HomeResolveMode } from './home-re
 import { grantAgeMs, propose, silentForMs, Voter, type VoterReply, type VoterRequest, type VoterStorage, type VoterView } from './paxos.js';
 import {
   addCut,
+  cutsBounding,
   dataSites,
   entryCounts,
   genesisTopology,
@@ -76,7 +77,7 @@ export interface Ownership {
    * when it is beyond such a cut but the unit went back since (only the entry's epoch can tell).
    */
   dotCounts?(unit: string, origin: string, seq: number): boolean | undefined;
-  /** The cuts recorded for `origin`: where a site looks for its own writes a move made void. */
+  /** The cuts that bound `origin` (record.ts cutsBounding): where a site looks for its own writes a move made void. */
   cutsOf?(origin: string): { epoch: number; seq: number }[];
 }
 
@@ -340,7 +341,7 @@ export class TopologyService implements Ownership {
   }
 
   cutsOf(origin: string): { epoch: number; seq: number }[] {
-    return this.record().cuts.filter((c) => c.origin === origin).map((c) => ({ epoch: c.epoch, seq: c.seq }));
+    return cutsBounding(this.record(), origin);
   }
 
   async learnEpoch(epoch: number): Promise<boolean> {
