@@ -2,7 +2,8 @@
 // (pattern × read/write × routed/pinned, since healthy `local` traffic hides an owner crash), by
 // intended start time; good = succeeded within latencyMaxMs (unknown is bad); buckets under 20
 // operations merged with their neighbours; RTO = from the start of an episode (a fault, or a heal)
-// until the success rate stays at least successRateMin for windowMs. Plus availability, and per
+// until the success rate stays at least successRateMin for windowMs (a class with fewer than 20
+// operations in an episode is listed, not measured). Plus availability, and per
 // second: success rates, p50/p99 latency, throughput and each site's share of routed traffic.
 import type { TableConfig } from '../config/schema.js';
 import { isWrite, type OpRecord } from './op-history.js';
@@ -160,10 +161,13 @@ export function rtoByClass(history: OpRecord[], episodes: Episode[], ctx: Classi
       const inEpisode = ops.filter((r) => r.intendedMs >= e.startMs && r.intendedMs < e.endMs);
       if (inEpisode.length === 0) continue;
       const { rtoMs, recovered } = rtoOf(inEpisode, e, slo);
+      // one bucket's worth is no evidence of an outage or a recovery (a single request cut off by a
+      // kill would set the class's RTO to the whole episode): shown, not counted in the RTO
+      const tooFew = info.inSlo && inEpisode.length < bucketOpsMin;
       out.push({
         className: info.name,
-        inSlo: info.inSlo,
-        ...(info.excludedWhy ? { excludedWhy: info.excludedWhy } : {}),
+        inSlo: info.inSlo && !tooFew,
+        ...(tooFew ? { excludedWhy: `${inEpisode.length} operations in the episode, under the ${bucketOpsMin} an RTO is measured from` } : info.excludedWhy ? { excludedWhy: info.excludedWhy } : {}),
         episode: e.label,
         phase: e.phase,
         ops: inEpisode.length,
