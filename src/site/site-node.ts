@@ -21,6 +21,7 @@ import { loadCustomMerge } from './custom-merge.js';
 import type { CustomMerge } from '../core/materialize.js';
 import type { Member, Membership } from '../core/membership.js';
 import type { Ownership } from '../topology/topology-service.js';
+import { SerialTask } from '../core/serial-task.js';
 
 export type Consistency = 'eventual' | 'session' | 'strong';
 export type Durability = 'local' | 'quorum' | 'all';
@@ -110,12 +111,18 @@ export class SiteNode {
    * does): the store's void backlog, which commits find and forget them in; this is its copy.
    */
   private voidBacklog = new Map<string, VoidBacklogItem>();
-  private compensating = false;
-  /** compensate() was asked for while a run was in progress: its items were not in that run's list */
-  private compensateAgain = false;
-  /** per own origin, the newest cut epoch whose void writes of this site were looked for (findOwnVoids) */
+  /** compensations, one run at a time; one asked for during a run gets another (its items were not in that run's list) */
+  private readonly compensation = new SerialTask(
+    () => this.compensateOnce(),
+    (err) => this.log.error({ err }, 'compensating void owned writes failed: tried again on the next change'),
+  );
+  /** per own origin, the newest cut epoch whose void writes of this site were looked for (findOwnVoidsOnce) */
   private ownVoidsScanned = new Map<string, number>();
-  private scanningOwnVoids = false;
+  /** the scan for own void writes, one at a time; a cut learned during a scan gets another */
+  private readonly ownVoidsScan = new SerialTask(
+    () => this.findOwnVoidsOnce(),
+    (err) => this.log.error({ err }, 'looking for own writes a cut made void failed: looked for again on the next change'),
+  );
   private readonly log;
 
   constructor(private readonly deps: SiteNodeDeps) {
@@ -203,7 +210,7 @@ export class SiteNode {
     }
     this.confirmedOrigin = true;
     // compensations wait for the origin too (they are writes of this site): the ones kept meanwhile run now
-    if (this.voidBacklog.size > 0) void this.compensate();
+    if (this.voidBacklog.size > 0) this.compensate();
     return outcome;
   }
 
@@ -263,8 +270,8 @@ export class SiteNode {
    * cut may have made void writes of its own (it applied them at commit).
    */
   ownershipChanged(): void {
-    void this.findOwnVoids();
-    if (this.voidBacklog.size > 0) void this.compensate();
+    this.ownVoidsScan.request();
+    if (this.voidBacklog.size > 0) this.compensate();
   }
 
   /** Throws 503 unless a strong read of this owned item may be served here (owner, valid lease, cut held). */
@@ -566,7 +573,7 @@ export class SiteNode {
       } else if (r.reason === 'duplicate') duplicates++;
       else gaps++;
     }
-    if (this.voidBacklog.size > 0) void this.compensate();
+    if (this.voidBacklog.size > 0) this.compensate();
     this.deps.metrics?.entriesReceived.inc({ result: 'applied' }, applied);
     this.deps.metrics?.entriesReceived.inc({ result: 'duplicate' }, duplicates);
     if (quarantined > 0) this.deps.metrics?.entriesReceived.inc({ result: 'quarantined' }, quarantined);
@@ -597,88 +604,80 @@ export class SiteNode {
    * void dots, so the sites that applied them take this value instead; the entry names them, so every
    * site records the voided values in its conflict feed.
    */
-  private async compensate(): Promise<void> {
+  private compensate(): void {
+    this.compensation.request();
+  }
+
+  private async compensateOnce(): Promise<void> {
     // a compensation is a write numbered under this site's origin: not before its peers confirmed it
     // (confirmOrigin may yet take a new incarnation; a dot numbered before would have two meanings)
     if (this.ownership === undefined || this.stopping || !this.confirmedOrigin) return;
-    if (this.compensating) {
-      this.compensateAgain = true;
-      return;
-    }
-    this.compensating = true;
-    this.compensateAgain = false;
-    try {
-      const ownership = this.ownership;
-      const mine = (v: { table: string; key: string }) => {
-        try {
-          const unit = ownership.unitFor(v.table, this.table(v.table).config, v.key);
-          return unit !== undefined && ownership.ownerOf(unit) === this.siteId;
-        } catch {
-          return false;
-        }
-      };
-      let retry = false;
-      // they stay in the backlog until the commit that undoes them forgets them (a crash meanwhile loses nothing)
-      const todo = [...this.voidBacklog.values()].filter(mine);
-      while (todo.length > 0 && this.serving) {
-        const batch = todo.splice(0, limits.groupCommitWritesMax);
-        const byItem = new Map<string, VoidBacklogItem[]>();
-        for (const v of batch) byItem.set(`${v.table}\u0000${v.key}`, [...(byItem.get(`${v.table}\u0000${v.key}`) ?? []), v]);
-        for (const voids of byItem.values()) {
-          const { table, key } = voids[0]!;
-          const runtime = this.table(table);
-          const unit = this.ownership.unitFor(table, runtime.config, key);
-          if (unit === undefined) continue;
-          const clock = this.clock!;
-          const identity = this.identity!;
-          const resolve = voids.map((v) => ({ table: v.table, key: v.key, dot: v.dot }));
-          let built: VoidedWrite[] = [];
-          const result = await this.committer.submit({
-            kind: 'local',
-            refs: [{ table, key }],
-            build: (current, seq) => {
-              const cur = current[0];
-              // to undo: what this site has not seen (others may have applied it), and what it holds itself
-              const undo = voids.filter((v) => (cur?.state.c[v.origin] ?? 0) < v.seq || (cur !== undefined && stateHolds(cur.state, v.dot)));
-              if (undo.length === 0) throw new UnchangedSignal();
-              const epoch = this.ownership!.admit([unit]);
-              const dot = dotOf(identity.origin, seq);
-              let after = cur ? hlcFromHex(cur.state.w.h) : 0n;
-              for (const v of undo) after = maxBig(after, hlcFromHex(v.state.w.h));
-              const hlc = clock.tickAfter(after);
-              const state = compensatingState(cur?.state, undo, { dot, hlc, site: identity.siteId, origin: identity.origin }, this.deps.store.gcFloor());
-              built = undo.map((v) => ({ table: v.table, key: v.key, dot: v.dot, value: v.value }));
-              return {
-                records: [buildRecord(table, key, runtime.semantics, state)],
-                hlc: hlcToHex(hlc),
-                clock: hlcToHex(clock.current()),
-                epoch,
-                voids: built,
-                voidBacklog: { resolve, voidedDots: undo.map((v) => ({ origin: v.origin, seq: v.seq })) },
-              };
-            },
-          });
-          if (result.kind === 'local' && result.ok) {
-            this.settleVoids({ resolve });
-            const rec = result.records[0]!;
-            await this.recordConflicts(this.voidConflicts(built, rec.state.w));
-            for (const l of this.voidedListeners) l(built);
-            this.log.warn({ table, key, voided: built.map((v) => v.dot), dot: dotOf(identity.origin, result.seq) }, 'compensated void owned writes');
-          } else if (result.kind === 'local' && result.error instanceof UnchangedSignal) {
-            // undone already (by an earlier compensation): forgotten, nothing written
-            await this.commitVoids({ resolve });
-          } else {
-            // not admitted yet (a lease being renewed, a promotion pulling): kept for the next try
-            retry = true;
-          }
+    const ownership = this.ownership;
+    const mine = (v: { table: string; key: string }) => {
+      try {
+        const unit = ownership.unitFor(v.table, this.table(v.table).config, v.key);
+        return unit !== undefined && ownership.ownerOf(unit) === this.siteId;
+      } catch {
+        return false;
+      }
+    };
+    let retry = false;
+    // they stay in the backlog until the commit that undoes them forgets them (a crash meanwhile loses nothing)
+    const todo = [...this.voidBacklog.values()].filter(mine);
+    while (todo.length > 0 && this.serving) {
+      const batch = todo.splice(0, limits.groupCommitWritesMax);
+      const byItem = new Map<string, VoidBacklogItem[]>();
+      for (const v of batch) byItem.set(`${v.table}\u0000${v.key}`, [...(byItem.get(`${v.table}\u0000${v.key}`) ?? []), v]);
+      for (const voids of byItem.values()) {
+        const { table, key } = voids[0]!;
+        const runtime = this.table(table);
+        const unit = this.ownership.unitFor(table, runtime.config, key);
+        if (unit === undefined) continue;
+        const clock = this.clock!;
+        const identity = this.identity!;
+        const resolve = voids.map((v) => ({ table: v.table, key: v.key, dot: v.dot }));
+        let built: VoidedWrite[] = [];
+        const result = await this.committer.submit({
+          kind: 'local',
+          refs: [{ table, key }],
+          build: (current, seq) => {
+            const cur = current[0];
+            // to undo: what this site has not seen (others may have applied it), and what it holds itself
+            const undo = voids.filter((v) => (cur?.state.c[v.origin] ?? 0) < v.seq || (cur !== undefined && stateHolds(cur.state, v.dot)));
+            if (undo.length === 0) throw new UnchangedSignal();
+            const epoch = this.ownership!.admit([unit]);
+            const dot = dotOf(identity.origin, seq);
+            let after = cur ? hlcFromHex(cur.state.w.h) : 0n;
+            for (const v of undo) after = maxBig(after, hlcFromHex(v.state.w.h));
+            const hlc = clock.tickAfter(after);
+            const state = compensatingState(cur?.state, undo, { dot, hlc, site: identity.siteId, origin: identity.origin }, this.deps.store.gcFloor());
+            built = undo.map((v) => ({ table: v.table, key: v.key, dot: v.dot, value: v.value }));
+            return {
+              records: [buildRecord(table, key, runtime.semantics, state)],
+              hlc: hlcToHex(hlc),
+              clock: hlcToHex(clock.current()),
+              epoch,
+              voids: built,
+              voidBacklog: { resolve, voidedDots: undo.map((v) => ({ origin: v.origin, seq: v.seq })) },
+            };
+          },
+        });
+        if (result.kind === 'local' && result.ok) {
+          this.settleVoids({ resolve });
+          const rec = result.records[0]!;
+          await this.recordConflicts(this.voidConflicts(built, rec.state.w));
+          for (const l of this.voidedListeners) l(built);
+          this.log.warn({ table, key, voided: built.map((v) => v.dot), dot: dotOf(identity.origin, result.seq) }, 'compensated void owned writes');
+        } else if (result.kind === 'local' && result.error instanceof UnchangedSignal) {
+          // undone already (by an earlier compensation): forgotten, nothing written
+          await this.commitVoids({ resolve });
+        } else {
+          // not admitted yet (a lease being renewed, a promotion pulling): kept for the next try
+          retry = true;
         }
       }
-      if (retry && !this.stopping) this.deps.env.timers.after(limits.compensateRetryMs, () => void this.compensate());
-    } finally {
-      this.compensating = false;
     }
-    // void items kept (or units gained) during the run: another run, or they would wait for the next trigger
-    if (this.compensateAgain) void this.compensate();
+    if (retry && !this.stopping) this.deps.env.timers.after(limits.compensateRetryMs, () => this.compensate());
   }
 
   /** Commits void bookkeeping on its own (no item changes, no log entry), then updates the copy. */
@@ -703,7 +702,7 @@ export class SiteNode {
   async keepVoids(items: VoidBacklogItem[]): Promise<void> {
     const add = this.admitToBacklog(items.filter((v) => !this.voidBacklog.has(voidId(v))));
     if (add.length > 0) await this.commitVoids({ add });
-    if (this.voidBacklog.size > 0) void this.compensate();
+    if (this.voidBacklog.size > 0) this.compensate();
   }
 
   /**
@@ -730,65 +729,60 @@ export class SiteNode {
    * void items it still holds go to the backlog, and their Idempotency-Keys stop answering, in one
    * commit per page.
    */
-  private async findOwnVoids(): Promise<void> {
+  private async findOwnVoidsOnce(): Promise<void> {
     const ownership = this.ownership;
-    if (ownership?.cutsOf === undefined || this.scanningOwnVoids || this.identity === undefined || this.stopping) return;
-    this.scanningOwnVoids = true;
-    try {
-      const vector = this.vector();
-      const floor = this.deps.store.logFloor();
-      for (const origin of Object.keys(vector)) {
-        if (siteOfOrigin(origin) !== this.siteId) continue;
-        const scanned = this.ownVoidsScanned.get(origin) ?? -1;
-        const cuts = ownership.cutsOf(origin).filter((c) => c.epoch > scanned);
-        if (cuts.length === 0) continue;
-        const newest = Math.max(...cuts.map((c) => c.epoch));
-        let from = Math.max(Math.min(...cuts.map((c) => c.seq)), floor[origin] ?? 0);
-        const upTo = { [origin]: vector[origin]! };
-        while (from < upTo[origin]! && this.serving) {
-          const entries = await this.deps.store.readLog({ [origin]: from }, limits.feedBatchEntriesMax, limits.feedBatchBytesMax, upTo);
-          if (entries.length === 0) break;
-          from = entries[entries.length - 1]!.seq;
-          const found: VoidBacklogItem[] = [];
-          for (const e of entries) {
-            // an origin's owned entries carry nondecreasing epochs; none admitted at or after the
-            // newest cut's epoch is beyond a cut taken then (the origin may be younger than the cut)
-            if (e.epoch !== undefined && e.epoch >= newest) {
-              from = upTo[origin]!;
-              break;
-            }
-            if (e.epoch === undefined || e.voids !== undefined) continue;
-            for (const item of e.items) {
-              const runtime = this.tables.get(item.table);
-              const unit = runtime === undefined ? undefined : ownedUnit(ownership, runtime, item.key);
-              if (unit === undefined || ownership.counts(unit, e.origin, e.seq, e.epoch)) continue;
-              const rec = buildRecord(item.table, item.key, runtime!.semantics, item.state);
-              found.push({ table: item.table, key: item.key, dot: dotOf(e.origin, e.seq), value: rec.live ? rec.value! : null, origin: e.origin, seq: e.seq, state: item.state });
-            }
+    if (ownership?.cutsOf === undefined || this.identity === undefined || this.stopping) return;
+    const vector = this.vector();
+    const floor = this.deps.store.logFloor();
+    for (const origin of Object.keys(vector)) {
+      if (siteOfOrigin(origin) !== this.siteId) continue;
+      const scanned = this.ownVoidsScanned.get(origin) ?? -1;
+      const cuts = ownership.cutsOf(origin).filter((c) => c.epoch > scanned);
+      if (cuts.length === 0) continue;
+      const newest = Math.max(...cuts.map((c) => c.epoch));
+      let from = Math.max(Math.min(...cuts.map((c) => c.seq)), floor[origin] ?? 0);
+      const upTo = { [origin]: vector[origin]! };
+      while (from < upTo[origin]! && this.serving) {
+        const entries = await this.deps.store.readLog({ [origin]: from }, limits.feedBatchEntriesMax, limits.feedBatchBytesMax, upTo);
+        if (entries.length === 0) break;
+        from = entries[entries.length - 1]!.seq;
+        const found: VoidBacklogItem[] = [];
+        for (const e of entries) {
+          // an origin's owned entries carry nondecreasing epochs; none admitted at or after the
+          // newest cut's epoch is beyond a cut taken then (the origin may be younger than the cut)
+          if (e.epoch !== undefined && e.epoch >= newest) {
+            from = upTo[origin]!;
+            break;
           }
-          if (found.length === 0) continue;
-          let book: VoidBookkeeping = {};
-          const result = await this.committer.submit({
-            kind: 'repair',
-            refs: found.map((f) => ({ table: f.table, key: f.key })),
-            merge: (current) => {
-              // only what it still holds: a compensation it applied since took the rest away
-              const held = found.filter((f, i) => current[i] !== undefined && stateHolds(current[i]!.state, f.dot) && !this.voidBacklog.has(voidId(f)));
-              book = { add: this.admitToBacklog(held), voidedDots: found.map((f) => ({ origin: f.origin, seq: f.seq })) };
-              return { records: [], conflicts: [], voidBacklog: book };
-            },
-          });
-          assert(result.kind === 'repair', 'repair result');
-          if (result.failed !== undefined) return;
-          this.settleVoids(book);
-          if ((book.add?.length ?? 0) > 0) this.log.warn({ origin, dots: book.add!.slice(0, 10).map((v) => v.dot) }, 'writes of this site found void by a cut: kept for compensation, their Idempotency-Keys dropped');
+          if (e.epoch === undefined || e.voids !== undefined) continue;
+          for (const item of e.items) {
+            const runtime = this.tables.get(item.table);
+            const unit = runtime === undefined ? undefined : ownedUnit(ownership, runtime, item.key);
+            if (unit === undefined || ownership.counts(unit, e.origin, e.seq, e.epoch)) continue;
+            const rec = buildRecord(item.table, item.key, runtime!.semantics, item.state);
+            found.push({ table: item.table, key: item.key, dot: dotOf(e.origin, e.seq), value: rec.live ? rec.value! : null, origin: e.origin, seq: e.seq, state: item.state });
+          }
         }
-        this.ownVoidsScanned.set(origin, newest);
+        if (found.length === 0) continue;
+        let book: VoidBookkeeping = {};
+        const result = await this.committer.submit({
+          kind: 'repair',
+          refs: found.map((f) => ({ table: f.table, key: f.key })),
+          merge: (current) => {
+            // only what it still holds: a compensation it applied since took the rest away
+            const held = found.filter((f, i) => current[i] !== undefined && stateHolds(current[i]!.state, f.dot) && !this.voidBacklog.has(voidId(f)));
+            book = { add: this.admitToBacklog(held), voidedDots: found.map((f) => ({ origin: f.origin, seq: f.seq })) };
+            return { records: [], conflicts: [], voidBacklog: book };
+          },
+        });
+        assert(result.kind === 'repair', 'repair result');
+        if (result.failed !== undefined) return;
+        this.settleVoids(book);
+        if ((book.add?.length ?? 0) > 0) this.log.warn({ origin, dots: book.add!.slice(0, 10).map((v) => v.dot) }, 'writes of this site found void by a cut: kept for compensation, their Idempotency-Keys dropped');
       }
-    } finally {
-      this.scanningOwnVoids = false;
+      this.ownVoidsScanned.set(origin, newest);
     }
-    if (this.voidBacklog.size > 0) void this.compensate();
+    if (this.voidBacklog.size > 0) this.compensate();
   }
 
   async recordConflicts(records: ConflictRecord[]): Promise<void> {
@@ -850,7 +844,7 @@ export class SiteNode {
     });
     assert(result.kind === 'repair', 'repair result');
     if (result.failed === undefined) this.settleVoids(book);
-    if (this.voidBacklog.size > 0) void this.compensate();
+    if (this.voidBacklog.size > 0) this.compensate();
     if (result.failed !== undefined) {
       this.log.error({ keys: items.slice(0, 10).map((i) => `${i.table}/${i.key}`), reason: result.failed }, 'peer item states could not be joined here: not repaired');
       return 0;
