@@ -1,10 +1,10 @@
 // The failover simulation cases, shared by failover.sim.test.ts and failover-b.sim.test.ts: each
-// fault runs 20 seeds (1000 + 100 × its index + 0..19): 220 in all; SEED=<n> replays one.
+// fault runs 15 seeds (1000 + 100 × its index + 0..14): 165 in all; SEED=<n> replays one.
 import { describe, expect, it } from 'vitest';
 import { failoverFaults, runFailoverScenario, type FailoverFault } from '../cluster/failover-workload.js';
 import { seedsToRun } from '../platform/sim/index.js';
 
-const seedsPerFault = 20;
+const seedsPerFault = 15;
 
 export function failoverSimCases(faults: readonly FailoverFault[]): void {
   describe('failover (simulation)', () => {
