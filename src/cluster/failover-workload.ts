@@ -46,6 +46,7 @@ export interface FailoverAnomaly {
     | 'epochs-differ'
     | 'not-converged'
     | 'no-owner'
+    | 'no-home-unit'
     | 'digests-differ'
     | 'void-not-in-feed'
     | 'acked-after-cut'
@@ -121,6 +122,8 @@ export async function runFailoverScenario(seed: number, options: FailoverOptions
   let victim = 'us-east';
   // the sites writes enter at (membership changes move it: a joining site takes none, a leaving one is drained)
   let ids = cluster.siteIds;
+  /** `members`: the site added online, whose own partition of `orders` must take writes once it is active */
+  let joined: string | undefined;
   const inFlight = new Set<Promise<void>>();
 
   const writeOnce = async (at?: string) => {
@@ -323,6 +326,7 @@ export async function runFailoverScenario(seed: number, options: FailoverOptions
         };
         const who = { by: 'sim', why: 'membership online' };
         const joiner = simSiteIds[ids.length]!;
+        joined = joiner;
         const by = cluster.site(others[rnd.int(others.length)]!)!.topology!;
         await settle(by.addMember({ id: joiner, url: `http://${joiner}` }, who));
         await cluster.join(joiner);
@@ -406,6 +410,8 @@ export async function runFailoverScenario(seed: number, options: FailoverOptions
       { timeoutMs: 60_000 },
     ).catch(() => undefined);
     const anomalies = await check(cluster, acked, fault);
+    if (joined !== undefined && !acked.some((a) => a.table === 'orders' && a.key.startsWith(`${joined}:`)))
+      anomalies.push({ kind: 'no-home-unit', detail: `no write of partition ${joined} of orders was acknowledged: the site added online homes nothing` });
     // each key's increment counts once: between the keys acknowledged and every key tried
     for (const id of ids) {
       const s = cluster.site(id);

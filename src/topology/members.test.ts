@@ -18,7 +18,7 @@ const step = (t: Topology, f: (cur: Topology, d: Topology) => void) => nextTopol
 describe('membership online: the record rules', () => {
   const t0 = genesisTopology(config);
   const t1 = step(t0, (_c, d) => addJoining(d, { id: 'd', url: 'http://d', region: 'r' }));
-  const t2 = step(t1, (c, d) => activate(c, d, 'd'));
+  const t2 = step(t1, (c, d) => activate(c, d, 'd', config.tables));
 
   it('a joining site is registered but neither a voter nor counted in quorums; active, it is both', () => {
     expect(t1.members.find((m) => m.id === 'd')).toEqual({ id: 'd', kind: 'site', state: 'joining', url: 'http://d', region: 'r' });
@@ -27,6 +27,32 @@ describe('membership online: the record rules', () => {
     expect(storeMembership(t1).members.find((m) => m.site === 'd')?.state).toBe('joining');
     expect(voters(t2)).toEqual(['a', 'b', 'c', 'd']);
     expect(t2.voterChangeEpoch).toBe(2);
+  });
+
+  it('an active site added online owns the home units it brings (key prefix: its id and a new region; first writer: its id)', () => {
+    const partitioned = parseConfig(
+      {
+        cluster: 't',
+        secret: 'members-unit-secret-0123456789',
+        sites: [{ id: 'a', url: 'http://a', region: 'eu' }, { id: 'b', url: 'http://b', region: 'us' }],
+        tables: { orders: { pattern: 'partitioned', home: { from: 'key-prefix', separator: ':' } }, sessions: { pattern: 'partitioned', home: { from: 'first-writer' } } },
+      },
+      'test',
+    );
+    const g = genesisTopology(partitioned);
+    expect(g.homes).toEqual({ orders: { a: 'a', eu: 'a', b: 'b', us: 'b' }, sessions: { a: 'a', b: 'b' } });
+    // d opens a new region; e joins an existing one (its prefix stays with the region's first site)
+    let t = step(g, (_c, d) => addJoining(d, { id: 'd', url: 'http://d', region: 'ap' }));
+    expect(t.homes).toEqual(g.homes);
+    t = step(t, (c, d) => activate(c, d, 'd', partitioned.tables));
+    t = step(t, (_c, d) => addJoining(d, { id: 'e', url: 'http://e', region: 'eu' }));
+    t = step(t, (c, d) => activate(c, d, 'e', partitioned.tables));
+    expect(t.homes).toEqual({ orders: { a: 'a', eu: 'a', b: 'b', us: 'b', d: 'd', ap: 'd', e: 'e' }, sessions: { a: 'a', b: 'b', d: 'd', e: 'e' } });
+    expect(t.changes.filter((c) => c.epoch === 2)).toEqual([
+      { epoch: 2, unit: 'orders/d', owner: 'd' },
+      { epoch: 2, unit: 'orders/ap', owner: 'd' },
+      { epoch: 2, unit: 'sessions/d', owner: 'd' },
+    ]);
   });
 
   it('while data membership changes, a quorum needs a majority of the old and of the new membership', () => {

@@ -17,7 +17,8 @@
 //   lease granted at an epoch before v was renewed at v or has expired.
 import { siteOfOrigin, type VersionVector } from '../core/vector.js';
 import type { Membership, MemberState as StoreMemberState } from '../core/membership.js';
-import { addCut, dataSites, majority, member, unitsOwnedBy, voters, type Topology } from './record.js';
+import type { TableConfig } from '../config/schema.js';
+import { addCut, dataSites, homeUnitsOf, majority, member, setOwner, unitOf, unitsOwnedBy, voters, type Topology } from './record.js';
 
 /** Prior data memberships kept (each change of data membership pushes one). */
 export const priorDataMax = 8;
@@ -39,9 +40,15 @@ export function noteDataChange(before: Topology, draft: Topology): void {
   if (!sameSet(voters(before), voters(draft))) draft.voterChangeEpoch = draft.epoch;
 }
 
-/** Makes a joining member active in a draft (a voter from this epoch on). */
-export function activate(before: Topology, draft: Topology, id: string): void {
-  member(draft, id)!.state = 'active';
+/**
+ * Makes a joining member active in a draft (a voter from this epoch on), owning the home units it
+ * brings to partitioned tables (homeUnitsOf: new units, never owned before, so no cut): without
+ * them, no partition could be homed at it.
+ */
+export function activate(before: Topology, draft: Topology, id: string, tables: Record<string, TableConfig>): void {
+  const m = member(draft, id)!;
+  m.state = 'active';
+  for (const [table, partition] of homeUnitsOf(tables, m, draft.homes)) setOwner(draft, unitOf(table, partition), id);
   noteDataChange(before, draft);
 }
 

@@ -9,7 +9,7 @@
 // every later move away from its site (entryCounts).
 import { assert } from '../core/assert.js';
 import { siteOfOrigin, type VersionVector } from '../core/vector.js';
-import type { ClusterConfig } from '../config/schema.js';
+import type { ClusterConfig, TableConfig } from '../config/schema.js';
 
 export type MemberKind = 'site' | 'witness';
 export type MemberState = 'joining' | 'active' | 'draining' | 'evacuated' | 'down' | 'removed';
@@ -100,6 +100,22 @@ export function splitUnit(unit: string): { table: string; partition?: string } {
   return i < 0 ? { table: unit } : { table: unit.slice(0, i), partition: unit.slice(i + 1) };
 }
 
+/**
+ * The home units a data site brings, owned by it, that `homes` does not have yet: for a table
+ * partitioned by key prefix, its id and its region (the first site of a region homes the region's
+ * prefix); for a first-writer table, its id (the registry maps each partition to a site, whose unit
+ * it is). At genesis for every configured site, and when a site added online becomes active.
+ */
+export function homeUnitsOf(tables: Record<string, TableConfig>, site: { id: string; region?: string }, homes: Topology['homes']): [table: string, partition: string][] {
+  const out: [string, string][] = [];
+  for (const [name, t] of Object.entries(tables)) {
+    if (t.pattern !== 'partitioned') continue;
+    const prefixes = t.home?.from === 'key-prefix' && site.region !== undefined && site.region !== site.id ? [site.id, site.region] : [site.id];
+    for (const p of prefixes) if (!(p in (homes[name] ?? {}))) out.push([name, p]);
+  }
+  return out;
+}
+
 /** Epoch 0: what the config says, the same at every member without any vote. */
 export function genesisTopology(config: ClusterConfig): Topology {
   const owners: Topology['owners'] = {};
@@ -109,19 +125,12 @@ export function genesisTopology(config: ClusterConfig): Topology {
     if (t.pattern === 'global') {
       owners[name] = t.writeSite!;
       changes.push({ epoch: 0, unit: unitOf(name), owner: t.writeSite! });
-    } else if (t.pattern === 'partitioned' && t.home?.from === 'key-prefix') {
-      const map: Record<string, string> = {};
-      for (const s of config.sites) {
-        map[s.id] = s.id;
-        if (s.region !== undefined && !(s.region in map)) map[s.region] = s.id;
-      }
-      homes[name] = map;
-      for (const [p, owner] of Object.entries(map)) changes.push({ epoch: 0, unit: unitOf(name, p), owner });
-    } else if (t.pattern === 'partitioned') {
-      // first-writer: one unit per site, named by it; the registry maps each partition to one of them
-      homes[name] = Object.fromEntries(config.sites.map((s) => [s.id, s.id]));
-      for (const s of config.sites) changes.push({ epoch: 0, unit: unitOf(name, s.id), owner: s.id });
-    }
+    } else if (t.pattern === 'partitioned')
+      for (const s of config.sites)
+        for (const [, partition] of homeUnitsOf({ [name]: t }, s, homes)) {
+          (homes[name] ??= {})[partition] = s.id;
+          changes.push({ epoch: 0, unit: unitOf(name, partition), owner: s.id });
+        }
   }
   return {
     epoch: 0,

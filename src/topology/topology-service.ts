@@ -1272,7 +1272,7 @@ export class TopologyService implements Ownership {
       await this.propose((cur) => {
         if (member(cur, this.siteId)?.state !== from) return undefined;
         if (cur.voterChangeEpoch !== settledAt) throw new Error('the voters changed meanwhile');
-        return nextTopology(cur, (d) => (from === 'joining' ? activate(cur, d, this.siteId) : markUp(cur, d, this.siteId)), {
+        return nextTopology(cur, (d) => (from === 'joining' ? activate(cur, d, this.siteId, this.options.config.tables) : markUp(cur, d, this.siteId)), {
           action: 'member-active',
           by: this.siteId,
           why: from === 'joining' ? 'caught up after joining' : 'caught up after being down',
