@@ -11,7 +11,7 @@
 import { assert } from '../core/assert.js';
 import { RequestError } from '../core/errors.js';
 import { siteOfOrigin } from '../core/vector.js';
-import type { Topology } from './record.js';
+import { cutSeq, movesAway, type Topology } from './record.js';
 
 /** How many partition → site assignments a site keeps in memory; a miss reads the store again. */
 export const homeCacheEntriesMax = 1_000_000;
@@ -69,21 +69,11 @@ export function homeOfValue(value: unknown): string | undefined {
  * by a failover of the registry, and a site that took it would home the partition twice.
  */
 export function settledByCut(t: Pick<Topology, 'changes' | 'cuts'>, unit: string, origin: string, seq: number): boolean {
-  const site = siteOfOrigin(origin);
-  const timeline = t.changes.filter((c) => c.unit === unit);
-  let settled = false;
-  let prev: string | null | undefined;
-  for (let i = 0; i < timeline.length; i++) {
-    const c = timeline[i]!;
-    if (prev === site && c.owner !== site) {
-      // the cut is taken where the unit gets its next owner
-      const install = timeline.slice(i).find((x) => x.owner !== null);
-      const cut = install === undefined ? undefined : t.cuts.find((k) => k.epoch === install.epoch && k.origin === origin);
-      settled = cut !== undefined && seq <= cut.seq;
-    }
-    prev = c.owner;
-  }
-  return settled;
+  const last = movesAway(
+    t.changes.filter((c) => c.unit === unit),
+    siteOfOrigin(origin),
+  ).at(-1);
+  return last?.installEpoch !== undefined && seq <= cutSeq(t, last.installEpoch, origin);
 }
 
 /**

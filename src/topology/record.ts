@@ -209,49 +209,46 @@ export function entryCounts(t: Topology, unit: string, origin: string, seq: numb
   let owner: string | null | undefined;
   for (const c of timeline) if (c.epoch <= entryEpoch) owner = c.owner;
   if (owner !== site) return false;
-  let prev: string | null = owner;
+  return movesAway(timeline, site).every((m) => timeline[m.at]!.epoch <= entryEpoch || m.installEpoch === undefined || seq <= cutSeq(t, m.installEpoch, origin));
+}
+
+/**
+ * The moves of one unit away from `site` in its kept timeline: where each starts (its index) and
+ * the epoch of the install that takes its cut, where the unit gets its next owner (undefined while
+ * it has none yet).
+ */
+export function movesAway(timeline: readonly OwnershipChange[], site: string): { at: number; installEpoch: number | undefined }[] {
+  const out: { at: number; installEpoch: number | undefined }[] = [];
+  let prev: string | null | undefined;
   for (let i = 0; i < timeline.length; i++) {
     const c = timeline[i]!;
-    if (c.epoch <= entryEpoch) continue;
-    if (prev === site && c.owner !== site) {
-      // moved away from the entry's site: the cut is taken where the unit gets its next owner
-      const install = timeline.slice(i).find((x) => x.owner !== null);
-      if (install !== undefined) {
-        const cut = t.cuts.find((k) => k.epoch === install.epoch && k.origin === origin);
-        if (seq > (cut?.seq ?? 0)) return false;
-      }
-    }
+    if (prev === site && c.owner !== site) out.push({ at: i, installEpoch: timeline.slice(i).find((x) => x.owner !== null)?.epoch });
     prev = c.owner;
   }
-  return true;
+  return out;
+}
+
+/** What the cut taken at `epoch` holds of `origin` (0 where it names none of its writes). */
+export function cutSeq(t: Pick<Topology, 'cuts'>, epoch: number, origin: string): number {
+  return t.cuts.find((k) => k.epoch === epoch && k.origin === origin)?.seq ?? 0;
 }
 
 /**
  * The cuts that bound `origin`'s owned writes: one for each move of a unit away from site(origin),
- * taken where the unit gets its next owner, at the seq the cut names for the origin, or at 0 where it
- * names none (no voter whose vector was read had any write of it, so every one is beyond the cut).
+ * at the seq the cut names for the origin, or at 0 where it names none (no voter whose vector was
+ * read had any write of it, so every one is beyond the cut).
  */
 export function cutsBounding(t: Pick<Topology, 'changes' | 'cuts'>, origin: string): { epoch: number; seq: number }[] {
   const site = siteOfOrigin(origin);
-  const timelines = new Map<string, Topology['changes']>();
+  const timelines = new Map<string, OwnershipChange[]>();
   for (const c of t.changes) {
     const timeline = timelines.get(c.unit);
     if (timeline === undefined) timelines.set(c.unit, [c]);
     else timeline.push(c);
   }
   const epochs = new Set<number>();
-  for (const timeline of timelines.values()) {
-    let prev: string | null | undefined;
-    for (let i = 0; i < timeline.length; i++) {
-      const c = timeline[i]!;
-      if (prev === site && c.owner !== site) {
-        const install = timeline.slice(i).find((x) => x.owner !== null);
-        if (install !== undefined) epochs.add(install.epoch);
-      }
-      prev = c.owner;
-    }
-  }
-  return [...epochs].map((epoch) => ({ epoch, seq: t.cuts.find((k) => k.epoch === epoch && k.origin === origin)?.seq ?? 0 }));
+  for (const timeline of timelines.values()) for (const m of movesAway(timeline, site)) if (m.installEpoch !== undefined) epochs.add(m.installEpoch);
+  return [...epochs].map((epoch) => ({ epoch, seq: cutSeq(t, epoch, origin) }));
 }
 
 /** The next record: epoch + 1, the change applied, its history entry appended; lists bounded. */

@@ -27,6 +27,7 @@ import { partitionOf, type HomeDirectory, type HomeResolveMode } from './home-re
 import { grantAgeMs, propose, silentForMs, Voter, type VoterReply, type VoterRequest, type VoterStorage, type VoterView } from './paxos.js';
 import {
   addCut,
+  cutSeq,
   cutsBounding,
   dataSites,
   entryCounts,
@@ -34,6 +35,7 @@ import {
   isTopology,
   majority,
   member,
+  movesAway,
   nextTopology,
   ownerAt,
   ownerOfUnit,
@@ -1350,21 +1352,12 @@ export function dotCountsWithoutEpoch(t: Topology, unit: string, origin: string,
   const site = siteOfOrigin(origin);
   const timeline = t.changes.filter((c) => c.unit === unit);
   let verdict: boolean | undefined = true;
-  let prev: string | null | undefined;
-  for (let i = 0; i < timeline.length; i++) {
-    const c = timeline[i]!;
-    if (prev === site && c.owner !== site) {
-      // moved away from the dot's site: the cut is taken where the unit gets its next owner
-      const install = timeline.slice(i).find((x) => x.owner !== null);
-      const cut = install === undefined ? undefined : t.cuts.find((k) => k.epoch === install.epoch && k.origin === origin);
-      if (install !== undefined && seq > (cut?.seq ?? 0)) {
-        // written before this move (void), or after a return of the unit to its site (counts)
-        if (!timeline.slice(i + 1).some((x) => x.owner === site)) return false;
-        verdict = undefined;
-      }
+  for (const m of movesAway(timeline, site))
+    if (m.installEpoch !== undefined && seq > cutSeq(t, m.installEpoch, origin)) {
+      // written before this move (void), or after a return of the unit to its site (counts)
+      if (!timeline.slice(m.at + 1).some((x) => x.owner === site)) return false;
+      verdict = undefined;
     }
-    prev = c.owner;
-  }
   return verdict;
 }
 
