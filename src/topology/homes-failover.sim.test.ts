@@ -20,6 +20,17 @@ async function outcome<T>(world: SimWorld, p: Promise<T>): Promise<{ value: T } 
   return out!;
 }
 
+/** A cluster with one quorum first-writer table, its registry owned by us-east. */
+const homesCluster = (seed: number, sites: number) =>
+  SimCluster.create({
+    seed,
+    sites,
+    network: { oneWayDelayMsMean: 5, oneWayDelayMsJitter: 3 },
+    heartbeatMs: 100,
+    topology: { leaseMs: 1_000, commitBudgetMs: 100 },
+    tables: { sessions: { pattern: 'partitioned', home: { from: 'first-writer' }, durability: 'quorum' } },
+  });
+
 const cases: { fault: HomesFault; sites: number; seed: number }[] = [
   // the registry's owner and one more site cut off from three: claims there reach no quorum
   { fault: 'minority', sites: 5, seed: 1 },
@@ -41,14 +52,7 @@ describe('first-writer homes under failover (simulation)', () => {
 
   it('a registry owner cut off does not take its own claim, committed but not quorum-durable, as a home', async () => {
     const seed = seedsToRun([7])[0]!;
-    const cluster = await SimCluster.create({
-      seed,
-      sites: 3,
-      network: { oneWayDelayMsMean: 5, oneWayDelayMsJitter: 3 },
-      heartbeatMs: 100,
-      topology: { leaseMs: 1_000, commitBudgetMs: 100 },
-      tables: { sessions: { pattern: 'partitioned', home: { from: 'first-writer' }, durability: 'quorum' } },
-    });
+    const cluster = await homesCluster(seed, 3);
     const { world } = cluster;
     const settle = async (p: Promise<unknown>): Promise<unknown> => {
       const r = await outcome(world, p);
@@ -92,14 +96,7 @@ describe('first-writer homes under failover (simulation)', () => {
   for (const homedBefore of [true, false])
   it(`a new registry owner holding a claim a failover cut off never answers with it${homedBefore ? '' : ' (its origin named in no cut)'}`, async () => {
     const seed = seedsToRun([11])[0]!;
-    const cluster = await SimCluster.create({
-      seed,
-      sites: 5,
-      network: { oneWayDelayMsMean: 5, oneWayDelayMsJitter: 3 },
-      heartbeatMs: 100,
-      topology: { leaseMs: 1_000, commitBudgetMs: 100 },
-      tables: { sessions: { pattern: 'partitioned', home: { from: 'first-writer' }, durability: 'quorum' } },
-    });
+    const cluster = await homesCluster(seed, 5);
     const { world } = cluster;
     const settle = async <T>(p: Promise<T>): Promise<T | { error: unknown }> => {
       const r = await outcome(world, p);
