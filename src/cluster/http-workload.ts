@@ -70,7 +70,10 @@ export interface HttpResult {
 export interface HttpOptions {
   fault?: HttpFault;
   leaseMs?: number;
+  /** session clients (default 4) */
   sessionClients?: number;
+  /** a PUT (and one time in four a keyed increment) every this many ms (default 20) */
+  loadIntervalMs?: number;
 }
 
 interface AckedWrite {
@@ -220,7 +223,7 @@ export async function runHttpScenario(seed: number, options: HttpOptions = {}): 
         c.token = w.headers['tandem-session'] ?? c.token;
         c.latest.set(`${table}/${key}`, { n: value, dot: (w.body as { dot: string }).dot, durability });
       }
-      await sleep(rnd.int(30));
+      await sleep(20 + rnd.int(40));
       if (c.latest.size === 0 || c.token === undefined) continue;
       const known = [...c.latest.keys()];
       const pick = known[rnd.int(known.length)]!;
@@ -243,7 +246,7 @@ export async function runHttpScenario(seed: number, options: HttpOptions = {}): 
           });
         if (r.status === 200) c.token = r.headers['tandem-session'] ?? c.token;
       }
-      await sleep(rnd.int(30));
+      await sleep(20 + rnd.int(40));
     }
   };
 
@@ -251,7 +254,7 @@ export async function runHttpScenario(seed: number, options: HttpOptions = {}): 
     if (stopWriting) return;
     if (rnd.int(4) === 0) track(incrementWithRetry());
     track(writeOnce());
-    world.timers.after(20, load);
+    world.timers.after(options.loadIntervalMs ?? 20, load);
   };
 
   const ownerOfLedger = () => cluster.site(ids.find((id) => cluster.site(id) !== undefined)!)?.topology?.record().owners['ledger'] ?? null;
