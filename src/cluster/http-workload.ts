@@ -10,24 +10,29 @@
 //   - session clients: each holds a Tandem-Session token, writes its own keys (ledger at quorum or
 //     local durability, or profiles) and reads them back with `Tandem-Consistency: session` at random
 //     sites; after a 410 session-lost it starts a new session with new keys.
-// On the seed's plan the ledger's owner crashes, is isolated, pauses longer than its lease, or hands
-// its tables over to another site (a planned switchover under load). Then everything heals and
+// On the seed's plan the ledger's owner crashes, is isolated (both ways, or `one-way`: it reaches
+// nobody, everyone reaches it), pauses longer than its lease, or hands its tables over to another
+// site (a planned switchover under load; `switchover-partition`: one of the two is cut off in the
+// middle of it). Then everything heals and
 // converges, and the answers are checked:
 //   - `session-went-back`: a session read (200 or 404) without the session's latest acknowledged
 //     write of that key (older value, or none); a 410 is the reported RPO instead;
 //   - `session-lost-quorum-write`: a 410 naming the dot of a quorum-acknowledged write;
 //   - `acked-quorum-write-lost` / `local-write-lost`: every acknowledged quorum write (and every
 //     write of the `local` table) is at every site at the end, or a later value of its key;
-//   - `retried-increment-applied-twice` / `acked-increment-lost`: the counter is at least the number
-//     of idempotency keys acknowledged and at most the number tried;
+//   - `retried-increment-applied-twice` / `acked-increment-lost`: every 200 for one idempotency key
+//     names the same dot; the counter is at least the number of keys acknowledged and at most the
+//     number tried;
+//   - `strong-read-stale`: a strong read of a ledger key (at any site) without the latest write of it
+//     acknowledged at quorum durability before the read was sent (older value, or none);
 //   - `server-error`: any 500;
 //   - `not-converged`: every site ends at the same vector.
 import { assert } from '../core/assert.js';
 import { units } from '../topology/record.js';
 import { SimCluster, type SimHttpAnswer, type SimSite } from './sim-cluster.js';
 
-export type HttpFault = 'crash' | 'isolate' | 'pause' | 'switchover';
-export const httpFaults: readonly HttpFault[] = ['crash', 'isolate', 'pause', 'switchover'];
+export type HttpFault = 'crash' | 'isolate' | 'pause' | 'switchover' | 'one-way' | 'switchover-partition';
+export const httpFaults: readonly HttpFault[] = ['crash', 'isolate', 'pause', 'switchover', 'one-way', 'switchover-partition'];
 
 export interface HttpAnomaly {
   kind:
@@ -38,6 +43,7 @@ export interface HttpAnomaly {
     | 'retried-increment-applied-twice'
     | 'acked-increment-lost'
     | 'server-error'
+    | 'strong-read-stale'
     | 'not-converged';
   detail: string;
 }
@@ -60,6 +66,9 @@ export interface HttpResult {
   /** session reads answered (any status) and those answered 200 or 404 */
   sessionReads: number;
   sessionReadsServed: number;
+  /** strong reads of quorum-acknowledged ledger keys answered (any status), and those answered 200 or 404 */
+  strongReads: number;
+  strongReadsServed: number;
   /** 410 session-lost answers (sessions dropped: reported RPO) */
   sessionsLost: number;
   increments: { tried: number; acked: number; retried: number; replayed: number };
@@ -103,7 +112,7 @@ export async function runHttpScenario(seed: number, options: HttpOptions = {}): 
     sites: 3,
     http: true,
     network: { oneWayDelayMsMean: 5, oneWayDelayMsJitter: 3 },
-    disk: { fsyncDelayMsMax: fault === 'switchover' || fault === 'pause' ? 40 : 5 },
+    disk: { fsyncDelayMsMax: fault === 'switchover' || fault === 'switchover-partition' || fault === 'pause' ? 40 : 5 },
     heartbeatMs: 100,
     topology: { leaseMs, commitBudgetMs: Math.floor(leaseMs / 10), driftRateMax: 0.01 },
     tables: {
@@ -126,6 +135,10 @@ export async function runHttpScenario(seed: number, options: HttpOptions = {}): 
   let ackedAfterFault = 0;
   const acked: AckedWrite[] = [];
   const quorumDots = new Set<string>();
+  /** ledger key → the highest n of its quorum-acknowledged writes so far */
+  const quorumLatest = new Map<string, number>();
+  let strongReads = 0;
+  let strongReadsServed = 0;
   let n = 0;
   let stopWriting = false;
   let faultAtMs = Infinity;
@@ -158,7 +171,11 @@ export async function runHttpScenario(seed: number, options: HttpOptions = {}): 
   const ackedWrite = (entry: string, a: SimHttpAnswer, table: string, key: string, n: number, durability: 'local' | 'quorum') => {
     const b = a.body as { dot: string; origin: string };
     acked.push({ table, key, n, durability, site: b.origin, dot: b.dot });
-    if (durability === 'quorum' && table !== 'profiles') quorumDots.add(b.dot);
+    if (durability === 'quorum' && table !== 'profiles') {
+      quorumDots.add(b.dot);
+      const path = `${table}/${key}`;
+      if ((quorumLatest.get(path) ?? -1) < n) quorumLatest.set(path, n);
+    }
     if (a.headers['tandem-site'] !== entry) forwarded++;
     if (table === 'ledger' && b.origin !== victim && world.clock.monotonicMs() > faultAtMs) ackedAfterFault++;
   };
@@ -177,7 +194,7 @@ export async function runHttpScenario(seed: number, options: HttpOptions = {}): 
 
   // Increments of one counter under Idempotency-Keys, repeated at another site after anything
   // but a 200 (and now and then after a 200): every key must count once.
-  const increments = { tried: new Set<string>(), acked: new Set<string>(), retried: 0, replayed: 0 };
+  const increments = { tried: new Set<string>(), acked: new Set<string>(), dots: new Map<string, string>(), retried: 0, replayed: 0 };
   const incrementWithRetry = async () => {
     const idemKey = `inc-${++n}`;
     increments.tried.add(idemKey);
@@ -191,6 +208,11 @@ export async function runHttpScenario(seed: number, options: HttpOptions = {}): 
       const a = await send(site, 'PATCH', itemPath('tally', 't'), { 'idempotency-key': idemKey }, { increment: { n: 1 } });
       if (a.status === 200) {
         increments.acked.add(idemKey);
+        // a repeat answers the first write (its dot), whichever site it reached and whatever failed over since
+        const dot = (a.body as { dot: string }).dot;
+        const first = increments.dots.get(idemKey);
+        if (first === undefined) increments.dots.set(idemKey, dot);
+        else if (first !== dot) anomalies.push({ kind: 'retried-increment-applied-twice', detail: `Idempotency-Key ${idemKey} answered ${first}, then ${dot} at ${site}` });
         if (a.headers['idempotent-replayed'] === 'true') increments.replayed++;
         if (rnd.int(4) !== 0) return;
       } else if (a.status >= 400 && a.status < 500) return;
@@ -250,9 +272,27 @@ export async function runHttpScenario(seed: number, options: HttpOptions = {}): 
     }
   };
 
+  // A strong read of a quorum-acknowledged key, at any site (the owner answers): it shows that
+  // write, or a later one, whatever failed over since it was acknowledged.
+  const strongRead = async () => {
+    const keys = [...quorumLatest.keys()];
+    if (keys.length === 0) return;
+    const pick = keys[rnd.int(keys.length)]!;
+    const expected = quorumLatest.get(pick)!;
+    const at = anySite();
+    const r = await send(at, 'GET', itemPath('ledger', pick.slice('ledger/'.length)), { 'tandem-consistency': 'strong' });
+    strongReads++;
+    if (r.status !== 200 && r.status !== 404) return;
+    strongReadsServed++;
+    const got = r.status === 200 ? (r.body as { value?: { n?: number } }).value?.n : undefined;
+    if (got === undefined || got < expected)
+      anomalies.push({ kind: 'strong-read-stale', detail: `GET ${pick} strong at ${at} (served by ${r.headers['tandem-site']}) at ${world.clock.monotonicMs()} ms answered ${r.status} ${got === undefined ? 'without it' : `n=${got}`}, after a quorum write n=${expected} was acknowledged` });
+  };
+
   const load = () => {
     if (stopWriting) return;
     if (rnd.int(4) === 0) track(incrementWithRetry());
+    if (rnd.int(4) === 0) track(strongRead());
     track(writeOnce());
     world.timers.after(options.loadIntervalMs ?? 20, load);
   };
@@ -279,6 +319,12 @@ export async function runHttpScenario(seed: number, options: HttpOptions = {}): 
         await world.runFor(3 * leaseMs + rnd.int(leaseMs));
         world.network.heal();
         break;
+      case 'one-way':
+        // the owner hears everyone (and serves their forwards), nobody hears it
+        for (const o of others) world.network.cutLink(victim, o);
+        await world.runFor(3 * leaseMs + rnd.int(leaseMs));
+        world.network.heal();
+        break;
       case 'pause': {
         // longer than the lease: its timers fire and its clients are served only after; its peer links go quiet
         const ms = 2 * leaseMs + rnd.int(2 * leaseMs);
@@ -292,7 +338,8 @@ export async function runHttpScenario(seed: number, options: HttpOptions = {}): 
         await world.runFor(2 * leaseMs);
         break;
       }
-      case 'switchover': {
+      case 'switchover':
+      case 'switchover-partition': {
         // every unit of the owner moves to another site while clients keep writing: parked writes go on to it
         const to = others[rnd.int(others.length)]!;
         const by = cluster.site(rnd.chance(0.5) ? victim : anySite())!.topology!;
@@ -301,6 +348,12 @@ export async function runHttpScenario(seed: number, options: HttpOptions = {}): 
           .switchover(by.planFailover({ site: victim, to }), { by: 'sim', why: 'planned' }, 5_000)
           .catch(() => undefined)
           .finally(() => (settled = true));
+        if (fault === 'switchover-partition') {
+          await world.runFor(rnd.int(30));
+          world.network.partition({ kind: 'isolate-site', site: rnd.int(2) === 0 ? victim : to });
+          await world.runFor(3 * leaseMs);
+          world.network.heal();
+        }
         await world.runUntil(() => settled, { timeoutMs: 30_000 });
         await world.runFor(leaseMs);
         break;
@@ -340,6 +393,8 @@ export async function runHttpScenario(seed: number, options: HttpOptions = {}): 
       forwarded,
       sessionReads,
       sessionReadsServed,
+      strongReads,
+      strongReadsServed,
       sessionsLost,
       increments: { tried: increments.tried.size, acked: increments.acked.size, retried: increments.retried, replayed: increments.replayed },
       ackedAfterFault,
