@@ -7,8 +7,8 @@
 //     durability) and to a `local` table (`profiles`);
 //   - increments of one `global` crdt counter (`tally/t`) under an Idempotency-Key, repeated at
 //     another site after a 502, 503, 504 or no answer (and sometimes after a 200);
-//   - session clients: each holds a Tandem-Session token, writes its own keys (ledger at quorum or
-//     local durability, or profiles) and reads them back with `Tandem-Consistency: session` at random
+//   - session clients: each holds a Tandem-Session token, writes (and now and then deletes) its own
+//     keys (ledger at quorum or local durability, or profiles) and reads them back with `Tandem-Consistency: session` at random
 //     sites; after a 410 session-lost it starts a new session with new keys.
 // On the seed's plan the ledger's owner crashes, is isolated (both ways, or `one-way`: it reaches
 // nobody, everyone reaches it), pauses longer than its lease, or hands its tables over to another
@@ -16,7 +16,7 @@
 // middle of it). Then everything heals and
 // converges, and the answers are checked:
 //   - `session-went-back`: a session read (200 or 404) without the session's latest acknowledged
-//     write of that key (older value, or none); a 410 is the reported RPO instead;
+//     write of that key (an older value, or none where no delete was sent); a 410 is the reported RPO;
 //   - `session-lost-quorum-write`: a 410 naming the dot of a quorum-acknowledged write;
 //   - `acked-quorum-write-lost` / `local-write-lost`: every acknowledged quorum write (and every
 //     write of the `local` table) is at every site at the end, or a later value of its key;
@@ -88,7 +88,9 @@ export interface HttpOptions {
 interface AckedWrite {
   table: string;
   key: string;
+  /** the write's number (the value's `n`; a delete has one too, and no value) */
   n: number;
+  deleted: boolean;
   durability: 'local' | 'quorum';
   site: string;
   dot: string;
@@ -99,7 +101,7 @@ interface SessionClient {
   generation: number;
   token: string | undefined;
   /** table/key → the latest acknowledged write of it in this session */
-  latest: Map<string, { n: number; dot: string; durability: 'local' | 'quorum' }>;
+  latest: Map<string, { n: number; deleted: boolean; dot: string; durability: 'local' | 'quorum' }>;
 }
 
 const clientTimeoutMs = 12_000;
@@ -135,8 +137,12 @@ export async function runHttpScenario(seed: number, options: HttpOptions = {}): 
   let ackedAfterFault = 0;
   const acked: AckedWrite[] = [];
   const quorumDots = new Set<string>();
-  /** ledger key → the highest n of its quorum-acknowledged writes so far */
-  const quorumLatest = new Map<string, number>();
+  /** table/key → its quorum-acknowledged write of the highest n so far */
+  const quorumLatest = new Map<string, { n: number; deleted: boolean }>();
+  /** table/key → the highest n of the deletes sent for it (whatever their answer: an unknown outcome may have applied) */
+  const deletesSent = new Map<string, number>();
+  /** whether the item may be missing after write n of it (a delete of it sent since, or n was one) */
+  const mayBeGone = (path: string, n: number) => (deletesSent.get(path) ?? -1) >= n;
   let strongReads = 0;
   let strongReadsServed = 0;
   let n = 0;
@@ -168,13 +174,13 @@ export async function runHttpScenario(seed: number, options: HttpOptions = {}): 
   };
 
   /** A 2xx write: recorded as acknowledged (and as forwarded when another site answered it). */
-  const ackedWrite = (entry: string, a: SimHttpAnswer, table: string, key: string, n: number, durability: 'local' | 'quorum') => {
+  const ackedWrite = (entry: string, a: SimHttpAnswer, table: string, key: string, n: number, durability: 'local' | 'quorum', deleted = false) => {
     const b = a.body as { dot: string; origin: string };
-    acked.push({ table, key, n, durability, site: b.origin, dot: b.dot });
+    acked.push({ table, key, n, deleted, durability, site: b.origin, dot: b.dot });
     if (durability === 'quorum' && table !== 'profiles') {
       quorumDots.add(b.dot);
       const path = `${table}/${key}`;
-      if ((quorumLatest.get(path) ?? -1) < n) quorumLatest.set(path, n);
+      if ((quorumLatest.get(path)?.n ?? -1) < n) quorumLatest.set(path, { n, deleted });
     }
     if (a.headers['tandem-site'] !== entry) forwarded++;
     if (table === 'ledger' && b.origin !== victim && world.clock.monotonicMs() > faultAtMs) ackedAfterFault++;
@@ -235,15 +241,19 @@ export async function runHttpScenario(seed: number, options: HttpOptions = {}): 
       const durability: 'local' | 'quorum' = table === 'ledger' && rnd.int(3) !== 0 ? 'quorum' : 'local';
       const value = ++n;
       const entry = anySite();
-      const w = await send(entry, 'PUT', itemPath(table, key), { 'tandem-durability': durability, ...(c.token !== undefined ? { 'tandem-session': c.token } : {}) }, { v: key, n: value });
+      // one write in five of a key this session holds is a delete
+      const deleting = c.latest.get(`${table}/${key}`)?.deleted === false && rnd.int(5) === 0;
+      if (deleting) deletesSent.set(`${table}/${key}`, value);
+      const headers = { 'tandem-durability': durability, ...(c.token !== undefined ? { 'tandem-session': c.token } : {}) };
+      const w = deleting ? await send(entry, 'DELETE', itemPath(table, key), headers) : await send(entry, 'PUT', itemPath(table, key), headers, { v: key, n: value });
       if (w.status === 410) {
-        lost(w, `PUT ${table}/${key} at ${entry}`);
+        lost(w, `${deleting ? 'DELETE' : 'PUT'} ${table}/${key} at ${entry}`);
         continue;
       }
       if (w.status === 200) {
-        ackedWrite(entry, w, table, key, value, durability);
+        ackedWrite(entry, w, table, key, value, durability, deleting);
         c.token = w.headers['tandem-session'] ?? c.token;
-        c.latest.set(`${table}/${key}`, { n: value, dot: (w.body as { dot: string }).dot, durability });
+        c.latest.set(`${table}/${key}`, { n: value, deleted: deleting, dot: (w.body as { dot: string }).dot, durability });
       }
       await sleep(20 + rnd.int(40));
       if (c.latest.size === 0 || c.token === undefined) continue;
@@ -261,10 +271,10 @@ export async function runHttpScenario(seed: number, options: HttpOptions = {}): 
       if (r.status === 200 || r.status === 404) {
         sessionReadsServed++;
         const got = r.status === 200 ? (r.body as { value?: { n?: number } }).value?.n : undefined;
-        if (got === undefined || got < expected.n)
+        if (got === undefined ? !mayBeGone(pick, expected.n) : got < expected.n)
           anomalies.push({
             kind: 'session-went-back',
-            detail: `session ${c.id}.${c.generation}: GET ${pick} at ${at} (served by ${r.headers['tandem-site']}) at ${world.clock.monotonicMs()} ms answered ${r.status} ${got === undefined ? 'without it' : `n=${got}`}, after its write n=${expected.n} (${expected.dot}, ${expected.durability}) was acknowledged`,
+            detail: `session ${c.id}.${c.generation}: GET ${pick} at ${at} (served by ${r.headers['tandem-site']}) at ${world.clock.monotonicMs()} ms answered ${r.status} ${got === undefined ? 'without it' : `n=${got}`}, after its ${expected.deleted ? 'delete' : 'write'} n=${expected.n} (${expected.dot}, ${expected.durability}) was acknowledged`,
           });
         if (r.status === 200) c.token = r.headers['tandem-session'] ?? c.token;
       }
@@ -285,8 +295,8 @@ export async function runHttpScenario(seed: number, options: HttpOptions = {}): 
     if (r.status !== 200 && r.status !== 404) return;
     strongReadsServed++;
     const got = r.status === 200 ? (r.body as { value?: { n?: number } }).value?.n : undefined;
-    if (got === undefined || got < expected)
-      anomalies.push({ kind: 'strong-read-stale', detail: `GET ${pick} strong at ${at} (served by ${r.headers['tandem-site']}) at ${world.clock.monotonicMs()} ms answered ${r.status} ${got === undefined ? 'without it' : `n=${got}`}, after a quorum write n=${expected} was acknowledged` });
+    if (got === undefined ? !mayBeGone(pick, expected.n) : got < expected.n)
+      anomalies.push({ kind: 'strong-read-stale', detail: `GET ${pick} strong at ${at} (served by ${r.headers['tandem-site']}) at ${world.clock.monotonicMs()} ms answered ${r.status} ${got === undefined ? 'without it' : `n=${got}`}, after a quorum ${expected.deleted ? 'delete' : 'write'} n=${expected.n} was acknowledged` });
   };
 
   const load = () => {
@@ -371,7 +381,7 @@ export async function runHttpScenario(seed: number, options: HttpOptions = {}): 
         { timeoutMs: 60_000 },
       )
       .catch(() => undefined);
-    await check(cluster, acked, anomalies);
+    await check(cluster, acked, mayBeGone, anomalies);
     for (const id of ids) {
       const s = cluster.site(id)!;
       const v = ((await s.node.get(s.node.table('tally'), 't'))?.value as { n?: number } | undefined)?.n ?? 0;
@@ -405,7 +415,7 @@ export async function runHttpScenario(seed: number, options: HttpOptions = {}): 
 }
 
 /** Convergence, and every acknowledged quorum write (and every write of the local table) at every site. */
-async function check(cluster: SimCluster, acked: AckedWrite[], anomalies: HttpAnomaly[]): Promise<void> {
+async function check(cluster: SimCluster, acked: AckedWrite[], mayBeGone: (path: string, n: number) => boolean, anomalies: HttpAnomaly[]): Promise<void> {
   const live = cluster.siteIds.map((id) => cluster.site(id)).filter((s): s is SimSite => s !== undefined);
   assert(live.length === cluster.siteIds.length, 'every site is up at the end');
   if (!cluster.converged()) anomalies.push({ kind: 'not-converged', detail: JSON.stringify(cluster.vectors()) });
@@ -414,10 +424,10 @@ async function check(cluster: SimCluster, acked: AckedWrite[], anomalies: HttpAn
     for (const s of live) {
       const rec = await s.node.get(s.node.table(w.table), w.key);
       const got = (rec?.value as { n?: number } | undefined)?.n;
-      if (got === undefined || got < w.n)
+      if (got === undefined ? !mayBeGone(`${w.table}/${w.key}`, w.n) : got < w.n)
         anomalies.push({
           kind: w.table === 'profiles' ? 'local-write-lost' : 'acked-quorum-write-lost',
-          detail: `${w.table}/${w.key} n=${w.n} (${w.dot}, ${w.durability}, committed by ${w.site}) is ${got === undefined ? 'missing' : `n=${got}`} at ${s.id}`,
+          detail: `${w.table}/${w.key} ${w.deleted ? 'delete' : 'write'} n=${w.n} (${w.dot}, ${w.durability}, committed by ${w.site}) is ${got === undefined ? 'missing' : `n=${got}`} at ${s.id}`,
         });
     }
   }

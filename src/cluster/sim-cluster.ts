@@ -456,8 +456,9 @@ export class SimCluster {
     this.live.delete(id);
     this.world.crash(id);
     this.ledger.processCrash(id);
-    await site.app?.close();
     await site.node.store.close();
+    // its HTTP server goes with the process (requests in it were reset by the crash)
+    if (site.app) await site.app.close();
   }
 
   /**
@@ -474,10 +475,10 @@ export class SimCluster {
     const wal = existsSync(`${path}-wal`) ? readFileSync(`${path}-wal`).subarray(0, store.syncedWalBytes()) : Buffer.alloc(0);
     this.live.delete(id);
     this.world.crash(id);
-    await site.app?.close();
     const lost = this.ledger.powerLoss(id);
     // closing checkpoints the WAL into the main file and deletes it: both are put back as they were
     await site.node.store.close();
+    if (site.app) await site.app.close();
     this.writeDisk(id, db, wal);
     return lost;
   }
@@ -556,8 +557,8 @@ export class SimCluster {
   async stop(): Promise<void> {
     for (const [id, s] of this.live) {
       this.world.crash(id);
-      await s.app?.close();
       await s.node.store.close();
+      if (s.app) await s.app.close();
     }
     this.live.clear();
     for (const f of this.voterFiles.values()) f.close();
