@@ -7,6 +7,7 @@
 //     durability) and to a `local` table (`profiles`);
 //   - increments of one `global` crdt counter (`tally/t`) under an Idempotency-Key, repeated at
 //     another site after a 502, 503, 504 or no answer (and sometimes after a 200);
+//   - compare-and-sets of one ledger key (a strong read, then If-Match), two clients racing;
 //   - session clients: each holds a Tandem-Session token, writes (and now and then deletes) its own
 //     keys (ledger at quorum or local durability, or profiles) and reads them back with `Tandem-Consistency: session` at random
 //     sites; after a 410 session-lost it starts a new session with new keys.
@@ -23,6 +24,8 @@
 //   - `retried-increment-applied-twice` / `acked-increment-lost`: every 200 for one idempotency key
 //     names the same dot; the counter is at least the number of keys acknowledged and at most the
 //     number tried;
+//   - `cas-lost-update`: two compare-and-sets (strong read, then PUT n + 1 with If-Match) both
+//     acknowledged for one n;
 //   - `strong-read-stale`: a strong read of a ledger key (at any site) without the latest write of it
 //     acknowledged at quorum durability before the read was sent (older value, or none);
 //   - `server-error`: any 500;
@@ -44,6 +47,7 @@ export interface HttpAnomaly {
     | 'acked-increment-lost'
     | 'server-error'
     | 'strong-read-stale'
+    | 'cas-lost-update'
     | 'not-converged';
   detail: string;
 }
@@ -72,6 +76,8 @@ export interface HttpResult {
   /** 410 session-lost answers (sessions dropped: reported RPO) */
   sessionsLost: number;
   increments: { tried: number; acked: number; retried: number; replayed: number };
+  /** compare-and-sets (If-Match) acknowledged, and refused 412 */
+  cas: { acked: number; refused: number };
   /** 2xx ledger writes committed by another site than the failed owner after the fault */
   ackedAfterFault: number;
 }
@@ -81,7 +87,9 @@ export interface HttpOptions {
   leaseMs?: number;
   /** session clients (default 4) */
   sessionClients?: number;
-  /** a PUT (and one time in four a keyed increment) every this many ms (default 20) */
+  /** compare-and-set clients (default 2) */
+  casClients?: number;
+  /** a PUT (and one time in four a keyed increment, one in four a strong read) every this many ms (default 20) */
   loadIntervalMs?: number;
 }
 
@@ -299,6 +307,43 @@ export async function runHttpScenario(seed: number, options: HttpOptions = {}): 
       anomalies.push({ kind: 'strong-read-stale', detail: `GET ${pick} strong at ${at} (served by ${r.headers['tandem-site']}) at ${world.clock.monotonicMs()} ms answered ${r.status} ${got === undefined ? 'without it' : `n=${got}`}, after a quorum ${expected.deleted ? 'delete' : 'write'} n=${expected.n} was acknowledged` });
   };
 
+  // Compare-and-set clients: a strong read of ledger/cas, then a PUT of n + 1 with If-Match on the
+  // version read (If-None-Match: * while there is none), under an Idempotency-Key, repeated at
+  // another site after anything but an answer. Two acknowledged writes of one n means two
+  // compare-and-sets passed on one version: a lost update.
+  const casByN = new Map<number, string>();
+  const cas = { acked: 0, refused: 0 };
+  const casLoop = async () => {
+    while (!stopWriting) {
+      const r = await send(anySite(), 'GET', itemPath('ledger', 'cas'), { 'tandem-consistency': 'strong' });
+      if (r.status === 200 || r.status === 404) {
+        const next = r.status === 200 ? ((r.body as { value?: { n?: number } }).value?.n ?? 0) + 1 : 1;
+        const condition: Record<string, string> = r.status === 200 ? { 'if-match': r.headers['etag'] ?? '""' } : { 'if-none-match': '*' };
+        const idemKey = `cas-${++n}`;
+        let site = anySite();
+        for (let attempt = 0; attempt < 3 && !stopWriting; attempt++) {
+          if (attempt > 0) {
+            site = ids.filter((x) => x !== site)[rnd.int(ids.length - 1)]!;
+            await sleep(50 + rnd.int(200));
+          }
+          const w = await send(site, 'PUT', itemPath('ledger', 'cas'), { ...condition, 'idempotency-key': idemKey }, { v: 'cas', n: next });
+          if (w.status === 200) {
+            cas.acked++;
+            const dot = (w.body as { dot: string }).dot;
+            const other = casByN.get(next);
+            if (other !== undefined && other !== dot) anomalies.push({ kind: 'cas-lost-update', detail: `ledger/cas: two compare-and-sets wrote n=${next}: ${other} and ${dot} (at ${site}, ${world.clock.monotonicMs()} ms)` });
+            casByN.set(next, dot);
+            if (other === undefined) ackedWrite(site, w, 'ledger', 'cas', next, 'quorum');
+            break;
+          }
+          if (w.status === 412) cas.refused++;
+          if (w.status >= 400 && w.status < 500) break;
+        }
+      }
+      await sleep(20 + rnd.int(40));
+    }
+  };
+
   const load = () => {
     if (stopWriting) return;
     if (rnd.int(4) === 0) track(incrementWithRetry());
@@ -314,6 +359,7 @@ export async function runHttpScenario(seed: number, options: HttpOptions = {}): 
     await world.runFor(leaseMs);
     load();
     for (let i = 0; i < (options.sessionClients ?? 4); i++) track(sessionLoop({ id: i, generation: 0, token: undefined, latest: new Map() }));
+    for (let i = 0; i < (options.casClients ?? 2); i++) track(casLoop());
     await world.runFor(500 + rnd.int(1_000));
     victim = ownerOfLedger() ?? 'us-east';
     faultAtMs = world.clock.monotonicMs();
@@ -407,6 +453,7 @@ export async function runHttpScenario(seed: number, options: HttpOptions = {}): 
       strongReadsServed,
       sessionsLost,
       increments: { tried: increments.tried.size, acked: increments.acked.size, retried: increments.retried, replayed: increments.replayed },
+      cas,
       ackedAfterFault,
     };
   } finally {
