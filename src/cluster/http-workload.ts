@@ -32,6 +32,7 @@
 //   - `not-converged`: every site ends at the same vector.
 import { assert } from '../core/assert.js';
 import { units } from '../topology/record.js';
+import { decodeSession } from '../site/session.js';
 import { SimCluster, type SimHttpAnswer, type SimSite } from './sim-cluster.js';
 
 export type HttpFault = 'crash' | 'isolate' | 'pause' | 'switchover' | 'one-way' | 'switchover-partition';
@@ -270,7 +271,8 @@ export async function runHttpScenario(seed: number, options: HttpOptions = {}): 
       const [rt, rk] = [pick.slice(0, pick.indexOf('/')), pick.slice(pick.indexOf('/') + 1)];
       const expected = c.latest.get(pick)!;
       const at = anySite();
-      const r = await send(at, 'GET', itemPath(rt, rk), { 'tandem-consistency': 'session', 'tandem-session': c.token });
+      const token = c.token;
+      const r = await send(at, 'GET', itemPath(rt, rk), { 'tandem-consistency': 'session', 'tandem-session': token });
       sessionReads++;
       if (r.status === 410) {
         lost(r, `GET ${pick} at ${at}`);
@@ -282,7 +284,7 @@ export async function runHttpScenario(seed: number, options: HttpOptions = {}): 
         if (got === undefined ? !mayBeGone(pick, expected.n) : got < expected.n)
           anomalies.push({
             kind: 'session-went-back',
-            detail: `session ${c.id}.${c.generation}: GET ${pick} at ${at} (served by ${r.headers['tandem-site']}) at ${world.clock.monotonicMs()} ms answered ${r.status} ${got === undefined ? 'without it' : `n=${got}`}, after its ${expected.deleted ? 'delete' : 'write'} n=${expected.n} (${expected.dot}, ${expected.durability}) was acknowledged`,
+            detail: `session ${c.id}.${c.generation}: GET ${pick} at ${at} (served by ${r.headers['tandem-site']}) at ${world.clock.monotonicMs()} ms answered ${r.status} ${got === undefined ? 'without it' : `n=${got}`}, after its ${expected.deleted ? 'delete' : 'write'} n=${expected.n} (${expected.dot}, ${expected.durability}) was acknowledged (the token's voidable writes: ${decodeSession(token).w.map((x) => `${x.dot}@${x.epoch}`).join(' ') || 'none'})`,
           });
         if (r.status === 200) c.token = r.headers['tandem-session'] ?? c.token;
       }
