@@ -33,6 +33,7 @@
 import { assert } from '../core/assert.js';
 import { units } from '../topology/record.js';
 import { decodeSession } from '../site/session.js';
+import type { SimNetworkOptions } from '../platform/sim/index.js';
 import { SimCluster, type SimHttpAnswer, type SimSite } from './sim-cluster.js';
 
 export type HttpFault = 'crash' | 'isolate' | 'pause' | 'switchover' | 'one-way' | 'switchover-partition';
@@ -88,6 +89,8 @@ export interface HttpOptions {
   leaseMs?: number;
   /** session clients (default 4) */
   sessionClients?: number;
+  /** network knobs over the scenario's (5 ± 3 ms one way, nothing lost), e.g. dropProbability */
+  network?: Partial<SimNetworkOptions>;
   /** compare-and-set clients (default 2) */
   casClients?: number;
   /** a PUT (and one time in four a keyed increment, one in four a strong read) every this many ms (default 20) */
@@ -122,7 +125,7 @@ export async function runHttpScenario(seed: number, options: HttpOptions = {}): 
     seed,
     sites: 3,
     http: true,
-    network: { oneWayDelayMsMean: 5, oneWayDelayMsJitter: 3 },
+    network: { oneWayDelayMsMean: 5, oneWayDelayMsJitter: 3, ...options.network },
     disk: { fsyncDelayMsMax: fault === 'switchover' || fault === 'switchover-partition' || fault === 'pause' ? 40 : 5 },
     heartbeatMs: 100,
     topology: { leaseMs, commitBudgetMs: Math.floor(leaseMs / 10), driftRateMax: 0.01 },
