@@ -6,7 +6,9 @@
 // covered; a disk can be copied while its site runs and put back later (a VM snapshot, `cp -a`).
 // Housekeeping and anti-entropy run on seeded, per-site schedules. The disk ledger (drill/history.ts)
 // follows every commit and sync. Used by *.sim.test.ts and the simulation script; a failing seed
-// replays exactly.
+// replays exactly. With `http` on, every site also runs its real HTTP server (site/http-server.ts)
+// behind the simulated network: client requests and owner forwards travel it like peer traffic.
+import type { FastifyInstance } from 'fastify';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,7 +18,7 @@ import { assert } from '../core/assert.js';
 import { parseDot, vectorsEqual, type VersionVector } from '../core/vector.js';
 import type { ItemOp } from '../core/write.js';
 import { SimWorld, type SimNetworkOptions } from '../platform/sim/index.js';
-import type { Env, Logger } from '../platform/env.js';
+import { readBody, singleChunk, type Env, type Headers, type IncomingRequest, type Logger, type RequestHandler, type TransportResponse } from '../platform/env.js';
 import { Replicator } from '../replication/replicator.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import type { CommitRequest, Store } from '../store/types.js';
@@ -28,8 +30,10 @@ import { Voter } from '../topology/paxos.js';
 import { genesisTopology } from '../topology/record.js';
 import { witnessHandler } from '../topology/witness.js';
 import { followMembership } from '../topology/follow-membership.js';
-import { quorumSets } from '../topology/members.js';
+import { degradedSites, quorumSets } from '../topology/members.js';
 import { HomeRegistry } from '../site/home-registry.js';
+import { buildSiteServer } from '../site/http-server.js';
+import { SiteMetrics } from '../site/metrics.js';
 
 export interface SimSite {
   id: string;
@@ -40,6 +44,29 @@ export interface SimSite {
   topology?: TopologyService;
   /** with `topology` on and a first-writer table: the site's registry of partition homes (site/home-registry.ts) */
   homes?: HomeRegistry;
+  /** with `http` on: the site's real HTTP server (fastify), reached at http://<site> over the simulated network */
+  app?: FastifyInstance;
+}
+
+/** A client request to a site's HTTP server (SimCluster.request). */
+export interface SimHttpRequest {
+  method: string;
+  /** path and query, e.g. /v1/tables/ledger/items/k */
+  path: string;
+  headers?: Headers;
+  /** a JSON body */
+  body?: unknown;
+  /** the client gives up after this long (default 15 s): outcome unknown */
+  timeoutMs?: number;
+}
+
+/** What a client saw: an answer, or no answer (`status` 0) and why: the site refused the connection, the connection broke, or the client timed out. */
+export interface SimHttpAnswer {
+  status: number;
+  headers: Headers;
+  /** the body parsed as JSON (undefined when empty or not JSON) */
+  body: unknown;
+  error?: 'refused' | 'reset' | 'timeout';
 }
 
 /** The simulated disks' and schedules' fault knobs (each site draws its own values from the seed). */
@@ -66,6 +93,12 @@ export interface SimClusterOptions {
   witnesses?: number;
   /** weakened topology rules, only for tests that show a check catches their absence */
   unsafeTopology?: { expiryMs?: number };
+  /**
+   * run each site's real HTTP server (buildSiteServer, with the hooks a real site wires): requests
+   * to http://<site> outside /v1/peer/ go to it (fastify inject), once the site's process runs (not
+   * while paused), so forwards to an owner cross the simulated network; crash and restart rebuild it
+   */
+  http?: boolean;
 }
 
 /** The bytes of a site's data directory: the database file and its WAL. */
@@ -275,13 +308,83 @@ export class SimCluster {
     });
     holder.replicator = replicator;
     if (topology) followMembership(topology, node.store, replicator, env.log);
-    this.world.network.listen(`http://${id}`, replicator.handler, id);
+    const app = this.options.http ? this.siteServer(env, node, replicator, topology) : undefined;
+    this.world.network.listen(`http://${id}`, app ? httpDispatch(env, app, replicator.handler) : replicator.handler, id);
     if (homes) void homes.load().catch((e: unknown) => env.log.error({ err: e }, 'the home registry could not be read: homes are looked up on demand'));
     replicator.run();
     topology?.run();
-    const site: SimSite = { id, env, node, replicator, ...(topology ? { topology } : {}), ...(homes ? { homes } : {}) };
+    const site: SimSite = { id, env, node, replicator, ...(topology ? { topology } : {}), ...(homes ? { homes } : {}), ...(app ? { app } : {}) };
     this.live.set(id, site);
     return site;
+  }
+
+  /** The site's HTTP server with the hooks site/extension.ts gives a real site (no backup). */
+  private siteServer(env: Env, node: SiteNode, replicator: Replicator, topology: TopologyService | undefined): FastifyInstance {
+    const config = node.config;
+    return buildSiteServer({
+      env,
+      node,
+      metrics: new SiteMetrics(),
+      hooks: {
+        peers: () => replicator.peerStatus(),
+        ready: () => {
+          const t = topology?.readiness() ?? { ready: true };
+          return t.ready ? replicator.ready() : t;
+        },
+        ...(topology
+          ? {
+              topology,
+              peerUrl: (peer: string) => config.sites.find((s) => s.id === peer)?.url ?? topology.record().members.find((m) => m.id === peer)?.url,
+              degradedSites: () => degradedSites(topology.record(), config.topology.degradedDurability),
+            }
+          : {}),
+        coveringPeer: (token) => replicator.coveringPeer(token),
+        quorumReachable: (level) => replicator.quorumReachable(level),
+        awaitDurability: (dot, level) => (level === 'local' ? Promise.resolve(true) : replicator.awaitDurability(dot, level)),
+        peerHandler: replicator.handler,
+      },
+    });
+  }
+
+  /**
+   * A client next to `site` (never cut from it) sends a request to its HTTP server over the
+   * simulated network (`http` on). Resolves as the world runs (drive it meanwhile), never rejects:
+   * a site that is down refuses the connection, a crash resets it, a silent one times out
+   * (`status` 0 and `error`: the client knows nothing of the outcome).
+   */
+  request(site: string, req: SimHttpRequest): Promise<SimHttpAnswer> {
+    assert(this.options.http === true, 'SimCluster.request needs the cluster created with http: true');
+    const ac = new AbortController();
+    const timer = this.world.timers.after(req.timeoutMs ?? 15_000, () => ac.abort(new Error('client timeout')));
+    const body = req.body === undefined ? undefined : Buffer.from(JSON.stringify(req.body));
+    const headers: Headers = { ...(body ? { 'content-type': 'application/json' } : {}), ...req.headers };
+    const transport = this.world.network.transportFor(`${site}/client`);
+    return (async (): Promise<SimHttpAnswer> => {
+      try {
+        const res = await transport.request({ method: req.method, url: `http://${site}${req.path}`, headers, ...(body ? { body } : {}), signal: ac.signal });
+        const bytes = await readBody(res.body, 64 * 1024 * 1024);
+        let parsed: unknown;
+        try {
+          parsed = bytes.byteLength > 0 ? JSON.parse(Buffer.from(bytes).toString('utf8')) : undefined;
+        } catch {
+          parsed = undefined;
+        }
+        return { status: res.status, headers: res.headers, body: parsed };
+      } catch (e) {
+        const code = (e as { code?: string }).code;
+        return { status: 0, headers: {}, body: undefined, error: ac.signal.aborted ? 'timeout' : code === 'ECONNREFUSED' ? 'refused' : 'reset' };
+      } finally {
+        timer.cancel();
+      }
+    })();
+  }
+
+  /** `request`, driving the world until the answer comes. */
+  async send(site: string, req: SimHttpRequest): Promise<SimHttpAnswer> {
+    let answer: SimHttpAnswer | undefined;
+    void this.request(site, req).then((a) => (answer = a));
+    await this.world.runUntil(() => answer !== undefined, { timeoutMs: (req.timeoutMs ?? 15_000) + 1_000 });
+    return answer!;
   }
 
   private readonly voterFiles = new Map<string, SqliteVoterStorage>();
@@ -354,6 +457,8 @@ export class SimCluster {
     this.world.crash(id);
     this.ledger.processCrash(id);
     await site.node.store.close();
+    // its HTTP server goes with the process (requests in it were reset by the crash)
+    if (site.app) await site.app.close();
   }
 
   /**
@@ -373,6 +478,7 @@ export class SimCluster {
     const lost = this.ledger.powerLoss(id);
     // closing checkpoints the WAL into the main file and deletes it: both are put back as they were
     await site.node.store.close();
+    if (site.app) await site.app.close();
     this.writeDisk(id, db, wal);
     return lost;
   }
@@ -452,11 +558,33 @@ export class SimCluster {
     for (const [id, s] of this.live) {
       this.world.crash(id);
       await s.node.store.close();
+      if (s.app) await s.app.close();
     }
     this.live.clear();
     for (const f of this.voterFiles.values()) f.close();
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * What listens at a site's address with `http` on: the peer API goes to the replicator as without
+ * it; everything else to the site's HTTP server, once the site's process runs (a paused process
+ * takes the request when it resumes; a crashed one never: its connection is reset).
+ */
+function httpDispatch(env: Env, app: FastifyInstance, peer: RequestHandler): RequestHandler {
+  return async (req: IncomingRequest): Promise<TransportResponse> => {
+    if (req.path.startsWith('/v1/peer/')) return peer(req);
+    await env.timers.sleep(0);
+    const res = await app.inject({
+      method: req.method as 'GET',
+      url: req.path,
+      headers: req.headers,
+      ...(req.body.byteLength > 0 ? { payload: Buffer.from(req.body) } : {}),
+    });
+    const headers: Headers = {};
+    for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(', ') : String(v);
+    return { status: res.statusCode, headers, body: singleChunk(new Uint8Array(res.rawPayload)) };
+  };
 }
 
 /** A logger writing `<sim ms> <level> <bindings> <msg> <fields>` lines to stderr at `level` and above. */

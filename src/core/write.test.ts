@@ -2,7 +2,7 @@
 // join must still count (ARCHITECTURE.md, "Tombstones"; crdt counters).
 import { describe, expect, it } from 'vitest';
 import { joinStates, type ItemState } from './item.js';
-import { applyLocalWrite, type ItemOp } from './write.js';
+import { applyLocalWrite, compensatingState, type ItemOp } from './write.js';
 import { materialize, type TableSemantics } from './materialize.js';
 import { hlcOf } from './hlc.js';
 import { dotOf, type VersionVector } from './vector.js';
@@ -51,4 +51,30 @@ describe('counters across a purged tombstone', () => {
     expect(next.k['n']!.inc).toEqual({ 'x.1': [6, 0] });
     expect(valueOf(next)).toEqual({ n: 6 });
   });
+});
+
+describe('a compensation over a key written before its void write', () => {
+  // The old owner wrote the key (valid), then wrote it again beyond the cut (void). The new owner
+  // holds the valid write and compensates the void one: the old owner, which has seen the valid
+  // write replaced, must take the valid value back, not lose the key (found by the HTTP failover
+  // simulation, cluster/http-workload.ts, fault isolate, seed 1).
+  const old = 'us-east.1';
+  const stamp = (table: TableSemantics, state: ItemState | undefined, op: ItemOp, seq: number, ms: number) =>
+    applyLocalWrite(table, state, op, { dot: dotOf(old, seq), hlc: hlcOf(ms, 0), site: 'us-east', origin: old });
+  for (const table of [{ conflict: 'lww', fields: {} }, crdt, { conflict: 'merge', fields: {} }] as TableSemantics[])
+    it(`${table.conflict}: the old owner ends with the valid value`, () => {
+      const valid = stamp(table, undefined, { op: 'put', value: table === crdt ? { n: 1, tags: ['a'] } : { v: 1 } }, 1, 1000);
+      const voidWrite = stamp(table, valid, { op: 'put', value: table === crdt ? { n: 5, tags: ['b'] } : { v: 2 } }, 2, 1001);
+      const compensation = compensatingState(valid, [{ dot: dotOf(old, 2), origin: old, state: voidWrite }], { dot: dotOf('eu-west.1', 1), hlc: hlcOf(1002, 0), site: 'eu-west', origin: 'eu-west.1' });
+      const j = (a: ItemState, b: ItemState) => joinStates(a, b, { pruneToMax: table.conflict === 'lww' });
+      const show = (s: ItemState) => {
+        const m = materialize(table, s);
+        return m.live ? m.value : undefined;
+      };
+      const expected = table === crdt ? { n: 1, tags: ['a'] } : { v: 1 };
+      expect(show(compensation)).toEqual(expected);
+      expect(show(j(voidWrite, compensation))).toEqual(expected);
+      expect(show(j(compensation, voidWrite))).toEqual(expected);
+      expect(show(j(valid, compensation))).toEqual(expected);
+    });
 });

@@ -5,7 +5,7 @@
 import { canonicalJson, type JsonValue } from './canonical-json.js';
 import { RequestError } from './errors.js';
 import { hlcToHex, type Hlc } from './hlc.js';
-import { emptyState, wholeItem, type CounterState, type ItemState, type Sibling } from './item.js';
+import { compareStamps, emptyState, wholeItem, type CounterState, type ItemState, type Sibling } from './item.js';
 import { limits } from '../limits.js';
 import { canonicalVector, withDot, type Dot, type Origin, type VersionVector } from './vector.js';
 import { materialize, type TableSemantics } from './materialize.js';
@@ -239,24 +239,28 @@ export function compensatingState(
       }
     }
   const voided = new Set(voids.map((v) => v.dot));
+  // What the owner holds is written again under this write's dot: a site that applied a void write
+  // has seen the entries it replaced and lacks them, so under their own dots the join there would
+  // drop them again (a removed dot never comes back: item.ts), and the key would answer without
+  // the value it had before the void write. A register with several siblings gets its highest anew.
+  const h = hlcToHex(stamp.hlc);
   const r: ItemState['r'] = {};
   for (const [f, siblings] of Object.entries(base.r)) {
     const kept = siblings.filter((x) => !voided.has(x.d));
-    if (kept.length > 0) r[f] = kept;
+    if (kept.length === 0) continue;
+    const top = kept.reduce((a, b) => (compareStamps(a, b) >= 0 ? a : b));
+    r[f] = kept.map((x) => (x === top ? { ...x, d: stamp.dot, h, s: stamp.site } : x));
   }
   const sets: ItemState['s'] = {};
   for (const [f, elements] of Object.entries(base.s)) {
     const field: Record<string, Dot[]> = {};
-    for (const [e, dots] of Object.entries(elements)) {
-      const kept = dots.filter((d) => !voided.has(d));
-      if (kept.length > 0) field[e] = kept;
-    }
+    for (const [e, dots] of Object.entries(elements)) if (dots.some((d) => !voided.has(d))) field[e] = [stamp.dot];
     if (Object.keys(field).length > 0) sets[f] = field;
   }
-  // the void write was the item's latest (its existence dot), yet valid entries of earlier writes
-  // remain: the item goes on existing, by this write
-  let existence = base.x.filter((d) => !voided.has(d));
-  if (existence.length === 0 && base.x.length > 0 && (Object.keys(r).length > 0 || Object.keys(sets).length > 0 || Object.keys(k).length > 0)) existence = [stamp.dot];
+  // the item goes on existing, by this write: also when the void write was its latest (its
+  // existence dot) and valid entries of earlier writes remain
+  const existence =
+    base.x.some((d) => !voided.has(d)) || (base.x.length > 0 && (Object.keys(r).length > 0 || Object.keys(sets).length > 0 || Object.keys(k).length > 0)) ? [stamp.dot] : [];
   return {
     c: canonicalVector(withDot(c, stamp.dot)),
     r,

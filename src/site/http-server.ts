@@ -203,6 +203,11 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     const raw = header(req, 'tandem-session');
     if (raw === undefined) return undefined;
     const session = decodeSession(raw);
+    assertSessionHolds(session);
+    return session;
+  };
+  /** 410 when a failover voided one of the session's writes (acknowledged at local durability). */
+  const assertSessionHolds = (session: Session): void => {
     const topology = hooks.topology;
     const lost = lostWrites(session, topology === undefined ? undefined : (unit, origin, seq, epoch) => topology.counts(unit, origin, seq, epoch));
     if (lost.length > 0)
@@ -214,7 +219,6 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
         [],
         { lost },
       );
-    return session;
   };
 
   app.get('/v1/tables/:table/items/:key', async (req, reply) => {
@@ -452,7 +456,12 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
    */
   async function waitSession(req: FastifyRequest, consistency: Consistency, session: Session | undefined): Promise<string | undefined> {
     if (consistency !== 'session' || session === undefined) return undefined;
-    if (await node.waitForSession(session.v, sessionWaitMs)) return undefined;
+    if (await node.waitForSession(session.v, sessionWaitMs)) {
+      // the wait may have let in a failover's cut that voids a write of this session (its entry then
+      // arrives, and is not applied): the read would show the item without it; 410 instead
+      assertSessionHolds(session);
+      return undefined;
+    }
     const covering = header(req, forwardedHeader) === undefined ? hooks.coveringPeer?.(session.v) : undefined;
     if (covering !== undefined) return covering;
     throw sessionUnavailable();
