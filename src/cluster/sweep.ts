@@ -15,11 +15,15 @@ export interface SweepSpec<R extends SweepRun> {
   /** the command's file under dist/cluster, e.g. 'simulate-failover' */
   command: string;
   faults: readonly string[];
-  /** the command's own whole-number flags and their defaults, e.g. { '--lease-ms': 1000 } */
+  /** the command's own flags and their defaults, e.g. { '--lease-ms': 1000 }: whole numbers, but for `fractions` */
   flags: Record<string, number>;
+  /** flags that take a probability (0..1) */
+  fractions?: string[];
   run(seed: number, fault: string | undefined, flags: Record<string, number>): Promise<R>;
   /** a figure summarized per fault (median and max), e.g. the simulated time to promote */
   figure?: { name: string; of(r: R): number | undefined };
+  /** counts summed over every seed and printed (e.g. answers by status) */
+  tally?(r: R): Record<string, number>;
 }
 
 /** Runs the sweep `argv` asks for; resolves to the exit code (0 all passed, 1 a seed failed, 2 bad usage). */
@@ -38,7 +42,8 @@ export async function sweep<R extends SweepRun>(spec: SweepSpec<R>, argv: string
     const bad =
       !(name in numeric || name === '--fault') ? `unknown flag ${name}` :
       value === undefined ? `${name} needs a value` :
-      name !== '--fault' && !(Number.isInteger(Number(value)) && Number(value) >= 0) ? `${name} must be a whole number, got ${value}` :
+      spec.fractions?.includes(name) && !(Number(value) >= 0 && Number(value) <= 1) ? `${name} must be a probability (0..1), got ${value}` :
+      name !== '--fault' && !spec.fractions?.includes(name) && !(Number.isInteger(Number(value)) && Number(value) >= 0) ? `${name} must be a whole number, got ${value}` :
       name === '--fault' && !spec.faults.includes(value) ? `--fault must be one of ${spec.faults.join(', ')}, got ${value}` :
       undefined;
     if (bad !== undefined) {
@@ -58,6 +63,7 @@ export async function sweep<R extends SweepRun>(spec: SweepSpec<R>, argv: string
   let ackedQuorum = 0;
   const byFault = new Map<string, { runs: number; figures: number[] }>();
   const kinds = new Map<string, number>();
+  const totals = new Map<string, number>();
   const started = performance.now();
   for (let seed = from; seed < from + count; seed++) {
     try {
@@ -69,6 +75,7 @@ export async function sweep<R extends SweepRun>(spec: SweepSpec<R>, argv: string
       const figure = spec.figure?.of(r);
       if (figure !== undefined) f.figures.push(figure);
       byFault.set(r.fault, f);
+      for (const [k, n] of Object.entries(spec.tally?.(r) ?? {})) totals.set(k, (totals.get(k) ?? 0) + n);
       if (r.anomalies.length > 0) {
         failed++;
         for (const k of new Set(r.anomalies.map((a) => a.kind))) kinds.set(k, (kinds.get(k) ?? 0) + 1);
@@ -82,6 +89,7 @@ export async function sweep<R extends SweepRun>(spec: SweepSpec<R>, argv: string
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   for (const [name, f] of byFault)
     out(`${name}: ${f.runs} runs${f.figures.length > 0 && spec.figure ? `, ${spec.figure.name} median ${median(f.figures)} ms, max ${Math.max(...f.figures)} ms` : ''}`);
+  if (totals.size > 0) out(`totals: ${[...totals].map(([k, n]) => `${k} ${n}`).join(', ')}`);
   if (kinds.size > 0) out(`failing seeds by anomaly: ${[...kinds].map(([k, n]) => `${k} ${n}`).join(', ')}`);
   out(`${count - failed} passed, ${failed} failed (seeds ${from}..${from + count - 1}; ${acked} acknowledged writes${ackedQuorum > 0 ? `, ${ackedQuorum} quorum` : ''}; ${Math.round((performance.now() - started) / 1000)} s)`);
   return failed > 0 ? 1 : 0;

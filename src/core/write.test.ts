@@ -78,3 +78,26 @@ describe('a compensation over a key written before its void write', () => {
       expect(show(j(valid, compensation))).toEqual(expected);
     });
 });
+
+describe('a compensation over a register with concurrent siblings', () => {
+  // Two valid concurrent values of one field (written before the unit had one owner); the old
+  // owner replaced both by its void write. Every site must end with the same register.
+  const merge: TableSemantics = { conflict: 'merge', fields: {} };
+  const put = (state: ItemState | undefined, v: number, origin: string, seq: number, ms: number) =>
+    applyLocalWrite(merge, state, { op: 'put', value: { v } }, { dot: dotOf(origin, seq), hlc: hlcOf(ms, 0), site: origin.split('.')[0]!, origin });
+  const j = (a: ItemState, b: ItemState) => joinStates(a, b, { pruneToMax: false });
+
+  it('the old owner and a site holding both siblings converge on one register', () => {
+    const both = j(put(undefined, 1, 'us-east.1', 1, 1000), put(undefined, 2, 'eu-west.1', 1, 1000));
+    expect(both.r['v']).toHaveLength(2);
+    const voidWrite = put(both, 3, 'us-east.1', 2, 1001);
+    const compensation = compensatingState(both, [{ dot: dotOf('us-east.1', 2), origin: 'us-east.1', state: voidWrite }], { dot: dotOf('eu-west.1', 2), hlc: hlcOf(1002, 0), site: 'eu-west', origin: 'eu-west.1' });
+    const atOldOwner = j(voidWrite, compensation);
+    const atThird = j(both, compensation);
+    expect(atOldOwner.r).toEqual(atThird.r);
+    // the value the owner showed, everywhere
+    const shown = materialize(merge, both);
+    expect(shown).toMatchObject({ live: true, value: { v: 1 } });
+    for (const s of [compensation, atOldOwner, atThird]) expect(materialize(merge, s)).toMatchObject({ live: true, value: { v: 1 } });
+  });
+});

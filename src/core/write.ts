@@ -5,7 +5,7 @@
 import { canonicalJson, type JsonValue } from './canonical-json.js';
 import { RequestError } from './errors.js';
 import { hlcToHex, type Hlc } from './hlc.js';
-import { compareStamps, emptyState, wholeItem, type CounterState, type ItemState, type Sibling } from './item.js';
+import { emptyState, highestSibling, wholeItem, type CounterState, type ItemState, type Sibling } from './item.js';
 import { limits } from '../limits.js';
 import { canonicalVector, withDot, type Dot, type Origin, type VersionVector } from './vector.js';
 import { materialize, type TableSemantics } from './materialize.js';
@@ -242,14 +242,15 @@ export function compensatingState(
   // What the owner holds is written again under this write's dot: a site that applied a void write
   // has seen the entries it replaced and lacks them, so under their own dots the join there would
   // drop them again (a removed dot never comes back: item.ts), and the key would answer without
-  // the value it had before the void write. A register with several siblings gets its highest anew.
+  // the value it had before the void write. A register keeps one sibling, its highest, anew: a
+  // sibling left under its old dot would stay where it was held and be dropped where the void write
+  // replaced it, and the sites would hold different registers. (Valid writes of an owned unit are
+  // serialized by its owner; concurrent siblings there are rare, and were reported when they met.)
   const h = hlcToHex(stamp.hlc);
   const r: ItemState['r'] = {};
   for (const [f, siblings] of Object.entries(base.r)) {
-    const kept = siblings.filter((x) => !voided.has(x.d));
-    if (kept.length === 0) continue;
-    const top = kept.reduce((a, b) => (compareStamps(a, b) >= 0 ? a : b));
-    r[f] = kept.map((x) => (x === top ? { ...x, d: stamp.dot, h, s: stamp.site } : x));
+    const top = highestSibling(siblings.filter((x) => !voided.has(x.d)));
+    if (top !== undefined) r[f] = [{ ...top, d: stamp.dot, h, s: stamp.site }];
   }
   const sets: ItemState['s'] = {};
   for (const [f, elements] of Object.entries(base.s)) {
