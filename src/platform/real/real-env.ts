@@ -41,8 +41,16 @@ export const realRandom: Random = {
   int: (maxExclusive) => randomInt(maxExclusive),
 };
 
+/**
+ * A connection not set up within this fails as not sent (UND_ERR_CONNECT_TIMEOUT): a forward to an
+ * owner cut off by a partition is then a 503, safe to retry, well before the forward timeout
+ * (limits.forwardTimeoutMs, 6 s) would make it a 502 with an unknown outcome. Above a WAN round
+ * trip plus one SYN retransmission; undici's default is 10 s.
+ */
+export const connectTimeoutMs = 2_500;
+
 export function realTransport(options: { connectionsPerOrigin?: number } = {}): Transport & { close(): Promise<void> } {
-  const agent = new Agent({ connections: options.connectionsPerOrigin ?? 16, keepAliveTimeout: 30_000, pipelining: 1 });
+  const agent = new Agent({ connections: options.connectionsPerOrigin ?? 16, keepAliveTimeout: 30_000, pipelining: 1, connect: { timeout: connectTimeoutMs } });
   return {
     async request(req: TransportRequest): Promise<TransportResponse> {
       const res = await undiciRequest(req.url, {

@@ -181,7 +181,7 @@ describe('SimNetwork faults', () => {
     const startMs = world.clock.monotonicMs();
     const refused = settled(client.request({ method: 'GET', url: 'http://eu-west/feed', headers: {} }));
     await world.runFor(1_000);
-    expect(codeOf((await refused).error)).toBe('ETIMEDOUT');
+    expect(codeOf((await refused).error)).toBe('UND_ERR_CONNECT_TIMEOUT');
     expect(world.trace().find((entry) => entry.label.includes('connect timeout'))?.atMs).toBe(startMs + 300);
 
     world.network.heal();
@@ -210,7 +210,7 @@ describe('SimNetwork faults', () => {
     const aToB = settled(world.envFor('a').transport.request({ method: 'GET', url: 'http://b/', headers: {} }));
     const bToA = settled(world.envFor('b').transport.request({ method: 'GET', url: 'http://a/', headers: {} }));
     await world.runFor(500);
-    expect(codeOf((await aToB).error)).toBe('ETIMEDOUT');
+    expect(codeOf((await aToB).error)).toBe('UND_ERR_CONNECT_TIMEOUT');
     expect(untext.decode(await readBody((await bToA).value!.body, 100))).toBe('from a');
     world.network.heal();
     const again = await settledAfter(world, world.envFor('a').transport.request({ method: 'GET', url: 'http://b/', headers: {} }));

@@ -23,7 +23,7 @@
 // - cuts: `partition()` and `cutLink(from, to)` cut connections *initiated* from one site to
 //   another, the way a link fault proxy does: after `cutLink('a', 'b')`, 'a' cannot reach 'b'
 //   while 'b' still reaches 'a' (and gets its responses). A new connection across a cut fails with
-//   ETIMEDOUT after `connectTimeoutMs`; installing a cut resets every open connection across it at
+//   UND_ERR_CONNECT_TIMEOUT (as undici's, nothing sent) after `connectTimeoutMs`; installing a cut resets every open connection across it at
 //   once (a long-lived feed's body iterator throws ECONNRESET, its server signal aborts). `heal()`
 //   removes every cut; connections that failed stay failed;
 // - `crash(node)`: stops its listeners and resets every connection to or from it;
@@ -59,7 +59,7 @@ export interface SimNetworkOptions {
   reorderProbability: number;
   /** Most extra delay of a reordered request or of a duplicate. */
   reorderDelayMsMax: number;
-  /** How long a connection attempt across a cut hangs before it fails with ETIMEDOUT. */
+  /** How long a connection attempt across a cut hangs before it fails with UND_ERR_CONNECT_TIMEOUT (nothing sent). */
   connectTimeoutMs: number;
   /** Most body chunks sent and not yet read by the caller, per response. */
   streamWindowChunks: number;
@@ -85,7 +85,7 @@ export type SimPartition =
   /** Sites in different groups are cut from each other, both ways; unlisted sites reach everyone. */
   | { kind: 'split'; groups: string[][] };
 
-export type SimNetworkErrorCode = 'ECONNREFUSED' | 'ETIMEDOUT' | 'ECONNRESET';
+export type SimNetworkErrorCode = 'ECONNREFUSED' | 'UND_ERR_CONNECT_TIMEOUT' | 'ECONNRESET';
 
 /** A socket-level failure, with the `code` a real socket error would carry. */
 export class SimNetworkError extends Error {
@@ -287,7 +287,7 @@ export class SimNetwork {
       if (calleeNode !== undefined && this.isCut(callerNode, calleeNode)) {
         exchange.phase = 'failing';
         this.scheduleFor(exchange, this.currentOptions.connectTimeoutMs, 'connect timeout', () =>
-          this.breakExchange(exchange, new SimNetworkError('ETIMEDOUT', `connect to ${origin} timed out: link cut`)),
+          this.breakExchange(exchange, new SimNetworkError('UND_ERR_CONNECT_TIMEOUT', `connect to ${origin} timed out: link cut`)),
         );
         return;
       }
