@@ -57,9 +57,12 @@ export class HomeRegistry implements HomeDirectory {
   /** resolutions in flight, by registry key: concurrent first writes to a partition here claim once */
   private readonly pending = new Map<string, Promise<void>>();
   private readonly log;
+  /** the first-writer tables: a write to any other table (every write, on most clusters) asks nothing */
+  private readonly firstWriter: ReadonlySet<string>;
 
   constructor(private readonly options: HomeRegistryOptions) {
     this.log = options.env.log.child({ component: 'home-registry' });
+    this.firstWriter = new Set(Object.entries(options.node.config.tables).flatMap(([name, t]) => (t.home?.from === 'first-writer' ? [name] : [])));
     options.node.onVoided((voids) => {
       for (const v of voids) {
         const parsed = v.table === homeRegistryTable ? parseRegistryKey(v.key) : undefined;
@@ -93,6 +96,7 @@ export class HomeRegistry implements HomeDirectory {
   }
 
   async resolve(items: { table: string; key: string }[], mode: HomeResolveMode): Promise<void> {
+    if (!items.some((item) => this.firstWriter.has(item.table))) return;
     const wanted = new Map<string, { table: string; partition: string }>();
     for (const item of items) {
       const home = this.options.node.config.tables[item.table]?.home;
