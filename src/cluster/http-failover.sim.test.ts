@@ -79,3 +79,38 @@ describe('a session read waiting for its writes across a failover (simulation)',
     }
   });
 });
+
+describe('a write to a crashed owner (simulation)', () => {
+  // A forward refused by a dead owner sent nothing: the write is held, like one for a silent owner,
+  // and goes to the new owner once a failover moves the table (within switchoverWaitMs), instead of
+  // a 503 at once.
+  const seed = Number(process.env['SEED'] ?? 5);
+  it(`is held until the failover and answered by the new owner (seed ${seed})`, async () => {
+    const leaseMs = 1_000;
+    const cluster = await SimCluster.create({
+      seed,
+      sites: 3,
+      http: true,
+      network: { oneWayDelayMsMean: 5, oneWayDelayMsJitter: 3 },
+      heartbeatMs: 100,
+      topology: { leaseMs, commitBudgetMs: 100, driftRateMax: 0.01 },
+      tables: { ledger: { pattern: 'global', writeSite: 'us-east', failoverOrder: ['us-east', 'eu-west', 'ap-south'], durability: 'quorum' } },
+    });
+    const { world } = cluster;
+    try {
+      await world.runUntil(() => cluster.siteIds.every((id) => cluster.site(id)!.node.originConfirmed), { timeoutMs: 10_000 });
+      await world.runFor(2 * leaseMs);
+      expect((await cluster.send('ap-south', { method: 'PUT', path: '/v1/tables/ledger/items/before', body: { n: 1 } })).status).toBe(200);
+      await cluster.crash('us-east');
+      const sentAt = world.clock.monotonicMs();
+      const held = await cluster.send('ap-south', { method: 'PUT', path: '/v1/tables/ledger/items/after', body: { n: 2 } });
+      expect(held.status, JSON.stringify(held.body)).toBe(200);
+      expect(held.headers['tandem-site']).toBe('eu-west');
+      expect(world.clock.monotonicMs() - sentAt).toBeLessThan(5_000);
+    } catch (e) {
+      throw new Error(`replay: SEED=${seed} npx vitest run src/cluster/http-failover.sim.test.ts -t crashed\n${(e as Error).stack ?? String(e)}`, { cause: e });
+    } finally {
+      await cluster.stop();
+    }
+  });
+});

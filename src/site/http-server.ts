@@ -294,18 +294,18 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     const forwarded = header(req, forwardedHeader) !== undefined;
     const deadline = env.clock.monotonicMs() + (forwarded ? limits.ownerWaitForwardedMs : node.config.topology.switchoverWaitMs);
     let parked = false;
-    for (;;) {
+    for (let tries = 0; ; tries++) {
       const epoch = topology?.epoch();
       try {
         return await attempt(parked);
       } catch (e) {
-        if (!(e instanceof RequestError && (e.type === 'owner-changed' || e.extra.ownerSilent === true) && topology !== undefined && epoch !== undefined)) throw e;
+        if (!(e instanceof RequestError && (e.type === 'owner-changed' || e.extra.ownerSilent === true || e.extra.ownerUnreachable === true) && topology !== undefined && epoch !== undefined)) throw e;
         const left = deadline - env.clock.monotonicMs();
         if (left <= 0) throw e;
         if (e.extra.parked === true) {
           parked = true;
           await topology.waitForEpochAfter(epoch, left);
-        } else await env.timers.sleep(Math.min(left, limits.ownerRetryMs));
+        } else await env.timers.sleep(Math.min(left, limits.ownerRetryMs * 2 ** Math.min(tries, 3)));
       }
     }
   };
@@ -592,8 +592,11 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     } catch (e) {
       const failure = timedOut ? `no answer within ${forwardTimeoutMs} ms` : (e as Error).message;
       if (why === 'session') throw sessionUnavailable(`site ${node.siteId} has not yet received this session's writes and ${owner}, which has, did not answer (${failure})`);
-      if (req.method === 'GET' || (res === undefined && classifyUpstreamError(e) === 'not-sent'))
-        throw RequestError.unavailable('owner-unavailable', `the owner ${owner} of this item is unreachable (${failure})`);
+      if (req.method === 'GET') throw RequestError.unavailable('owner-unavailable', `the owner ${owner} of this item is unreachable (${failure})`);
+      // nothing left this site (refused, no connection): the owner-wait loop may try again, as for a
+      // silent owner, until the owner answers or a failover moves the item
+      if (res === undefined && classifyUpstreamError(e) === 'not-sent')
+        throw new RequestError(503, 'owner-unavailable', 'Service unavailable', `the owner ${owner} of this item is unreachable (${failure}); nothing was written: retry`, [], { retryAfterS: 1, ownerUnreachable: true });
       return reply
         .code(502)
         .header('tandem-outcome', 'unknown')
