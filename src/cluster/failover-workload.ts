@@ -22,6 +22,7 @@ import type { WriteOutcome } from '../site/site-node.js';
 import type { ItemRecord } from '../store/types.js';
 import { units } from '../topology/record.js';
 import { limits } from '../limits.js';
+import { injectSiteFault, overlappingAdmissions } from './sim-faults.js';
 
 export type FailoverFault =
   | 'crash'
@@ -226,34 +227,12 @@ export async function runFailoverScenario(seed: number, options: FailoverOptions
     const others = ids.filter((s) => s !== victim);
     switch (fault) {
       case 'crash':
-        await cluster.crash(victim);
-        await world.runFor(3 * leaseMs + rnd.int(leaseMs));
-        await cluster.start(victim);
-        break;
       case 'isolate':
-        world.network.partition({ kind: 'isolate-site', site: victim });
-        await world.runFor(3 * leaseMs + rnd.int(leaseMs));
-        world.network.heal();
-        break;
       case 'one-way':
-        // the owner hears everyone, nobody hears it: it must stop writing, and failover must not livelock
-        for (const o of others) world.network.cutLink(victim, o);
-        await world.runFor(3 * leaseMs + rnd.int(leaseMs));
-        world.network.heal();
+      case 'pause':
+        // the owner hears everyone and nobody hears it (`one-way`): it must stop writing, and failover must not livelock
+        await injectSiteFault(cluster, fault, victim, { leaseMs, holdMs: 3 * leaseMs, rnd });
         break;
-      case 'pause': {
-        // longer than the lease: its timers (fsyncs, renewals) fire only after; its sockets go quiet
-        const ms = 2 * leaseMs + rnd.int(2 * leaseMs);
-        world.pause(victim, ms);
-        for (const o of others) {
-          world.network.cutLink(victim, o);
-          world.network.cutLink(o, victim);
-        }
-        await world.runFor(ms);
-        world.network.heal();
-        await world.runFor(2 * leaseMs);
-        break;
-      }
       case 'switchover':
       case 'switchover-partition': {
         const to = others[rnd.int(others.length)]!;
@@ -455,30 +434,12 @@ async function check(cluster: SimCluster, acked: AckedWrite[], fault: FailoverFa
   for (const u of units(live[0]!.topology!.record())) if (u.owner === null) anomalies.push({ kind: 'no-owner', detail: `${u.unit} has no owner after the heal` });
 
   // two owners: per unit, the [first, last] admission of each (site, epoch) must not overlap another site's
-  const intervals = new Map<string, Map<string, { site: string; epoch: number; from: number; to: number }>>();
   const topo = live[0]!.topology!;
-  for (const a of cluster.admissions)
-    for (const it of a.items) {
-      const t = live[0]!.node.table(it.table);
-      const unit = topo.unitFor(it.table, t.config, it.key);
-      if (unit === undefined) continue;
-      const per = intervals.get(unit) ?? new Map();
-      const k = `${a.site}@${a.epoch}`;
-      const cur = per.get(k);
-      if (cur === undefined) per.set(k, { site: a.site, epoch: a.epoch, from: a.atMs, to: a.atMs });
-      else cur.to = Math.max(cur.to, a.atMs);
-      intervals.set(unit, per);
-    }
-  for (const [unit, per] of intervals) {
-    const list = [...per.values()];
-    for (let i = 0; i < list.length; i++)
-      for (let j = i + 1; j < list.length; j++) {
-        const a = list[i]!;
-        const b = list[j]!;
-        if (a.site !== b.site && a.from <= b.to && b.from <= a.to)
-          anomalies.push({ kind: 'two-owners', detail: `${unit}: ${a.site} (epoch ${a.epoch}) admitted ${a.from}–${a.to} ms while ${b.site} (epoch ${b.epoch}) admitted ${b.from}–${b.to} ms` });
-      }
-  }
+  const unitOf = (it: { table: string; key: string }) => {
+    const unit = topo.unitFor(it.table, live[0]!.node.table(it.table).config, it.key);
+    return unit === undefined ? [] : [unit];
+  };
+  for (const detail of overlappingAdmissions(cluster.admissions, unitOf)) anomalies.push({ kind: 'two-owners', detail });
 
   // every voided value is in every site's conflict feed: an admitted owned write whose item is gone
   // everywhere was voided (keys are written once), and each site lists exactly the same voided dots

@@ -21,6 +21,7 @@ import { RequestError } from '../core/errors.js';
 import { homeOfValue, parseRegistryKey } from '../topology/home-registry.js';
 import { units } from '../topology/record.js';
 import { SimCluster, type SimSite } from './sim-cluster.js';
+import { injectSiteFault, overlappingAdmissions } from './sim-faults.js';
 
 export type HomesFault = 'crash' | 'isolate' | 'pause' | 'minority' | 'unit-owner-crash';
 export const homesFaults: readonly HomesFault[] = ['crash', 'isolate', 'pause', 'minority', 'unit-owner-crash'];
@@ -60,36 +61,6 @@ interface AckedWrite {
   dot: string;
   /** the unit the write was admitted under */
   unit: string;
-}
-
-/** One admission interval per (site, lease epoch) and group; the pairs of different sites that overlap. */
-export function overlappingAdmissions(
-  admissions: readonly { site: string; epoch: number; atMs: number; items: { table: string; key: string }[] }[],
-  groupsOf: (item: { table: string; key: string }) => string[],
-): string[] {
-  const intervals = new Map<string, Map<string, { site: string; epoch: number; from: number; to: number }>>();
-  for (const a of admissions)
-    for (const it of a.items)
-      for (const group of groupsOf(it)) {
-        const per = intervals.get(group) ?? new Map<string, { site: string; epoch: number; from: number; to: number }>();
-        const k = `${a.site}@${a.epoch}`;
-        const cur = per.get(k);
-        if (cur === undefined) per.set(k, { site: a.site, epoch: a.epoch, from: a.atMs, to: a.atMs });
-        else cur.to = Math.max(cur.to, a.atMs);
-        intervals.set(group, per);
-      }
-  const out: string[] = [];
-  for (const [group, per] of intervals) {
-    const list = [...per.values()];
-    for (let i = 0; i < list.length; i++)
-      for (let j = i + 1; j < list.length; j++) {
-        const a = list[i]!;
-        const b = list[j]!;
-        if (a.site !== b.site && a.from <= b.to && b.from <= a.to)
-          out.push(`${group}: ${a.site} (epoch ${a.epoch}) admitted ${a.from}–${a.to} ms while ${b.site} (epoch ${b.epoch}) admitted ${b.from}–${b.to} ms`);
-      }
-  }
-  return out;
 }
 
 export async function runHomesScenario(seed: number, options: HomesOptions = {}): Promise<HomesResult> {
@@ -173,27 +144,10 @@ export async function runHomesScenario(seed: number, options: HomesOptions = {})
     const others = ids.filter((s) => s !== victim);
     switch (fault) {
       case 'crash':
-        await cluster.crash(victim);
-        await world.runFor(4 * leaseMs + rnd.int(leaseMs));
-        await cluster.start(victim);
-        break;
       case 'isolate':
-        world.network.partition({ kind: 'isolate-site', site: victim });
-        await world.runFor(4 * leaseMs + rnd.int(leaseMs));
-        world.network.heal();
+      case 'pause':
+        await injectSiteFault(cluster, fault, victim, { leaseMs, holdMs: 4 * leaseMs, rnd });
         break;
-      case 'pause': {
-        const ms = 2 * leaseMs + rnd.int(2 * leaseMs);
-        world.pause(victim, ms);
-        for (const o of others) {
-          world.network.cutLink(victim, o);
-          world.network.cutLink(o, victim);
-        }
-        await world.runFor(ms);
-        world.network.heal();
-        await world.runFor(2 * leaseMs);
-        break;
-      }
       case 'minority': {
         // the registry's owner and one more site (not the next in its failover order) are cut off
         // from the rest: claims committed there reach that site, never a quorum

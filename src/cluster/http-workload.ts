@@ -35,6 +35,7 @@ import { units } from '../topology/record.js';
 import { decodeSession } from '../site/session.js';
 import type { SimNetworkOptions } from '../platform/sim/index.js';
 import { SimCluster, type SimHttpAnswer, type SimSite } from './sim-cluster.js';
+import { injectSiteFault } from './sim-faults.js';
 
 export type HttpFault = 'crash' | 'isolate' | 'pause' | 'switchover' | 'one-way' | 'switchover-partition';
 export const httpFaults: readonly HttpFault[] = ['crash', 'isolate', 'pause', 'switchover', 'one-way', 'switchover-partition'];
@@ -371,34 +372,11 @@ export async function runHttpScenario(seed: number, options: HttpOptions = {}): 
     const others = ids.filter((s) => s !== victim);
     switch (fault) {
       case 'crash':
-        await cluster.crash(victim);
-        await world.runFor(3 * leaseMs + rnd.int(leaseMs));
-        await cluster.start(victim);
-        break;
       case 'isolate':
-        world.network.partition({ kind: 'isolate-site', site: victim });
-        await world.runFor(3 * leaseMs + rnd.int(leaseMs));
-        world.network.heal();
-        break;
       case 'one-way':
-        // the owner hears everyone (and serves their forwards), nobody hears it
-        for (const o of others) world.network.cutLink(victim, o);
-        await world.runFor(3 * leaseMs + rnd.int(leaseMs));
-        world.network.heal();
+      case 'pause':
+        await injectSiteFault(cluster, fault, victim, { leaseMs, holdMs: 3 * leaseMs, rnd });
         break;
-      case 'pause': {
-        // longer than the lease: its timers fire and its clients are served only after; its peer links go quiet
-        const ms = 2 * leaseMs + rnd.int(2 * leaseMs);
-        world.pause(victim, ms);
-        for (const o of others) {
-          world.network.cutLink(victim, o);
-          world.network.cutLink(o, victim);
-        }
-        await world.runFor(ms);
-        world.network.heal();
-        await world.runFor(2 * leaseMs);
-        break;
-      }
       case 'switchover':
       case 'switchover-partition': {
         // every unit of the owner moves to another site while clients keep writing: parked writes go on to it
