@@ -31,6 +31,18 @@ describe('failover through the HTTP layer (simulation)', () => {
     }, 60_000);
 });
 
+/** Three sites serving HTTP, one quorum `global` table owned by us-east (then eu-west, ap-south). */
+const ledgerCluster = (seed: number, leaseMs: number) =>
+  SimCluster.create({
+    seed,
+    sites: 3,
+    http: true,
+    network: { oneWayDelayMsMean: 5, oneWayDelayMsJitter: 3 },
+    heartbeatMs: 100,
+    topology: { leaseMs, commitBudgetMs: 100, driftRateMax: 0.01 },
+    tables: { ledger: { pattern: 'global', writeSite: 'us-east', failoverOrder: ['us-east', 'eu-west', 'ap-south'], durability: 'quorum' } },
+  });
+
 describe('a session read waiting for its writes across a failover (simulation)', () => {
   // Found by the scenario above (fault switchover-partition, SEED=314 before the fix): a session
   // read reached a site that had not yet received the session's latest write (acknowledged at
@@ -40,15 +52,7 @@ describe('a session read waiting for its writes across a failover (simulation)',
   const seed = Number(process.env['SEED'] ?? 7);
   it(`answers 410 when the wait let in the cut that voids the session's write (seed ${seed})`, async () => {
     const leaseMs = 1_000;
-    const cluster = await SimCluster.create({
-      seed,
-      sites: 3,
-      http: true,
-      network: { oneWayDelayMsMean: 5, oneWayDelayMsJitter: 3 },
-      heartbeatMs: 100,
-      topology: { leaseMs, commitBudgetMs: 100, driftRateMax: 0.01 },
-      tables: { ledger: { pattern: 'global', writeSite: 'us-east', failoverOrder: ['us-east', 'eu-west', 'ap-south'], durability: 'quorum' } },
-    });
+    const cluster = await ledgerCluster(seed, leaseMs);
     const { world } = cluster;
     const epochAt = (id: string) => cluster.site(id)!.topology!.epoch();
     try {
@@ -87,15 +91,7 @@ describe('a write to a crashed owner (simulation)', () => {
   const seed = Number(process.env['SEED'] ?? 5);
   it(`is held until the failover and answered by the new owner (seed ${seed})`, async () => {
     const leaseMs = 1_000;
-    const cluster = await SimCluster.create({
-      seed,
-      sites: 3,
-      http: true,
-      network: { oneWayDelayMsMean: 5, oneWayDelayMsJitter: 3 },
-      heartbeatMs: 100,
-      topology: { leaseMs, commitBudgetMs: 100, driftRateMax: 0.01 },
-      tables: { ledger: { pattern: 'global', writeSite: 'us-east', failoverOrder: ['us-east', 'eu-west', 'ap-south'], durability: 'quorum' } },
-    });
+    const cluster = await ledgerCluster(seed, leaseMs);
     const { world } = cluster;
     try {
       await world.runUntil(() => cluster.siteIds.every((id) => cluster.site(id)!.node.originConfirmed), { timeoutMs: 10_000 });
