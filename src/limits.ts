@@ -58,7 +58,7 @@ export const limits = {
    * long (or three leases, if longer): sites of one cluster may start seconds apart.
    */
   ownerStartGraceMs: 5_000,
-  /** A write refused because its owner is changing, silent or unreachable is tried again after this, doubling up to 8 times it, at the site... */
+  /** A write refused because its owner is changing or silent is tried again after this (unreachable: doubling up to 8 times it), at the site... */
   ownerRetryMs: 25,
   /** ...for at most this long when another site forwarded it (that site's forward timeout must not run out first). */
   ownerWaitForwardedMs: 800,

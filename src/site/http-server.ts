@@ -294,7 +294,10 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
     const forwarded = header(req, forwardedHeader) !== undefined;
     const deadline = env.clock.monotonicMs() + (forwarded ? limits.ownerWaitForwardedMs : node.config.topology.switchoverWaitMs);
     let parked = false;
-    for (let tries = 0; ; tries++) {
+    // an unreachable owner is tried again with backoff (each try is a connection attempt); a moving
+    // or silent one costs nothing to ask again, and a planned move wants the write through promptly
+    let unreachableTries = 0;
+    for (;;) {
       const epoch = topology?.epoch();
       try {
         return await attempt(parked);
@@ -305,7 +308,7 @@ export function buildSiteServer(options: SiteServerOptions): FastifyInstance {
         if (e.extra.parked === true) {
           parked = true;
           await topology.waitForEpochAfter(epoch, left);
-        } else await env.timers.sleep(Math.min(left, limits.ownerRetryMs * 2 ** Math.min(tries, 3)));
+        } else await env.timers.sleep(Math.min(left, e.extra.ownerUnreachable === true ? limits.ownerRetryMs * 2 ** Math.min(unreachableTries++, 3) : limits.ownerRetryMs));
       }
     }
   };
