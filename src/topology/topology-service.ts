@@ -512,9 +512,9 @@ export class TopologyService implements Ownership {
   }
 
   /** A voter's view if it came within the last half lease (older ones say nothing about now). */
-  private freshView(voter: string): VoterView | undefined {
+  private freshView(voter: string, maxAgeMs = this.leaseMs / 2): VoterView | undefined {
     const v = this.views.get(voter);
-    return v !== undefined && this.options.env.clock.monotonicMs() - v.atMs <= this.leaseMs / 2 ? v.view : undefined;
+    return v !== undefined && this.options.env.clock.monotonicMs() - v.atMs <= maxAgeMs ? v.view : undefined;
   }
 
   /** Whether `site`'s lease has lapsed at a majority of voters: none granted it anything for L while granting. */
@@ -524,12 +524,12 @@ export class TopologyService implements Ownership {
     return this.silentAtMajority(site, (never) => (never ? this.startGraceMs : this.leaseMs));
   }
 
-  /** Whether a majority of voters (fresh views) granted `site` nothing for `forMs(never granted since the voter started)`. */
-  private silentAtMajority(site: string, forMs: (never: boolean) => number): boolean {
+  /** Whether a majority of voters (views at most `maxAgeMs` old) granted `site` nothing for `forMs(never granted since the voter started)`. */
+  private silentAtMajority(site: string, forMs: (never: boolean) => number, maxAgeMs = this.leaseMs / 2): boolean {
     const vs = voters(this.record());
     let silent = 0;
     for (const v of vs) {
-      const view = this.freshView(v);
+      const view = this.freshView(v, maxAgeMs);
       if (view !== undefined && silentForMs(view, site) >= forMs((view.grants[site] ?? []).length === 0)) silent++;
     }
     return silent >= majority(vs.length);
@@ -801,8 +801,10 @@ export class TopologyService implements Ownership {
    * False without fresh views from a majority (this site could not fail it over either).
    */
   ownerSilent(site: string): boolean {
-    // a site never granted since a voter started may be starting: not judged silent there
-    return site !== this.siteId && this.silentAtMajority(site, (never) => (never ? Infinity : this.leaseMs / 2));
+    // a site never granted since a voter started may be starting: not judged silent there. A hint,
+    // not a safety rule (a held write is tried again, nothing written): views up to a lease old
+    // count, so one late lease round here does not send a held write into a silent owner's socket
+    return site !== this.siteId && this.silentAtMajority(site, (never) => (never ? Infinity : this.leaseMs / 2), this.leaseMs);
   }
 
   /** Whether voters granted `site` a lease within L at a majority (an operator's `failover --site` checks it). */
